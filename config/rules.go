@@ -1,0 +1,97 @@
+package config
+
+import (
+	"os"
+	"strings"
+
+	"github.com/genimg/genimg/job"
+)
+
+// A Rule turns images uploaded under a prefix of an upload bucket into edit
+// jobs (contract section 3):
+//
+//	{"bucket": "in", "prefix": "watercolor/", "prompt": "Turn this photo into a watercolor painting", "aspectRatio": "1:1"}
+//
+// Besides bucket and prefix, a rule carries any job field but id and images;
+// the uploaded image is the job's one input.
+type Rule struct {
+	Bucket string `json:"bucket"`
+	Prefix string `json:"prefix"`
+	// Name tells rules apart in job ids and logs; it defaults to the prefix.
+	Name string `json:"name,omitempty"`
+	// DryRun counts matching uploads and their estimated cost instead of
+	// calling the model (a backfill preview).
+	DryRun bool `json:"dryRun,omitempty"`
+
+	Prompt             string              `json:"prompt"`
+	AspectRatio        string              `json:"aspectRatio,omitempty"`
+	ResponseModalities []string            `json:"responseModalities,omitempty"`
+	CandidateCount     int32               `json:"candidateCount,omitempty"`
+	SystemInstruction  string              `json:"systemInstruction,omitempty"`
+	SafetySettings     []job.SafetySetting `json:"safetySettings,omitempty"`
+	CachedContent      string              `json:"cachedContent,omitempty"`
+	Model              string              `json:"model,omitempty"`
+	Output             *job.OutputOptions  `json:"output,omitempty"`
+	Labels             map[string]string   `json:"labels,omitempty"`
+	BillingLabels      map[string]string   `json:"billingLabels,omitempty"`
+}
+
+// Job is the job the rule makes of an uploaded image.
+func (r Rule) Job(image job.Image) job.Job {
+	return job.Job{
+		Prompt:             r.Prompt,
+		Images:             []job.Image{image},
+		AspectRatio:        r.AspectRatio,
+		ResponseModalities: append([]string(nil), r.ResponseModalities...),
+		CandidateCount:     r.CandidateCount,
+		SystemInstruction:  r.SystemInstruction,
+		SafetySettings:     append([]job.SafetySetting(nil), r.SafetySettings...),
+		CachedContent:      r.CachedContent,
+		Model:              r.Model,
+		Output:             r.Output,
+		Labels:             r.Labels,
+		BillingLabels:      r.BillingLabels,
+	}
+}
+
+// Matches reports whether the rule applies to an object.
+func (r Rule) Matches(bucket, name string) bool {
+	return bucket == r.Bucket && strings.HasPrefix(name, r.Prefix)
+}
+
+// rules reads GENIMG_RULES: a JSON array, or the path of a file holding one.
+func (r *reader) rules(name string) []Rule {
+	v := r.str(name, "")
+	if v == "" {
+		return nil
+	}
+	data := []byte(v)
+	if !strings.HasPrefix(v, "[") {
+		b, err := os.ReadFile(v)
+		if err != nil {
+			r.fail(name, v, "expected a JSON array of rules or the path of a file holding one: "+err.Error())
+			return nil
+		}
+		data = b
+	}
+	var rules []Rule
+	if err := job.DecodeStrict(data, &rules); err != nil {
+		r.fail(name, v, "invalid rules: "+err.Error())
+		return nil
+	}
+	for i := range rules {
+		rule := &rules[i]
+		switch {
+		case rule.Bucket == "":
+			r.fail(name, v, "every rule needs a bucket")
+		case rule.Prefix == "" || !strings.HasSuffix(rule.Prefix, "/"):
+			r.fail(name, rule.Prefix, "every rule needs a prefix ending in '/', such as watercolor/")
+		case strings.TrimSpace(rule.Prompt) == "":
+			r.fail(name, rule.Prefix, "every rule needs a prompt")
+		}
+		if rule.Name == "" {
+			rule.Name = rule.Prefix
+		}
+	}
+	return rules
+}

@@ -1,0 +1,3 @@
+module github.com/genimg/genimg
+
+go 1.26.0

@@ -1,0 +1,109 @@
+// Package job defines genimg's unit of work: the job a caller submits, how
+// it is decoded and validated against what a model accepts, and the
+// completion record that says what became of it.
+//
+// Field names follow the Gemini REST API (camelCase). The package is pure: it
+// reads no environment and talks to no service, so every trigger, the
+// pipeline and the tests share one definition of a valid job.
+package job
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// DefaultModel is the model a job runs on when it names none.
+const DefaultModel = "gemini-2.5-flash-image"
+
+// A Job is one request for images: a prompt, optional input images to edit
+// or combine, and the generation settings. It is contract section 2.
+type Job struct {
+	// ID is the caller's idempotency key, [A-Za-z0-9._-]{1,128}. The same id
+	// always means the same work.
+	ID                 string            `json:"id,omitempty"`
+	Prompt             string            `json:"prompt,omitempty"`
+	Images             []Image           `json:"images,omitempty"`
+	AspectRatio        string            `json:"aspectRatio,omitempty"`
+	ResponseModalities []string          `json:"responseModalities,omitempty"`
+	CandidateCount     int32             `json:"candidateCount,omitempty"`
+	SystemInstruction  string            `json:"systemInstruction,omitempty"`
+	SafetySettings     []SafetySetting   `json:"safetySettings,omitempty"`
+	CachedContent      string            `json:"cachedContent,omitempty"`
+	Model              string            `json:"model,omitempty"`
+	Output             *OutputOptions    `json:"output,omitempty"`
+	Labels             map[string]string `json:"labels,omitempty"`
+	BillingLabels      map[string]string `json:"billingLabels,omitempty"`
+}
+
+// An Image is one input image: a gs:// URI, or inline bytes (standard base64
+// in JSON). MIMEType is a hint; the type is always sniffed from the bytes.
+type Image struct {
+	URI      string `json:"uri,omitempty"`
+	Data     []byte `json:"data,omitempty"`
+	MIMEType string `json:"mimeType,omitempty"`
+}
+
+// A SafetySetting is a per-category blocking threshold, as the Gemini API
+// spells it.
+type SafetySetting struct {
+	Category  string `json:"category"`
+	Threshold string `json:"threshold"`
+}
+
+// OutputOptions says where the job's images go.
+type OutputOptions struct {
+	// Prefix is a path under the output bucket for the images; the job's
+	// own folder goes beneath it.
+	Prefix string `json:"prefix,omitempty"`
+}
+
+// Decode reads one JSON job. Unknown fields and trailing data are errors
+// wrapping ErrInvalid, so a typo never silently changes a paid request.
+func Decode(data []byte) (Job, error) {
+	var j Job
+	if err := DecodeStrict(data, &j); err != nil {
+		return Job{}, fmt.Errorf("%w: job: %s", ErrInvalid, describeJSONError(err))
+	}
+	return j, nil
+}
+
+// DecodeStrict decodes one JSON value into v, rejecting unknown fields and
+// anything after the value. It is the one strict decoder genimg uses for
+// what callers write (jobs, rules).
+func DecodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return errors.New("empty body: expected a JSON object")
+		}
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("unexpected data after the JSON object")
+	}
+	return nil
+}
+
+// describeJSONError turns encoding/json's messages into ones that say what
+// a caller should change.
+func describeJSONError(err error) string {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return fmt.Sprintf("unknown field %s; accepted fields: %s", name, strings.Join(fieldNames, ", "))
+	}
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		return fmt.Sprintf("field %q: expected %s, got JSON %s", typeErr.Field, typeErr.Type, typeErr.Value)
+	}
+	return strings.TrimPrefix(msg, "json: ")
+}
+
+var fieldNames = []string{
+	"id", "prompt", "images", "aspectRatio", "responseModalities", "candidateCount",
+	"systemInstruction", "safetySettings", "cachedContent", "model", "output", "labels", "billingLabels",
+}
