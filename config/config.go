@@ -139,10 +139,23 @@ func (c Config) Policy() job.Policy {
 		Backend:        c.Model.Backend,
 		Models:         c.Model.Allowed,
 		DefaultModel:   c.Model.Default,
-		InputBuckets:   append(slices.Clone(c.Storage.InputBuckets), c.Storage.OutputBucket),
+		InputBuckets:   c.ReadableBuckets(),
 		MaxImageBytes:  c.Limits.MaxImageBytes,
 		MaxPromptBytes: c.Limits.MaxPromptBytes,
 	}
+}
+
+// ReadableBuckets are the buckets inputs may come from: the input
+// allow-list, the upload buckets (an upload is its own job's input) and the
+// output bucket (where HTTP inputs are staged).
+func (c Config) ReadableBuckets() []string {
+	bs := slices.Clone(c.Storage.InputBuckets)
+	for _, b := range append(slices.Clone(c.Uploads.Buckets), c.Storage.OutputBucket) {
+		if !slices.Contains(bs, b) {
+			bs = append(bs, b)
+		}
+	}
+	return bs
 }
 
 // FromEnv loads the configuration from the process environment.

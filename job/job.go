@@ -42,9 +42,12 @@ type Job struct {
 // An Image is one input image: a gs:// URI, or inline bytes (standard base64
 // in JSON). MIMEType is a hint; the type is always sniffed from the bytes.
 type Image struct {
-	URI      string `json:"uri,omitempty"`
-	Data     []byte `json:"data,omitempty"`
-	MIMEType string `json:"mimeType,omitempty"`
+	URI string `json:"uri,omitempty"`
+	// Generation pins a gs:// input to one version of the object; zero
+	// reads the live version. Upload jobs pin the uploaded generation.
+	Generation int64  `json:"generation,omitempty"`
+	Data       []byte `json:"data,omitempty"`
+	MIMEType   string `json:"mimeType,omitempty"`
 }
 
 // A SafetySetting is a per-category blocking threshold, as the Gemini API
@@ -107,3 +110,20 @@ var fieldNames = []string{
 	"id", "prompt", "images", "aspectRatio", "responseModalities", "candidateCount",
 	"systemInstruction", "safetySettings", "cachedContent", "model", "output", "labels", "billingLabels",
 }
+
+// Custom metadata keys on every object genimg writes. MetaGeneratedBy is
+// the loop guard's marker: an object carrying it is never taken for a job.
+const (
+	MetaGeneratedBy = "genimg-generated-by"
+	MetaJob         = "genimg-job"
+	MetaSource      = "genimg-source"
+	MetaModel       = "genimg-model"
+	MetaPromptHash  = "genimg-prompt-sha256"
+)
+
+// Generator is MetaGeneratedBy's value.
+const Generator = "genimg"
+
+// EventType is the CloudEvents type of genimg's completion event. A message
+// carrying it is never taken for a job.
+const EventType = "genimg.job.v1.completed"

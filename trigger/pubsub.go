@@ -1,0 +1,149 @@
+package trigger
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+
+	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/job"
+)
+
+// MessagePublishedType is the CloudEvent type of a Pub/Sub message.
+const MessagePublishedType = "google.cloud.pubsub.topic.v1.messagePublished"
+
+// MaxEventBytes is Eventarc's limit on one event (512 KB): a job published
+// to a topic that reaches a function through Eventarc must fit it.
+const MaxEventBytes = 512 * 1024
+
+// Attributes genimg sets on the job messages it queues itself (HTTP jobs),
+// so that the record names the HTTP request rather than the message.
+const (
+	AttrTrigger = "genimg-trigger"
+	AttrSource  = "genimg-source"
+)
+
+// A Message is a Pub/Sub message as the messagePublished event carries it.
+// Real deliveries carry camelCase fields and snake_case twins; both decode.
+type Message struct {
+	Data        []byte            `json:"data"`
+	Attributes  map[string]string `json:"attributes"`
+	MessageID   string            `json:"messageId"`
+	PublishTime time.Time         `json:"publishTime"`
+	OrderingKey string            `json:"orderingKey"`
+
+	MessageIDSnake   string    `json:"message_id"`
+	PublishTimeSnake time.Time `json:"publish_time"`
+}
+
+// MessagePublished is the data of a messagePublished event.
+type MessagePublished struct {
+	Message      Message `json:"message"`
+	Subscription string  `json:"subscription"`
+}
+
+// DecodeMessage reads a messagePublished event's data.
+func DecodeMessage(e cloudevents.Event) (MessagePublished, error) {
+	var m MessagePublished
+	if err := json.Unmarshal(e.Data(), &m); err != nil {
+		return m, fmt.Errorf("%w: Pub/Sub event data: %v", job.ErrInvalid, err)
+	}
+	if m.Message.MessageID == "" {
+		m.Message.MessageID = m.Message.MessageIDSnake
+	}
+	if m.Message.MessageID == "" {
+		m.Message.MessageID = e.ID()
+	}
+	if m.Message.PublishTime.IsZero() {
+		m.Message.PublishTime = m.Message.PublishTimeSnake
+	}
+	if m.Message.PublishTime.IsZero() {
+		m.Message.PublishTime = e.Time()
+	}
+	return m, nil
+}
+
+// FromMessage decodes a messagePublished event into a delivery: a job in
+// the message data; or, for a Cloud Storage notification, an upload.
+func FromMessage(e cloudevents.Event, u config.Uploads) Delivery {
+	m, err := DecodeMessage(e)
+	if err != nil {
+		return Delivery{
+			ID:      job.DeriveID("msg", e.Source(), e.ID()),
+			Trigger: job.Trigger{Kind: job.PubSub, Source: e.ID()},
+			Time:    e.Time(),
+			Err:     err,
+		}
+	}
+	msg := m.Message
+	attrs := msg.Attributes
+
+	if attrs["ce-type"] == job.EventType || attrs["type"] == job.EventType {
+		return Delivery{Ignore: "the message is a genimg completion event, never a job", Time: msg.PublishTime}
+	}
+	if kind, ok := attrs["eventType"]; ok && attrs["bucketId"] != "" {
+		return fromNotification(kind, msg, u)
+	}
+
+	d := Delivery{
+		ID:      job.DeriveID("msg", e.Source(), msg.MessageID),
+		Trigger: job.Trigger{Kind: job.PubSub, Source: msg.MessageID},
+		Time:    msg.PublishTime,
+	}
+	if attrs[AttrTrigger] == string(job.HTTP) && attrs[AttrSource] != "" {
+		d.Trigger = job.Trigger{Kind: job.HTTP, Source: attrs[AttrSource]}
+	}
+	if n := len(msg.Data); n > MaxEventBytes {
+		d.Err = fmt.Errorf("%w: the message is %d bytes; a job delivered through Eventarc must fit %d bytes (512 KB): reference images by gs:// URI instead of inline data", job.ErrTooLarge, n, MaxEventBytes)
+		return d
+	}
+	j, err := job.Decode(msg.Data)
+	if err != nil {
+		d.Err = err
+		return d
+	}
+	if j.ID != "" {
+		if !job.ValidID(j.ID) {
+			d.Err = fmt.Errorf("%w: id %q: must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' or '-'", job.ErrInvalid, truncate(j.ID))
+			return d
+		}
+		d.ID = j.ID
+	}
+	j.ID = d.ID
+	d.Job = j
+	return d
+}
+
+// fromNotification treats a Cloud Storage Pub/Sub notification exactly like
+// an upload event.
+func fromNotification(kind string, msg Message, u config.Uploads) Delivery {
+	if kind != "OBJECT_FINALIZE" {
+		return Delivery{Ignore: "storage notification " + kind + " is not an upload", Time: msg.PublishTime}
+	}
+	var o Object
+	if msg.Attributes["payloadFormat"] == "JSON_API_V1" && len(msg.Data) > 0 {
+		if err := json.Unmarshal(msg.Data, &o); err == nil {
+			o.MetadataKnown = true
+		}
+	}
+	o.Bucket = msg.Attributes["bucketId"]
+	o.Name = msg.Attributes["objectId"]
+	if g, err := strconv.ParseInt(msg.Attributes["objectGeneration"], 10, 64); err == nil {
+		o.Generation = Int64(g)
+	}
+	when := msg.PublishTime
+	if t, err := time.Parse(time.RFC3339Nano, msg.Attributes["eventTime"]); err == nil {
+		when = t
+	}
+	return FromObject(o, when, u)
+}
+
+func truncate(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
