@@ -1,0 +1,184 @@
+package gemini
+
+import (
+	"strings"
+	"time"
+
+	"google.golang.org/genai"
+
+	"github.com/genimg/genimg/job"
+)
+
+// A Result is what one job's model call(s) produced, fully read: every
+// field of the answer the completion record carries.
+type Result struct {
+	// Images are the output images (bytes and MIME type), in answer order
+	// across candidates.
+	Images []job.Image
+	// Text is the answer's text parts, joined with "\n" (thoughts left out).
+	Text string
+	// FinishReason and FinishMessage are the first candidate's. The
+	// Gemini API backend of the SDK drops finishMessage; Vertex AI keeps it.
+	FinishReason  string
+	FinishMessage string
+	SafetyRatings []job.SafetyRating
+	// PromptFeedback is set when the answer carried one (a blocked prompt).
+	PromptFeedback *job.PromptFeedback
+	Usage          job.Usage
+	ModelVersion   string
+	ResponseID     string
+	// Outcome is contract section 4's, from OutcomeOf. It is empty when
+	// Generate returns an error.
+	Outcome job.Outcome
+	// Attempts is the HTTP calls made to the model for this Generate.
+	Attempts int
+	// CostUSD prices the answer's usage (failed calls are not billed).
+	CostUSD float64
+	// ModelTime is the time spent in model calls, retries included, waits
+	// between them excluded.
+	ModelTime time.Duration
+}
+
+// finishOutcomes maps every genai.FinishReason constant of the SDK to an
+// outcome for an answer without an image. TestFinishReasonsComplete keeps it
+// complete against the SDK's source. Safety, prohibited content, blocklist,
+// SPII and recitation stops are "blocked" (contract section 4); everything
+// else that ends without an image is "no_image".
+var finishOutcomes = map[genai.FinishReason]job.Outcome{
+	genai.FinishReasonUnspecified:            job.NoImage,
+	genai.FinishReasonStop:                   job.NoImage,
+	genai.FinishReasonMaxTokens:              job.NoImage,
+	genai.FinishReasonSafety:                 job.Blocked,
+	genai.FinishReasonRecitation:             job.Blocked,
+	genai.FinishReasonLanguage:               job.NoImage,
+	genai.FinishReasonOther:                  job.NoImage,
+	genai.FinishReasonBlocklist:              job.Blocked,
+	genai.FinishReasonProhibitedContent:      job.Blocked,
+	genai.FinishReasonSPII:                   job.Blocked,
+	genai.FinishReasonMalformedFunctionCall:  job.NoImage,
+	genai.FinishReasonImageSafety:            job.Blocked,
+	genai.FinishReasonUnexpectedToolCall:     job.NoImage,
+	genai.FinishReasonTooManyToolCalls:       job.NoImage,
+	genai.FinishReasonImageProhibitedContent: job.Blocked,
+	genai.FinishReasonNoImage:                job.NoImage,
+	genai.FinishReasonImageRecitation:        job.Blocked,
+	genai.FinishReasonImageOther:             job.NoImage,
+	genai.FinishReasonContinuation:           job.NoImage,
+}
+
+// blockOutcomes maps every genai.BlockedReason constant. Any block reason,
+// even an unspecified or unknown one, means the prompt was refused with no
+// candidates: blocked.
+var blockOutcomes = map[genai.BlockedReason]job.Outcome{
+	genai.BlockedReasonUnspecified:       job.Blocked,
+	genai.BlockedReasonSafety:            job.Blocked,
+	genai.BlockedReasonOther:             job.Blocked,
+	genai.BlockedReasonBlocklist:         job.Blocked,
+	genai.BlockedReasonProhibitedContent: job.Blocked,
+	genai.BlockedReasonImageSafety:       job.Blocked,
+	genai.BlockedReasonModelArmor:        job.Blocked,
+	genai.BlockedReasonJailbreak:         job.Blocked,
+}
+
+// OutcomeOf maps an answer to its outcome: succeeded with at least one
+// image; otherwise blocked for any prompt block reason or a safety-like
+// finish reason; otherwise no_image. An unknown finish reason (a newer
+// service than this SDK) is no_image: the answer is kept, not dropped, and
+// the reason is recorded as text by the caller.
+func OutcomeOf(finishReason, blockReason string, images int) job.Outcome {
+	if images > 0 {
+		return job.Succeeded
+	}
+	if blockReason != "" {
+		if o, ok := blockOutcomes[genai.BlockedReason(blockReason)]; ok {
+			return o
+		}
+		return job.Blocked
+	}
+	if o, ok := finishOutcomes[genai.FinishReason(finishReason)]; ok {
+		return o
+	}
+	return job.NoImage
+}
+
+// fillResult reads an answer into res. It walks the parts itself:
+// resp.Text() logs a warning when the answer holds images.
+func fillResult(res *Result, resp *genai.GenerateContentResponse) {
+	res.ModelVersion = resp.ModelVersion
+	res.ResponseID = resp.ResponseID
+	var texts []string
+	for i, cand := range resp.Candidates {
+		if cand == nil {
+			continue
+		}
+		if i == 0 {
+			res.FinishReason = string(cand.FinishReason)
+			res.FinishMessage = cand.FinishMessage
+			res.SafetyRatings = ratings(cand.SafetyRatings)
+		}
+		if cand.Content == nil {
+			continue
+		}
+		for _, p := range cand.Content.Parts {
+			switch {
+			case p == nil || p.Thought:
+			case p.InlineData != nil && len(p.InlineData.Data) > 0:
+				res.Images = append(res.Images, job.Image{Data: p.InlineData.Data, MIMEType: p.InlineData.MIMEType})
+			case p.Text != "":
+				texts = append(texts, p.Text)
+			}
+		}
+	}
+	res.Text = strings.Join(texts, "\n")
+	var block string
+	if pf := resp.PromptFeedback; pf != nil {
+		res.PromptFeedback = &job.PromptFeedback{
+			BlockReason:        string(pf.BlockReason),
+			BlockReasonMessage: pf.BlockReasonMessage,
+			SafetyRatings:      ratings(pf.SafetyRatings),
+		}
+		block = string(pf.BlockReason)
+	}
+	if u := resp.UsageMetadata; u != nil {
+		res.Usage = job.Usage{
+			PromptTokens:               u.PromptTokenCount,
+			CandidatesTokens:           u.CandidatesTokenCount,
+			TotalTokens:                u.TotalTokenCount,
+			ThoughtsTokens:             u.ThoughtsTokenCount,
+			CachedTokens:               u.CachedContentTokenCount,
+			PromptTokensByModality:     byModality(u.PromptTokensDetails),
+			CandidatesTokensByModality: byModality(u.CandidatesTokensDetails),
+		}
+	}
+	res.Outcome = OutcomeOf(res.FinishReason, block, len(res.Images))
+}
+
+func ratings(in []*genai.SafetyRating) []job.SafetyRating {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make([]job.SafetyRating, 0, len(in))
+	for _, r := range in {
+		if r == nil {
+			continue
+		}
+		out = append(out, job.SafetyRating{
+			Category: string(r.Category), Probability: string(r.Probability), ProbabilityScore: r.ProbabilityScore,
+			Severity: string(r.Severity), SeverityScore: r.SeverityScore, Blocked: r.Blocked,
+		})
+	}
+	return out
+}
+
+func byModality(in []*genai.ModalityTokenCount) map[string]int32 {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make(map[string]int32, len(in))
+	for _, m := range in {
+		if m != nil {
+			out[string(m.Modality)] += m.TokenCount
+		}
+	}
+	return out
+}
