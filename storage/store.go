@@ -1,0 +1,248 @@
+// Package storage is genimg's Cloud Storage edge: it checks and reads input
+// images, writes output images and completion records, and keeps each job's
+// state under jobs/<jobId>/ in the output bucket so that at-least-once
+// delivery pays for a job once and always leaves a state the next delivery
+// can finish.
+//
+// The layout in the output bucket:
+//
+//	jobs/<id>/claim.json          the lease: owner, attempt, expiry, fingerprint
+//	jobs/<id>/attempt-<n>.json    attempt n's draft record (written after its images)
+//	jobs/<id>/result.json         the completion record; create-only, it decides
+//	jobs/<id>/inputs/<sha256>.ext inline inputs staged by the HTTP path
+//	<prefix><id>/a<n>-<k>.<ext>   attempt n's k-th image
+//
+// A job runs as: Claim → Resolve → model call → WriteImages → WriteDraft →
+// Commit. Every write that can race is conditional (create-only or
+// generation-match), and a conditional write answering 412 is read back
+// before it is taken as someone else's, because the client retries
+// conditional writes itself and a retry whose first try committed answers
+// 412.
+package storage
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	gcs "cloud.google.com/go/storage"
+	"google.golang.org/api/googleapi"
+
+	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/job"
+)
+
+// Custom metadata keys genimg sets on every object it writes.
+const (
+	// MetaJob names the job the object belongs to.
+	MetaJob = "genimg-job"
+	// MetaSource is the object (with #generation) or message the job came
+	// from, when there is one.
+	MetaSource = "genimg-source"
+	// MetaModel is the model that made an image.
+	MetaModel = "genimg-model"
+	// MetaPromptSHA256 is the SHA-256 of the prompt, hex; prompts themselves
+	// are never stored in metadata.
+	MetaPromptSHA256 = "genimg-prompt-sha256"
+	// MetaGeneratedBy is the loop-guard marker: an object carrying it with
+	// value GeneratedBy was written by genimg and is never taken for a job.
+	MetaGeneratedBy = "genimg-generated-by"
+	// GeneratedBy is MetaGeneratedBy's value.
+	GeneratedBy = "genimg"
+	// metaRun ties a draft to the run of the job it belongs to: the
+	// generation of the result.json a reclaiming run replaces, or 0.
+	metaRun = "genimg-run"
+)
+
+// IsGenerated reports whether an object's custom metadata marks it as
+// written by genimg (the upload loop guard).
+func IsGenerated(metadata map[string]string) bool {
+	return metadata[MetaGeneratedBy] == GeneratedBy
+}
+
+// ErrNotFound is returned by Status for a job id genimg has never seen.
+var ErrNotFound = errors.New("job not found")
+
+// DefaultChunkSize is the upload buffer per writer when the configuration
+// leaves it unset: the client's own default is 16 MiB per writer, enough to
+// exhaust a small instance under concurrency, and 0 would disable retries.
+const DefaultChunkSize = 256 << 10
+
+// A Store reads inputs and writes outputs and job state. It is safe for
+// concurrent use; build one per instance and share it.
+type Store struct {
+	client  *gcs.Client
+	cfg     config.Storage
+	limits  config.Limits
+	backend job.Backend
+	owner   string
+	now     func() time.Time
+	// retryDeadline bounds the client's own retries of one upload (its
+	// default is 32 s); 0 keeps the client's default.
+	retryDeadline time.Duration
+}
+
+// An Option changes a Store built by New.
+type Option func(*Store)
+
+// WithOwner names this instance in the leases it takes (default: random).
+func WithOwner(owner string) Option { return func(s *Store) { s.owner = owner } }
+
+// WithClock replaces time.Now, for lease expiry in tests.
+func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+
+// WithUploadRetryDeadline bounds how long the client retries one upload
+// before the error surfaces (Writer.ChunkRetryDeadline; the client's default
+// is 32 s). Tests shorten it; production keeps the default.
+func WithUploadRetryDeadline(d time.Duration) Option {
+	return func(s *Store) { s.retryDeadline = d }
+}
+
+// New builds a Store on client. cfg.OutputBucket holds job state and images;
+// limits bound input images; backend decides whether gs:// inputs are read
+// (Gemini API) or passed by URI (Vertex AI).
+func New(client *gcs.Client, cfg config.Storage, limits config.Limits, backend job.Backend, opts ...Option) *Store {
+	s := &Store{client: client, cfg: cfg, limits: limits, backend: backend, now: time.Now}
+	if s.cfg.ChunkSize <= 0 {
+		s.cfg.ChunkSize = DefaultChunkSize
+	}
+	if s.cfg.Lease <= 0 {
+		s.cfg.Lease = 10 * time.Minute
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.owner == "" {
+		s.owner = "instance-" + randomHex(6)
+	}
+	return s
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b)
+}
+
+// jobDir is jobs/<id>/. It refuses any id that could escape its folder,
+// even though callers pass ids already checked by job.ValidID: a wrong
+// object name here could overwrite another job's state.
+func jobDir(jobID string) (string, error) {
+	if !job.ValidID(jobID) {
+		return "", fmt.Errorf("%w: job id %q cannot name a folder", job.ErrInvalid, truncate(jobID))
+	}
+	return "jobs/" + jobID + "/", nil
+}
+
+func truncate(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
+
+// writeOpts are what one object write needs.
+type writeOpts struct {
+	contentType string
+	metadata    map[string]string
+	// cond: DoesNotExist for create-only, GenerationMatch for replace-if.
+	cond *gcs.Conditions
+}
+
+// write stores data at name in the output bucket and returns its attributes.
+// The writer's buffer is cfg.ChunkSize (never the client's 16 MiB default,
+// never 0, which would turn off the client's retries).
+func (s *Store) write(ctx context.Context, bucket, name string, data []byte, o writeOpts) (*gcs.ObjectAttrs, error) {
+	obj := s.client.Bucket(bucket).Object(name)
+	if o.cond != nil {
+		obj = obj.If(*o.cond)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // an abandoned Writer is cancelled, never half-committed
+	w := obj.NewWriter(ctx)
+	w.ChunkSize = s.cfg.ChunkSize
+	if s.retryDeadline > 0 {
+		w.ChunkRetryDeadline = s.retryDeadline
+	}
+	w.ContentType = o.contentType
+	w.Metadata = o.metadata
+	if _, err := w.Write(data); err != nil {
+		_ = w.Close()
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return w.Attrs(), nil
+}
+
+// read returns an object's bytes (at most limit) and attributes.
+func (s *Store) read(ctx context.Context, bucket, name string, limit int64) ([]byte, gcs.ReaderObjectAttrs, error) {
+	r, err := s.client.Bucket(bucket).Object(name).NewReader(ctx)
+	if err != nil {
+		return nil, gcs.ReaderObjectAttrs{}, err
+	}
+	defer r.Close()
+	b, err := io.ReadAll(io.LimitReader(r, limit))
+	return b, r.Attrs, err
+}
+
+// isPrecondition reports a 412: a create-only or generation-match write
+// found the object in another state.
+func isPrecondition(err error) bool {
+	var ge *googleapi.Error
+	return errors.As(err, &ge) && ge.Code == 412
+}
+
+// classify wraps a Cloud Storage error in genimg's categories. This is the
+// edge where storage failures are classified, once.
+func classify(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	var ge *googleapi.Error
+	if errors.As(err, &ge) {
+		switch {
+		case ge.Code == 408 || ge.Code == 429 || ge.Code >= 500:
+			// Quota or a server-side fault: the redelivery may succeed.
+			return fmt.Errorf("%s: %w: %w", what, job.ErrTransient, err)
+		case ge.Code == 401 || ge.Code == 403:
+			// A missing permission does not fix itself on retry: it is the
+			// deployment's configuration.
+			return fmt.Errorf("%s: %w: %w", what, job.ErrPermanent, err)
+		default:
+			return fmt.Errorf("%s: %w: %w", what, job.ErrPermanent, err)
+		}
+	}
+	if errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		// The caller went away; retrying later is the caller's call.
+		return fmt.Errorf("%s: %w: %w", what, job.ErrTransient, err)
+	}
+	var ne net.Error
+	var ue *url.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) || errors.As(err, &ue) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || gcs.ShouldRetry(err) {
+		// Network trouble or a deadline: retry on redelivery.
+		return fmt.Errorf("%s: %w: %w", what, job.ErrTransient, err)
+	}
+	// Anything else from the client at this edge is most likely transport
+	// trouble too; a redelivery is cheaper than a lost job.
+	return fmt.Errorf("%s: %w: %w", what, job.ErrTransient, err)
+}
+
+// gsURI names an object.
+func gsURI(bucket, name string) string { return "gs://" + bucket + "/" + name }
+
+// within reports whether name is a plain child of dir (no "..", no
+// further slashes), the guard on every name built from job data.
+func within(dir, name string) bool {
+	rest, ok := strings.CutPrefix(name, dir)
+	return ok && rest != "" && !strings.Contains(rest, "/") && rest != "." && rest != ".."
+}
