@@ -23,7 +23,9 @@ func (j Job) Fingerprint() string {
 			work.Images[i] = Image{URI: "sha256:" + hex.EncodeToString(sum[:])}
 			continue
 		}
-		work.Images[i] = Image{URI: img.URI}
+		// A pinned generation is different input bytes, so different
+		// work; zero (the live object) encodes as before.
+		work.Images[i] = Image{URI: img.URI, Generation: img.Generation}
 	}
 	// encoding/json sorts map keys, so the encoding is canonical.
 	b, err := json.Marshal(work)

@@ -9,10 +9,13 @@ package job
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -69,7 +72,7 @@ type OutputOptions struct {
 func Decode(data []byte) (Job, error) {
 	var j Job
 	if err := DecodeStrict(data, &j); err != nil {
-		return Job{}, fmt.Errorf("%w: job: %s", ErrInvalid, describeJSONError(err))
+		return Job{}, fmt.Errorf("%w: job: %s", ErrInvalid, describeJSONError(data, err))
 	}
 	return j, nil
 }
@@ -93,22 +96,82 @@ func DecodeStrict(data []byte, v any) error {
 }
 
 // describeJSONError turns encoding/json's messages into ones that say what
-// a caller should change.
-func describeJSONError(err error) string {
+// a caller should change. encoding/json names neither the object an unknown
+// field sits in nor the field a bad base64 string is in, so those are looked
+// up in data: a misspelt "url" in an image must list an image's fields, not
+// the job's.
+func describeJSONError(data []byte, err error) string {
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
-		return fmt.Sprintf("unknown field %s; accepted fields: %s", name, strings.Join(fieldNames, ", "))
+		where, accepted := locateUnknownField(data, name)
+		return fmt.Sprintf("%sunknown field %s; accepted fields: %s", where, name, strings.Join(accepted, ", "))
 	}
 	var typeErr *json.UnmarshalTypeError
 	if errors.As(err, &typeErr) {
+		if typeErr.Field == "" {
+			return fmt.Sprintf("expected a JSON object, got JSON %s", typeErr.Value)
+		}
 		return fmt.Sprintf("field %q: expected %s, got JSON %s", typeErr.Field, typeErr.Type, typeErr.Value)
+	}
+	var b64Err base64.CorruptInputError
+	if errors.As(err, &b64Err) {
+		return fmt.Sprintf("images[].data: not standard base64 (error at byte %d)", int64(b64Err))
 	}
 	return strings.TrimPrefix(msg, "json: ")
 }
 
-var fieldNames = []string{
-	"id", "prompt", "images", "aspectRatio", "responseModalities", "candidateCount",
-	"systemInstruction", "safetySettings", "cachedContent", "model", "output", "labels", "billingLabels",
+var (
+	fieldNames = []string{
+		"id", "prompt", "images", "aspectRatio", "responseModalities", "candidateCount",
+		"systemInstruction", "safetySettings", "cachedContent", "model", "output", "labels", "billingLabels",
+	}
+	imageFieldNames  = []string{"uri", "generation", "data", "mimeType"}
+	safetyFieldNames = []string{"category", "threshold"}
+	outputFieldNames = []string{"prefix"}
+)
+
+// locateUnknownField finds the object holding the unknown field quoted (as
+// encoding/json quotes it) and returns a location prefix for the message and
+// the fields accepted there. It falls back to the job's own fields.
+func locateUnknownField(data []byte, quoted string) (where string, accepted []string) {
+	name, err := strconv.Unquote(quoted)
+	if err != nil {
+		return "", fieldNames
+	}
+	var top struct {
+		Images         []map[string]json.RawMessage
+		SafetySettings []map[string]json.RawMessage
+		Output         map[string]json.RawMessage
+	}
+	// Decoding without DisallowUnknownFields succeeds wherever the strict
+	// decode got as far as an unknown field; on failure, fall back.
+	if json.Unmarshal(data, &top) != nil {
+		return "", fieldNames
+	}
+	unknownIn := func(obj map[string]json.RawMessage, known []string) bool {
+		if _, ok := obj[name]; !ok {
+			return false
+		}
+		return !slices.ContainsFunc(known, func(k string) bool { return strings.EqualFold(k, name) })
+	}
+	var all map[string]json.RawMessage
+	if json.Unmarshal(data, &all) == nil && unknownIn(all, fieldNames) {
+		return "", fieldNames
+	}
+	for i, img := range top.Images {
+		if unknownIn(img, imageFieldNames) {
+			return fmt.Sprintf("images[%d]: ", i), imageFieldNames
+		}
+	}
+	for i, s := range top.SafetySettings {
+		if unknownIn(s, safetyFieldNames) {
+			return fmt.Sprintf("safetySettings[%d]: ", i), safetyFieldNames
+		}
+	}
+	if unknownIn(top.Output, outputFieldNames) {
+		return "output: ", outputFieldNames
+	}
+	return "", fieldNames
 }
 
 // Custom metadata keys on every object genimg writes. MetaGeneratedBy is

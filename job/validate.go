@@ -3,6 +3,7 @@ package job
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -100,6 +101,9 @@ func (j *Job) Validate(p Policy) error {
 	case p.MaxPromptBytes > 0 && len(j.Prompt) > p.MaxPromptBytes:
 		bad("prompt is %d bytes; at most %d are accepted", len(j.Prompt), p.MaxPromptBytes)
 	}
+	if !utf8.ValidString(j.SystemInstruction) {
+		bad("systemInstruction is not valid UTF-8")
+	}
 	if p.MaxPromptBytes > 0 && len(j.SystemInstruction) > p.MaxPromptBytes {
 		bad("systemInstruction is %d bytes; at most %d are accepted", len(j.SystemInstruction), p.MaxPromptBytes)
 	}
@@ -166,7 +170,10 @@ func (j *Job) Validate(p Policy) error {
 	if len(j.Labels) > maxLabels {
 		bad("labels: %d entries; at most %d", len(j.Labels), maxLabels)
 	}
-	for k, v := range j.Labels {
+	// Keys in sorted order: the same job always gets the same message, in
+	// every record written for it.
+	for _, k := range slices.Sorted(maps.Keys(j.Labels)) {
+		v := j.Labels[k]
 		if k == "" || len(k) > maxLabelKeyBytes || len(v) > maxLabelValueBytes || !utf8.ValidString(k+v) {
 			bad("labels: %q: keys must be 1 to %d bytes and values at most %d bytes of UTF-8", truncate(k), maxLabelKeyBytes, maxLabelValueBytes)
 		}
@@ -174,7 +181,8 @@ func (j *Job) Validate(p Policy) error {
 	if len(j.BillingLabels) > maxLabels {
 		bad("billingLabels: %d entries; Vertex AI accepts at most %d", len(j.BillingLabels), maxLabels)
 	}
-	for k, v := range j.BillingLabels {
+	for _, k := range slices.Sorted(maps.Keys(j.BillingLabels)) {
+		v := j.BillingLabels[k]
 		if !vertexLabelKey.MatchString(k) {
 			bad("billingLabels: key %q: must start with a lowercase letter and be at most 63 lowercase letters, digits, '_' or '-'", truncate(k))
 		}
@@ -218,7 +226,9 @@ func (j *Job) validateImage(i int, c Capability, p Policy) error {
 func ParseGCS(uri string) (bucket, object string, err error) {
 	rest, ok := strings.CutPrefix(uri, "gs://")
 	bucket, object, _ = strings.Cut(rest, "/")
-	if !ok || bucket == "" || object == "" || strings.ContainsAny(bucket, "#?") {
+	// Cloud Storage object names are UTF-8; anything else could never be
+	// read, and would not survive a JSON round trip of the job.
+	if !ok || bucket == "" || object == "" || strings.ContainsAny(bucket, "#?") || !utf8.ValidString(object) {
 		return "", "", fmt.Errorf("uri %q: expected gs://bucket/object", truncate(uri))
 	}
 	return bucket, object, nil
@@ -253,5 +263,9 @@ func truncate(s string) string {
 	if len(s) <= max {
 		return s
 	}
-	return s[:max] + "…"
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut-- // never split a character
+	}
+	return s[:cut] + "…"
 }
