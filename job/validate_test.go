@@ -60,7 +60,9 @@ func TestValidateMessages(t *testing.T) {
 			want: "systemInstruction is 1001 bytes; at most 1000 are accepted"},
 		{name: "systemInstruction not UTF-8", change: func(j *job.Job) { j.SystemInstruction = "\xff" },
 			want: "systemInstruction is not valid UTF-8"},
-		{name: "four images", change: func(j *job.Job) { j.Images = append(j.Images, job.Image{URI: "gs://in/b"}, job.Image{URI: "gs://in/c"}) },
+		{name: "four images", change: func(j *job.Job) {
+			j.Images = append(j.Images, job.Image{URI: "gs://in/b"}, job.Image{URI: "gs://in/c"})
+		},
 			want: "4 images: gemini-2.5-flash-image accepts at most 3 input images"},
 		{name: "uri and data", change: func(j *job.Job) { j.Images[0].Data = pngBytes },
 			want: "images[0]: give either uri or data, not both"},
@@ -193,7 +195,9 @@ func TestValidateAccepts(t *testing.T) {
 		{"three images of every accepted type", job.GeminiAPI, func(j *job.Job) {
 			j.Images = []job.Image{{Data: jpegBytes}, {Data: webpBytes}, {URI: "gs://genimg-output/staged/x", Generation: 3}}
 		}},
-		{"image at the size limit", job.GeminiAPI, func(j *job.Job) { j.Images[1].Data = append(bytes.Clone(pngBytes), make([]byte, 64<<10-len(pngBytes))...) }},
+		{"image at the size limit", job.GeminiAPI, func(j *job.Job) {
+			j.Images[1].Data = append(bytes.Clone(pngBytes), make([]byte, 64<<10-len(pngBytes))...)
+		}},
 		{"IMAGE only", job.GeminiAPI, func(j *job.Job) { j.ResponseModalities = []string{"IMAGE"} }},
 		{"candidateCount 8", job.GeminiAPI, func(j *job.Job) { j.CandidateCount = 8 }},
 		{"cachedContent short", job.GeminiAPI, func(j *job.Job) { j.CachedContent = "cachedContents/abc-1_2.3" }},
