@@ -1,0 +1,222 @@
+package genimg
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2"
+
+	"github.com/genimg/genimg/job"
+	"github.com/genimg/genimg/storage"
+	"github.com/genimg/genimg/trigger"
+)
+
+// Generate handles the webhook: POST a job, GET ?id= a job's record.
+func (s *Service) Generate(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodPost:
+		s.submit(w, r)
+	case http.MethodGet, http.MethodHead:
+		s.status(w, r)
+	default:
+		w.Header().Set("Allow", "GET, HEAD, POST")
+		writeError(w, http.StatusMethodNotAllowed, "use POST to submit a job or GET ?id=JOB for its record")
+	}
+}
+
+// submit makes the job durable — inline images staged to Cloud Storage,
+// the job queued on the requests topic — before it answers anything, then
+// waits for the record. The caller may disconnect at any moment and CPU is
+// throttled once a response is sent, so no work is left for after the
+// answer: OnMessage runs the job.
+func (s *Service) submit(w http.ResponseWriter, r *http.Request) {
+	j, err := trigger.FromHTTP(r, s.cfg.Limits.MaxRequestBytes)
+	if err != nil {
+		writeJobError(w, err)
+		return
+	}
+	if j.ID == "" {
+		j.ID = trigger.NewID()
+	}
+	ctx := withJobID(r.Context(), j.ID)
+	j.Normalize(s.policy)
+	if err := j.Validate(s.policy); err != nil {
+		slog.InfoContext(ctx, "job rejected", "error", err)
+		writeJobError(w, err)
+		return
+	}
+
+	// A caller that disconnects cancels nothing from here on.
+	durable, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Limits.FunctionTimeout)
+	defer cancel()
+	if err := s.store.StageInputs(durable, j.ID, &j); err != nil {
+		s.writeUnavailable(ctx, w, "staging the job's images", err)
+		return
+	}
+	fp := j.Fingerprint()
+	rec, _, _, err := s.store.Status(durable, j.ID)
+	switch {
+	case err != nil && !errors.Is(err, storage.ErrNotFound):
+		s.writeUnavailable(ctx, w, "reading the job's state", err)
+		return
+	case rec != nil && rec.Fingerprint != fp:
+		writeError(w, http.StatusConflict, fmt.Sprintf("job id %s was already used for a different job; use a new id", j.ID))
+		return
+	case rec != nil && !(rec.Outcome == job.Failed && rec.Error != nil && rec.Error.Retryable):
+		writeRecord(w, *rec) // done before: the same answer, no new work
+		return
+	}
+
+	data, err := json.Marshal(j)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "encoding the job")
+		return
+	}
+	msg := &pubsub.Message{Data: data, Attributes: map[string]string{
+		trigger.AttrTrigger: string(job.HTTP),
+		trigger.AttrSource:  "request/" + trigger.NewID(),
+	}}
+	if _, err := s.requests.Publish(durable, msg).Get(durable); err != nil {
+		s.writeUnavailable(ctx, w, "queueing the job", err)
+		return
+	}
+	slog.InfoContext(ctx, "job queued", "trigger", "http")
+
+	wait, async := trigger.Prefer(r.Header)
+	if wait == 0 {
+		wait = s.cfg.Limits.HTTPWait
+	}
+	// Leave the function a few seconds to answer before its own timeout.
+	wait = min(wait, s.cfg.Limits.FunctionTimeout-5*time.Second)
+	if async || wait <= 0 {
+		writeAccepted(w, r, j.ID)
+		return
+	}
+	s.await(ctx, w, r, j.ID, fp, wait)
+}
+
+// await polls the job's record until it is there or wait runs out. The
+// record lives in Cloud Storage, so any instance's work is seen.
+func (s *Service) await(ctx context.Context, w http.ResponseWriter, r *http.Request, id, fp string, wait time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	delay := 100 * time.Millisecond
+	for {
+		rec, _, _, err := s.store.Status(ctx, id)
+		switch {
+		case rec != nil && rec.Fingerprint != fp:
+			writeError(w, http.StatusConflict, fmt.Sprintf("job id %s was already used for a different job; use a new id", id))
+			return
+		case rec != nil:
+			writeRecord(w, *rec)
+			return
+		case err != nil && !errors.Is(err, storage.ErrNotFound) && ctx.Err() == nil:
+			slog.WarnContext(ctx, "reading the job's state", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			writeAccepted(w, r, id)
+			return
+		case <-time.After(delay):
+			delay = min(delay*3/2, time.Second)
+		}
+	}
+}
+
+// status answers GET ?id=JOB: the record (200), running (202) or unknown (404).
+func (s *Service) status(w http.ResponseWriter, r *http.Request) {
+	id := r.URL.Query().Get("id")
+	if !job.ValidID(id) {
+		writeError(w, http.StatusBadRequest, "give ?id=JOB with a job id of 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' or '-'")
+		return
+	}
+	rec, _, running, err := s.store.Status(r.Context(), id)
+	switch {
+	case rec != nil:
+		writeRecord(w, *rec)
+	case running:
+		writeAccepted(w, r, id)
+	case errors.Is(err, storage.ErrNotFound):
+		writeError(w, http.StatusNotFound, "no job with id "+id)
+	default:
+		s.writeUnavailable(r.Context(), w, "reading the job's state", err)
+	}
+}
+
+// writeRecord answers with a record. Outcomes the model gave (succeeded,
+// blocked, no_image) are answers, not errors: 200. A failed record answers
+// with the status of its cause.
+func writeRecord(w http.ResponseWriter, rec job.Record) {
+	status := http.StatusOK
+	if rec.Outcome == job.Failed {
+		status = statusOf(rec.Error.Err())
+		if rec.Error.Retryable {
+			w.Header().Set("Retry-After", "30")
+		}
+	}
+	writeJSON(w, status, rec)
+}
+
+func writeAccepted(w http.ResponseWriter, r *http.Request, id string) {
+	loc := url.URL{Path: r.URL.Path, RawQuery: url.Values{"id": {id}}.Encode()}
+	w.Header().Set("Location", loc.String())
+	w.Header().Set("Retry-After", "1")
+	writeJSON(w, http.StatusAccepted, map[string]string{"jobId": id, "status": "running"})
+}
+
+// writeJobError answers a job that cannot be taken, with what was wrong.
+func writeJobError(w http.ResponseWriter, err error) {
+	writeError(w, statusOf(err), err.Error())
+}
+
+func (s *Service) writeUnavailable(ctx context.Context, w http.ResponseWriter, doing string, err error) {
+	slog.ErrorContext(ctx, "cannot take the job now", "doing", doing, "error", err)
+	w.Header().Set("Retry-After", strconv.Itoa(5))
+	writeError(w, http.StatusServiceUnavailable, "genimg cannot take the job now ("+doing+"); retry later with the same id")
+}
+
+// statusOf is the one place an error category becomes an HTTP status.
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, job.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, job.ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, job.ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, job.ErrPermanent):
+		return http.StatusBadGateway
+	case job.Retryable(err):
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+type errorBody struct {
+	Error struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	var b errorBody
+	b.Error.Code, b.Error.Message = status, msg
+	writeJSON(w, status, b)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

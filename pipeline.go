@@ -1,0 +1,194 @@
+package genimg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/genimg/genimg/gemini"
+	"github.com/genimg/genimg/job"
+	"github.com/genimg/genimg/storage"
+	"github.com/genimg/genimg/trigger"
+)
+
+// errIgnored marks a delivery that is not a job: acknowledged, no record.
+var errIgnored = errors.New("not a job")
+
+// process runs one delivery to its end: claim → read inputs → model →
+// write outputs → write record → publish event. It is the same for every
+// trigger. It returns the record, published; or a transient error, for
+// the platform to redeliver; or errIgnored. A permanent failure is a
+// failed record, not an error.
+func (s *Service) process(ctx context.Context, d trigger.Delivery) (job.Record, error) {
+	ctx = withJobID(ctx, d.ID)
+	if d.Ignore != "" {
+		slog.InfoContext(ctx, "delivery ignored", "reason", d.Ignore, "source", d.Trigger.Source)
+		return job.Record{}, errIgnored
+	}
+	start := s.now()
+	j := d.Job
+	j.ID = d.ID
+	j.Normalize(s.policy)
+	rec := job.Record{
+		JobID:       d.ID,
+		Trigger:     d.Trigger,
+		Model:       j.Model,
+		Labels:      j.Labels,
+		Fingerprint: j.Fingerprint(),
+		Timings:     job.Timings{CreatedAt: start},
+	}
+
+	if d.Err != nil {
+		return s.failUnclaimed(ctx, rec, d.Err)
+	}
+	if age := start.Sub(d.Time); !d.Time.IsZero() && age > s.cfg.Limits.MaxEventAge {
+		// Retryable: the work itself may be fine; an explicit resubmission
+		// runs it. Recording it now means the platform never drops it
+		// silently at 24 h.
+		return s.failUnclaimed(ctx, rec, fmt.Errorf("%w: the delivery is %s old, over the maximum event age %s (GENIMG_MAX_EVENT_AGE); resubmit the job to run it",
+			job.ErrTransient, age.Round(1e9), s.cfg.Limits.MaxEventAge))
+	}
+	if err := j.Validate(s.policy); err != nil {
+		return s.failUnclaimed(ctx, rec, err)
+	}
+
+	claim, done, err := s.store.Claim(ctx, d.ID, rec.Fingerprint, d.Trigger)
+	switch {
+	case errors.Is(err, job.ErrConflict):
+		return s.conflict(ctx, rec, d, err)
+	case err != nil:
+		return job.Record{}, err // transient: held elsewhere, or storage unavailable; redeliver
+	case done != nil:
+		// A redelivery of finished work: no model call, the same event again.
+		slog.InfoContext(ctx, "job already done", "outcome", done.Outcome)
+		return *done, s.publish(ctx, *done)
+	case claim.Draft != nil:
+		// An earlier attempt stored its images and crashed before the
+		// record: finish it without paying again.
+		slog.InfoContext(ctx, "finishing an earlier attempt", "attempt", claim.Attempt)
+		return s.commit(ctx, claim, *claim.Draft)
+	}
+	rec.Attempts, rec.CostUSD = claim.PriorCalls, claim.PriorCost
+
+	if err := s.store.Resolve(ctx, &j); err != nil {
+		if job.Retryable(err) {
+			return job.Record{}, err // storage unavailable: redeliver
+		}
+		return s.commit(ctx, claim, failed(rec, err, s.now()))
+	}
+
+	res, err := s.model.Generate(ctx, j)
+	if res != nil {
+		rec.Attempts += res.Attempts
+		rec.CostUSD += res.CostUSD
+		rec.Timings.ModelMs = res.ModelTime.Milliseconds()
+	}
+	if err != nil {
+		if job.Retryable(err) {
+			slog.WarnContext(ctx, "model unavailable, delivery will be retried", "error", err)
+			return job.Record{}, err // quota or outage outlasted the retry budget: redeliver
+		}
+		return s.commit(ctx, claim, failed(rec, err, s.now()))
+	}
+	fillFromModel(&rec, res)
+
+	if len(res.Images) > 0 {
+		meta := storage.ImageMeta{Model: j.Model, PromptSHA256: job.PromptHash(j.Prompt), Source: sourceObject(d)}
+		if rec.Outputs, err = s.store.WriteImages(ctx, claim, &j, res.Images, meta); err != nil {
+			return job.Record{}, err // the next attempt pays again, and counts it
+		}
+	}
+	rec.Timings.CompletedAt = s.now()
+	rec.Timings.TotalMs = rec.Timings.CompletedAt.Sub(start).Milliseconds()
+	if err := s.store.WriteDraft(ctx, claim, rec); err != nil {
+		return job.Record{}, err
+	}
+	return s.commit(ctx, claim, rec)
+}
+
+// commit stores the record (or finds the one that won) and publishes it.
+func (s *Service) commit(ctx context.Context, c *storage.Claim, rec job.Record) (job.Record, error) {
+	stored, _, err := s.store.Commit(ctx, c, rec)
+	if err != nil {
+		return job.Record{}, err
+	}
+	if err := s.publish(ctx, stored); err != nil {
+		return job.Record{}, err
+	}
+	logCompleted(ctx, stored)
+	return stored, nil
+}
+
+// failUnclaimed records a job that failed before it could be claimed
+// (undecodable, invalid, too old). The record is create-only: a job that
+// already has a record keeps it, and it is republished — unless that
+// record is of different work, which makes this a conflict.
+func (s *Service) failUnclaimed(ctx context.Context, rec job.Record, cause error) (job.Record, error) {
+	if rec.JobID == "" || !job.ValidID(rec.JobID) {
+		// Nothing to record under: say why, and let the delivery go.
+		slog.ErrorContext(ctx, "delivery rejected without a job id", "error", cause)
+		return job.Record{}, errIgnored
+	}
+	rec = failed(rec, cause, s.now())
+	stored, _, err := s.store.Commit(ctx, nil, rec)
+	if err != nil {
+		return job.Record{}, err
+	}
+	if stored.Fingerprint != rec.Fingerprint {
+		return s.conflict(ctx, rec, trigger.Delivery{}, fmt.Errorf("%w: job %s already has a record for different work", job.ErrConflict, rec.JobID))
+	}
+	if err := s.publish(ctx, stored); err != nil {
+		return job.Record{}, err
+	}
+	logCompleted(ctx, stored)
+	return stored, nil
+}
+
+// conflict answers a job id reused for different work: a failed record,
+// published but not stored, so the first job's record stands. Its times
+// are the delivery's, so that a redelivery publishes the same event.
+func (s *Service) conflict(ctx context.Context, rec job.Record, d trigger.Delivery, cause error) (job.Record, error) {
+	at := d.Time
+	if at.IsZero() {
+		at = rec.Timings.CreatedAt
+	}
+	rec.Timings = job.Timings{CreatedAt: at, CompletedAt: at}
+	rec.Outcome = job.Failed
+	rec.Error = job.ErrorOf(cause)
+	slog.WarnContext(ctx, "job id reused for a different job", "error", cause)
+	logCompleted(ctx, rec)
+	return rec, s.publish(ctx, rec)
+}
+
+// failed turns rec into a failed record for cause.
+func failed(rec job.Record, cause error, now time.Time) job.Record {
+	rec.Outcome = job.Failed
+	rec.Error = job.ErrorOf(cause)
+	rec.Outputs = nil
+	rec.Timings.CompletedAt = now
+	rec.Timings.TotalMs = now.Sub(rec.Timings.CreatedAt).Milliseconds()
+	return rec
+}
+
+// fillFromModel copies the model's answer into the record.
+func fillFromModel(rec *job.Record, res *gemini.Result) {
+	rec.Outcome = res.Outcome
+	rec.Text = res.Text
+	rec.FinishReason = res.FinishReason
+	rec.FinishMessage = res.FinishMessage
+	rec.SafetyRatings = res.SafetyRatings
+	rec.PromptFeedback = res.PromptFeedback
+	rec.Usage = res.Usage
+	rec.ModelVersion = res.ModelVersion
+	rec.ResponseID = res.ResponseID
+}
+
+// sourceObject names the uploaded object a job came from, if any.
+func sourceObject(d trigger.Delivery) string {
+	if d.Object == nil {
+		return ""
+	}
+	return d.Object.Source()
+}

@@ -1,0 +1,127 @@
+package genimg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2"
+	gcs "cloud.google.com/go/storage"
+	"google.golang.org/api/option"
+
+	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/gemini"
+	"github.com/genimg/genimg/job"
+	"github.com/genimg/genimg/storage"
+)
+
+// A Service is one instance of genimg: its configuration and the clients it
+// shares across concurrent requests. The registered functions use one
+// built from the environment; tests and the local stack may build more.
+type Service struct {
+	cfg      config.Config
+	policy   job.Policy
+	gcs      *gcs.Client
+	store    *storage.Store
+	model    model
+	pubsub   *pubsub.Client
+	requests *pubsub.Publisher
+	events   *pubsub.Publisher
+	now      func() time.Time
+}
+
+// model is what the pipeline needs of the Gemini client.
+type model interface {
+	Generate(ctx context.Context, j job.Job) (*gemini.Result, error)
+}
+
+// An Option changes how New builds a Service.
+type Option func(*options)
+
+type options struct {
+	gcsOpts    []option.ClientOption
+	pubsubOpts []option.ClientOption
+	geminiOpts []gemini.Option
+	storeOpts  []storage.Option
+	now        func() time.Time
+}
+
+// WithStorageOptions passes client options to the Cloud Storage client.
+func WithStorageOptions(o ...option.ClientOption) Option {
+	return func(s *options) { s.gcsOpts = append(s.gcsOpts, o...) }
+}
+
+// WithPubSubOptions passes client options to the Pub/Sub client.
+func WithPubSubOptions(o ...option.ClientOption) Option {
+	return func(s *options) { s.pubsubOpts = append(s.pubsubOpts, o...) }
+}
+
+// WithGeminiOptions passes options to the Gemini client.
+func WithGeminiOptions(o ...gemini.Option) Option {
+	return func(s *options) { s.geminiOpts = append(s.geminiOpts, o...) }
+}
+
+// WithStoreOptions passes options to the job store.
+func WithStoreOptions(o ...storage.Option) Option {
+	return func(s *options) { s.storeOpts = append(s.storeOpts, o...) }
+}
+
+// WithClock replaces time.Now, for tests of event age.
+func WithClock(now func() time.Time) Option {
+	return func(s *options) { s.now = now }
+}
+
+// New builds a Service from a loaded configuration. The clients find the
+// emulators through STORAGE_EMULATOR_HOST and PUBSUB_EMULATOR_HOST, as the
+// Cloud client libraries define them.
+func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, error) {
+	o := options{now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	gcsClient, err := gcs.NewClient(ctx, append([]option.ClientOption{gcs.WithJSONReads()}, o.gcsOpts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("cloud storage client: %w", err)
+	}
+	ps, err := pubsub.NewClient(ctx, cfg.Topics.Project, o.pubsubOpts...)
+	if err != nil {
+		gcsClient.Close()
+		return nil, fmt.Errorf("pub/sub client: %w", err)
+	}
+	m, err := gemini.New(ctx, cfg.Model, cfg.Prices, o.geminiOpts...)
+	if err != nil {
+		gcsClient.Close()
+		ps.Close()
+		return nil, fmt.Errorf("gemini client: %w", err)
+	}
+	// Upload jobs read the uploaded object, HTTP jobs their staged images:
+	// the store may read every bucket the job policy allows.
+	storeCfg := cfg.Storage
+	storeCfg.InputBuckets = cfg.ReadableBuckets()
+	s := &Service{
+		cfg:      cfg,
+		policy:   cfg.Policy(),
+		gcs:      gcsClient,
+		store:    storage.New(gcsClient, storeCfg, cfg.Limits, cfg.Model.Backend, o.storeOpts...),
+		model:    m,
+		pubsub:   ps,
+		requests: ps.Publisher(cfg.Topics.Requests),
+		events:   ps.Publisher(cfg.Topics.Completion),
+		now:      o.now,
+	}
+	// Completion events are awaited before a delivery is acknowledged:
+	// send each at once rather than waiting to batch.
+	s.events.PublishSettings.DelayThreshold = time.Millisecond
+	s.requests.PublishSettings.DelayThreshold = time.Millisecond
+	slog.InfoContext(ctx, "genimg ready", "config", cfg)
+	return s, nil
+}
+
+// Close stops the publishers and closes the clients.
+func (s *Service) Close() error {
+	s.requests.Stop()
+	s.events.Stop()
+	return errors.Join(s.pubsub.Close(), s.gcs.Close())
+}
