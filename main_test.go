@@ -260,5 +260,3 @@ func (c *collector) waitJob(t *testing.T, id string) event {
 	t.Helper()
 	return c.wait(t, func(e event) bool { return e.Record.JobID == id })
 }
-
-
