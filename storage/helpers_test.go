@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"flag"
 	"hash/crc32"
 	"image"
 	"image/color"
 	"image/gif"
 	"image/png"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
 	"testing"
@@ -27,6 +29,10 @@ func TestMain(m *testing.M) {
 	// machine.
 	os.Setenv("GCE_METADATA_HOST", "127.0.0.1:9")
 	os.Setenv("METADATA_SERVER_DETECTION", "none")
+	flag.Parse()
+	if !testing.Verbose() {
+		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	}
 	os.Exit(m.Run())
 }
 
