@@ -45,6 +45,7 @@ locals {
       GENIMG_MODELS               = join(",", length(var.models) > 0 ? var.models : [var.model])
       GENIMG_FUNCTION_TIMEOUT     = "${var.function_timeout_seconds}s"
       GENIMG_MODEL_TIMEOUT        = "${var.model_timeout_seconds}s"
+      GENIMG_RETRY_BUDGET         = "${min(180, var.function_timeout_seconds - 30)}s"
       GENIMG_HTTP_WAIT            = "${var.http_wait_seconds}s"
       GENIMG_LEASE                = "${var.function_timeout_seconds + 60}s"
       GENIMG_MAX_EVENT_AGE        = var.max_event_age

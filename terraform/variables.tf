@@ -143,12 +143,22 @@ variable "model_timeout_seconds" {
   description = "Deadline of one model call (GENIMG_MODEL_TIMEOUT); must be shorter than the function timeout."
   type        = number
   default     = 120
+
+  validation {
+    condition     = var.model_timeout_seconds > 0 && var.model_timeout_seconds < var.function_timeout_seconds
+    error_message = "model_timeout_seconds must be shorter than function_timeout_seconds: genimg refuses to start otherwise."
+  }
 }
 
 variable "http_wait_seconds" {
   description = "How long Generate waits for a record before answering 202 (GENIMG_HTTP_WAIT); at most the function timeout."
   type        = number
   default     = 60
+
+  validation {
+    condition     = var.http_wait_seconds > 0 && var.http_wait_seconds <= var.function_timeout_seconds
+    error_message = "http_wait_seconds must be from 1 to function_timeout_seconds: genimg refuses to start otherwise."
+  }
 }
 
 variable "max_event_age" {
