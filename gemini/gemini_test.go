@@ -52,8 +52,12 @@ func (r *recorder) got() []time.Duration {
 }
 
 func modelConfig(srv *geminitest.Server, backend job.Backend) config.Model {
+	return modelConfigURL(srv.URL, backend)
+}
+
+func modelConfigURL(baseURL string, backend job.Backend) config.Model {
 	m := config.Model{
-		Backend: backend, BaseURL: srv.URL,
+		Backend: backend, BaseURL: baseURL,
 		CallTimeout: 5 * time.Second, RetryBudget: 30 * time.Second, MaxAttempts: 4, MaxConcurrent: 8,
 	}
 	if backend == job.VertexAI {
@@ -66,7 +70,7 @@ func modelConfig(srv *geminitest.Server, backend job.Backend) config.Model {
 
 // newClient builds a client on srv whose retries wait exactly the backoff
 // ceiling (10 ms, 20 ms, 40 ms, …) and record it instead of waiting.
-func newClient(t *testing.T, srv *geminitest.Server, backend job.Backend, edit func(*config.Model), opts ...Option) (*Client, *recorder) {
+func newClient(t testing.TB, srv *geminitest.Server, backend job.Backend, edit func(*config.Model), opts ...Option) (*Client, *recorder) {
 	t.Helper()
 	m := modelConfig(srv, backend)
 	if edit != nil {
