@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -191,9 +192,15 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 	c.Model.Default = r.str("GENIMG_MODEL", job.DefaultModel)
 	c.Model.Allowed = r.list("GENIMG_MODELS", []string{c.Model.Default})
+	// Without GENIMG_MODELS the allow-list is GENIMG_MODEL alone: blame the
+	// variable that was actually set.
+	modelsVar := "GENIMG_MODELS"
+	if r.str(modelsVar, "") == "" {
+		modelsVar = "GENIMG_MODEL"
+	}
 	for _, m := range c.Model.Allowed {
 		if _, err := job.Lookup(m, c.Model.Backend); err != nil {
-			r.fail("GENIMG_MODELS", m, err.Error())
+			r.fail(modelsVar, m, err.Error())
 		}
 	}
 	if !slices.Contains(c.Model.Allowed, c.Model.Default) {
@@ -231,7 +238,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	// Limits.
 	c.Limits.MaxEventAge = r.duration("GENIMG_MAX_EVENT_AGE", 12*time.Hour)
 	if c.Limits.MaxEventAge >= 24*time.Hour {
-		r.fail("GENIMG_MAX_EVENT_AGE", c.Limits.MaxEventAge.String(), "must be under 24h: the platform drops deliveries after 24 h of retries, and genimg records them failed before that")
+		r.fail("GENIMG_MAX_EVENT_AGE", r.shown("GENIMG_MAX_EVENT_AGE", c.Limits.MaxEventAge), "must be under 24h: the platform drops deliveries after 24 h of retries, and genimg records them failed before that")
 	}
 	c.Limits.FunctionTimeout = r.duration("GENIMG_FUNCTION_TIMEOUT", 540*time.Second)
 	c.Limits.MaxImageBytes = int64(r.integer("GENIMG_MAX_IMAGE_BYTES", 7<<20, 1, 100<<20))
@@ -240,16 +247,16 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	c.Limits.MaxPromptBytes = r.integer("GENIMG_MAX_PROMPT_BYTES", 100_000, 1, 1<<20)
 	c.Limits.HTTPWait = r.duration("GENIMG_HTTP_WAIT", 60*time.Second)
 	if c.Limits.HTTPWait > c.Limits.FunctionTimeout {
-		r.fail("GENIMG_HTTP_WAIT", c.Limits.HTTPWait.String(), "must not exceed GENIMG_FUNCTION_TIMEOUT "+c.Limits.FunctionTimeout.String())
+		r.fail("GENIMG_HTTP_WAIT", r.shown("GENIMG_HTTP_WAIT", c.Limits.HTTPWait), "must not exceed GENIMG_FUNCTION_TIMEOUT "+r.shown("GENIMG_FUNCTION_TIMEOUT", c.Limits.FunctionTimeout))
 	}
 	if c.Model.CallTimeout >= c.Limits.FunctionTimeout {
-		r.fail("GENIMG_MODEL_TIMEOUT", c.Model.CallTimeout.String(), "must be shorter than GENIMG_FUNCTION_TIMEOUT "+c.Limits.FunctionTimeout.String())
+		r.fail("GENIMG_MODEL_TIMEOUT", r.shown("GENIMG_MODEL_TIMEOUT", c.Model.CallTimeout), "must be shorter than GENIMG_FUNCTION_TIMEOUT "+r.shown("GENIMG_FUNCTION_TIMEOUT", c.Limits.FunctionTimeout))
 	}
 	if c.Model.RetryBudget >= c.Limits.FunctionTimeout {
-		r.fail("GENIMG_RETRY_BUDGET", c.Model.RetryBudget.String(), "must be shorter than GENIMG_FUNCTION_TIMEOUT "+c.Limits.FunctionTimeout.String())
+		r.fail("GENIMG_RETRY_BUDGET", r.shown("GENIMG_RETRY_BUDGET", c.Model.RetryBudget), "must be shorter than GENIMG_FUNCTION_TIMEOUT "+r.shown("GENIMG_FUNCTION_TIMEOUT", c.Limits.FunctionTimeout))
 	}
 	if c.Storage.Lease <= c.Limits.FunctionTimeout {
-		r.fail("GENIMG_LEASE", c.Storage.Lease.String(), "must outlast GENIMG_FUNCTION_TIMEOUT "+c.Limits.FunctionTimeout.String()+", or a live holder could be overtaken")
+		r.fail("GENIMG_LEASE", r.shown("GENIMG_LEASE", c.Storage.Lease), "must outlast GENIMG_FUNCTION_TIMEOUT "+r.shown("GENIMG_FUNCTION_TIMEOUT", c.Limits.FunctionTimeout)+", or a live holder could be overtaken")
 	}
 
 	// Prices.
@@ -333,6 +340,16 @@ func (s Secret) GoString() string { return s.String() }
 // LogValue redacts the secret in slog output.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
+// Format redacts the secret under every fmt verb: without it, verbs that
+// do not consult String (%d, %x of the struct holding it) print the value.
+func (s Secret) Format(f fmt.State, verb rune) {
+	if verb == 'q' {
+		fmt.Fprintf(f, "%q", s.String())
+		return
+	}
+	io.WriteString(f, s.String())
+}
+
 // MarshalJSON redacts the secret in JSON.
 func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
 
@@ -359,6 +376,15 @@ func (r *reader) str(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// shown is a duration variable's value as the operator wrote it, or the
+// default that applied, for messages about values checked against others.
+func (r *reader) shown(name string, d time.Duration) string {
+	if v := r.str(name, ""); v != "" {
+		return v
+	}
+	return d.String() + " (default)"
 }
 
 func (r *reader) boolean(name string, def bool) bool {

@@ -34,12 +34,16 @@ func DefaultPrices() Prices {
 }
 
 func (p Prices) validate() error {
-	for name, v := range map[string]float64{
-		"inputText": p.InputText, "inputImage": p.InputImage, "outputImage": p.OutputImage,
-		"outputText": p.OutputText, "cached": p.Cached, "batchDiscount": p.BatchDiscount,
+	// In field order, so that the message is the same on every start.
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{
+		{"inputText", p.InputText}, {"inputImage", p.InputImage}, {"outputImage", p.OutputImage},
+		{"outputText", p.OutputText}, {"cached", p.Cached}, {"batchDiscount", p.BatchDiscount},
 	} {
-		if v < 0 {
-			return fmt.Errorf("price %s is negative", name)
+		if f.v < 0 {
+			return fmt.Errorf("price %s is negative", f.name)
 		}
 	}
 	if p.BatchDiscount > 1 {

@@ -66,7 +66,9 @@ func (r *reader) rules(name string) []Rule {
 		return nil
 	}
 	data := []byte(v)
-	if !strings.HasPrefix(v, "[") {
+	// Anything that looks like JSON is JSON, so that a single rule object
+	// gets "expected an array" rather than "no such file".
+	if !strings.HasPrefix(v, "[") && !strings.HasPrefix(v, "{") {
 		b, err := os.ReadFile(v)
 		if err != nil {
 			r.fail(name, v, "expected a JSON array of rules or the path of a file holding one: "+err.Error())
