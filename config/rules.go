@@ -1,6 +1,7 @@
 package config
 
 import (
+	"maps"
 	"os"
 	"strings"
 
@@ -36,8 +37,14 @@ type Rule struct {
 	BillingLabels      map[string]string   `json:"billingLabels,omitempty"`
 }
 
-// Job is the job the rule makes of an uploaded image.
+// Job is the job the rule makes of an uploaded image. The job shares
+// nothing mutable with the rule: one rule serves concurrent jobs.
 func (r Rule) Job(image job.Image) job.Job {
+	var output *job.OutputOptions
+	if r.Output != nil {
+		o := *r.Output
+		output = &o
+	}
 	return job.Job{
 		Prompt:             r.Prompt,
 		Images:             []job.Image{image},
@@ -48,9 +55,9 @@ func (r Rule) Job(image job.Image) job.Job {
 		SafetySettings:     append([]job.SafetySetting(nil), r.SafetySettings...),
 		CachedContent:      r.CachedContent,
 		Model:              r.Model,
-		Output:             r.Output,
-		Labels:             r.Labels,
-		BillingLabels:      r.BillingLabels,
+		Output:             output,
+		Labels:             maps.Clone(r.Labels),
+		BillingLabels:      maps.Clone(r.BillingLabels),
 	}
 }
 
