@@ -148,8 +148,7 @@ func TestUploadWithPromptMetadata(t *testing.T) {
 	e := stack.events.wait(t, func(e event) bool { return e.Record.Trigger.Source == source })
 	// 640×480 is 4:3: the edit keeps the input's shape.
 	checkSucceeded(t, e, job.Upload, 1184, 864)
-	settle()
-	if n := len(stack.events.forJob(e.Record.JobID)); n != 1 {
+	if n := len(stack.events.waitCount(t, e.Record.JobID, 1)); n != 1 {
 		t.Errorf("%d events for the job, want 1", n)
 	}
 	if got := stack.model.Calls() - calls; got != 1 {
@@ -198,11 +197,7 @@ func TestStorageNotificationThroughOnMessage(t *testing.T) {
 		"eventType": "OBJECT_FINALIZE", "bucketId": inputBucket, "objectId": name,
 		"objectGeneration": fmt.Sprint(attrs.Generation), "payloadFormat": "NONE",
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for len(stack.events.forJob(first.Record.JobID)) < 2 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	evs := stack.events.forJob(first.Record.JobID)
+	evs := stack.events.waitCount(t, first.Record.JobID, 2)
 	if len(evs) != 2 || evs[1].Attributes["ce-id"] != evs[0].Attributes["ce-id"] {
 		t.Fatalf("want the event republished with the same ce-id, got %d events", len(evs))
 	}

@@ -220,6 +220,13 @@ func collect(ctx context.Context, sub *pubsub.Subscriber) *collector {
 	return c
 }
 
+// all returns every event so far.
+func (c *collector) all() []event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]event(nil), c.events...)
+}
+
 // forJob returns the events for a job so far.
 func (c *collector) forJob(id string) []event {
 	c.mu.Lock()
@@ -253,6 +260,18 @@ func (c *collector) wait(t *testing.T, match func(event) bool) event {
 			t.Fatal("no matching completion event within 30 s")
 		}
 	}
+}
+
+// waitCount waits until a job has n events (or 20 s pass), then a little
+// longer for any stray duplicate, and returns them all.
+func (c *collector) waitCount(t *testing.T, id string, n int) []event {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(c.forJob(id)) < n && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	settle()
+	return c.forJob(id)
 }
 
 // waitJob waits for the first event of a job.

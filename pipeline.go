@@ -79,6 +79,12 @@ func (s *Service) process(ctx context.Context, d trigger.Delivery) (job.Record, 
 		return s.commit(ctx, claim, failed(rec, err, s.now()))
 	}
 
+	// Note the call on the claim before paying for it: if this instance
+	// dies mid-call, the next attempt still counts it; and if the claim
+	// was taken over meanwhile, this attempt is a zombie and must not pay.
+	if err := s.store.BeginCall(ctx, claim, s.estimate(j)); err != nil {
+		return job.Record{}, err
+	}
 	res, err := s.model.Generate(ctx, j)
 	if res != nil {
 		rec.Attempts += res.Attempts
@@ -87,7 +93,11 @@ func (s *Service) process(ctx context.Context, d trigger.Delivery) (job.Record, 
 	}
 	if err != nil {
 		if job.Retryable(err) {
-			slog.WarnContext(ctx, "model unavailable, delivery will be retried", "error", err)
+			// Let the redelivery take the job over at once rather than wait
+			// out this attempt's lease.
+			if rerr := s.store.Release(ctx, claim); rerr != nil {
+				slog.WarnContext(ctx, "releasing the claim", "error", rerr)
+			}
 			return job.Record{}, err // quota or outage outlasted the retry budget: redeliver
 		}
 		return s.commit(ctx, claim, failed(rec, err, s.now()))
@@ -183,6 +193,17 @@ func fillFromModel(rec *job.Record, res *gemini.Result) {
 	rec.Usage = res.Usage
 	rec.ModelVersion = res.ModelVersion
 	rec.ResponseID = res.ResponseID
+}
+
+// estimate is what one model call for j should cost: the images it asks
+// for, at the output image price. It is noted on the claim before the call.
+func (s *Service) estimate(j job.Job) float64 {
+	c, err := job.Lookup(j.Model, s.cfg.Model.Backend)
+	if err != nil {
+		return 0
+	}
+	tokens := float64(c.OutputTokensPerImage) * float64(max(j.CandidateCount, 1))
+	return tokens * s.cfg.Prices.OutputImage / 1e6
 }
 
 // sourceObject names the uploaded object a job came from, if any.

@@ -102,6 +102,11 @@ func FromMessage(e cloudevents.Event, u config.Uploads) Delivery {
 	}
 	j, err := job.Decode(msg.Data)
 	if err != nil {
+		// Record the failure under the caller's id when one can be read,
+		// so that the caller finds it.
+		if id := looseID(msg.Data); id != "" {
+			d.ID = id
+		}
 		d.Err = err
 		return d
 	}
@@ -139,6 +144,17 @@ func fromNotification(kind string, msg Message, u config.Uploads) Delivery {
 		when = t
 	}
 	return FromObject(o, when, u)
+}
+
+// looseID reads a valid "id" from a job that failed strict decoding, or "".
+func looseID(data []byte) string {
+	var v struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(data, &v) != nil || !job.ValidID(v.ID) {
+		return ""
+	}
+	return v.ID
 }
 
 func truncate(s string) string {

@@ -132,6 +132,9 @@ func FromObject(o Object, when time.Time, u config.Uploads) Delivery {
 func JobFile(d Delivery, content []byte) Delivery {
 	j, err := job.Decode(content)
 	if err != nil {
+		if id := looseID(content); id != "" {
+			d.ID = id
+		}
 		d.Err = fmt.Errorf("%s: %w", d.Object.URI(), err)
 		return d
 	}

@@ -150,4 +150,9 @@ func TestJobFile(t *testing.T) {
 	if !errors.Is(got.Err, job.ErrInvalid) || !strings.Contains(got.Err.Error(), "aspect_ratio") || got.ID != derived {
 		t.Errorf("unknown field: err %v, id %q", got.Err, got.ID)
 	}
+	// A job that fails strict decoding is still recorded under its own id.
+	got = JobFile(d, []byte(`{"id": "mine-2", "prompt": "a fox", "aspect_ratio": "1:1"}`))
+	if got.Err == nil || got.ID != "mine-2" {
+		t.Errorf("unknown field with id: err %v, id %q", got.Err, got.ID)
+	}
 }
