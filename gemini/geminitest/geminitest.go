@@ -294,7 +294,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if b.Hang {
-		h.wait(r.Context(), -1)
+		if r.Context().Err() == nil && !h.wait(r.Context(), -1) && r.Context().Err() == nil {
+			// Released while hanging (the server is closing): an
+			// honest 503, never an empty 200 the client would take
+			// for an answer without images.
+			newAPIError(503, "The stand-in is shutting down.").write(w)
+		}
 		return
 	}
 	switch {

@@ -307,7 +307,10 @@ func TestLatencyHangAndScripts(t *testing.T) {
 	}
 	srv.Release()
 	select {
-	case <-done:
+	case code := <-done:
+		if code != 503 {
+			t.Errorf("a released hanging request answered %d, want 503", code)
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("a hanging request outlived Release")
 	}
@@ -348,4 +351,16 @@ func BenchmarkDrawPNG(b *testing.B) {
 		n = len(drawPNG(uint64(i), 1024, 1024, nil))
 	}
 	b.ReportMetric(float64(n), "png-bytes")
+}
+
+func TestKeyInQuery(t *testing.T) {
+	srv := NewServer(Options{APIKey: "right"})
+	t.Cleanup(srv.Close)
+	body := `{"contents":[{"parts":[{"text":"[[standin:text-only]] x"}]}]}`
+	c1, _ := post(t, srv, geminiPathFlash+"?key=right", "", body)
+	c2, _ := post(t, srv, geminiPathFlash+"?key=wrong", "", body)
+	c3, _ := post(t, srv, geminiPathFlash, "right", body)
+	if diff := cmp.Diff([]int{200, 400, 200}, []int{c1, c2, c3}); diff != "" {
+		t.Errorf("key in query (right, wrong), key in header (-want +got):\n%s", diff)
+	}
 }
