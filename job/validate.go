@@ -174,7 +174,9 @@ func (j *Job) Validate(p Policy) error {
 	// every record written for it.
 	for _, k := range slices.Sorted(maps.Keys(j.Labels)) {
 		v := j.Labels[k]
-		if k == "" || len(k) > maxLabelKeyBytes || len(v) > maxLabelValueBytes || !utf8.ValidString(k+v) {
+		// Key and value are checked apart: halves of one character split
+		// across them would pass as a whole.
+		if k == "" || len(k) > maxLabelKeyBytes || len(v) > maxLabelValueBytes || !utf8.ValidString(k) || !utf8.ValidString(v) {
 			bad("labels: %q: keys must be 1 to %d bytes and values at most %d bytes of UTF-8", truncate(k), maxLabelKeyBytes, maxLabelValueBytes)
 		}
 	}

@@ -137,6 +137,8 @@ func TestValidateMessages(t *testing.T) {
 			want: fmt.Sprintf("labels: %q: keys must be 1 to 63 bytes and values at most 256 bytes of UTF-8", strings.Repeat("k", 64))},
 		{name: "empty label key", change: func(j *job.Job) { j.Labels = map[string]string{"": "v"} },
 			want: `labels: "": keys must be 1 to 63 bytes and values at most 256 bytes of UTF-8`},
+		{name: "label with a character split between key and value", change: func(j *job.Job) { j.Labels = map[string]string{"caf\xc3": "\xa9"} },
+			want: `labels: "caf\xc3": keys must be 1 to 63 bytes and values at most 256 bytes of UTF-8`},
 		{name: "label value 257 bytes", change: func(j *job.Job) { j.Labels = map[string]string{"k": strings.Repeat("v", 257)} },
 			want: `labels: "k": keys must be 1 to 63 bytes and values at most 256 bytes of UTF-8`},
 		{name: "billing key uppercase", change: func(j *job.Job) { j.BillingLabels = map[string]string{"Team": "a"} },
