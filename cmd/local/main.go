@@ -1,0 +1,102 @@
+// Command local runs the whole genimg pipeline on this machine: Cloud
+// Storage and Pub/Sub emulators, the three functions under the functions
+// framework, delivery between them the way Google Cloud does it, and an
+// offline stand-in model (or the real Gemini API when credentials are set).
+//
+//	go run ./cmd/local
+//
+// Every port and name has a flag; Ctrl-C stops it.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/genimg/genimg"
+	"github.com/genimg/genimg/internal/localstack"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "genimg local:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	o := localstack.Defaults()
+	flag.StringVar(&o.Host, "host", o.Host, "address every server listens on (loopback by default)")
+	flag.IntVar(&o.FunctionsPort, "port", o.FunctionsPort, "functions port (/Generate, /OnMessage, /OnUpload)")
+	flag.IntVar(&o.StoragePort, "storage-port", o.StoragePort, "Cloud Storage emulator port")
+	flag.IntVar(&o.PubSubPort, "pubsub-port", o.PubSubPort, "Pub/Sub emulator port")
+	flag.IntVar(&o.ModelPort, "model-port", o.ModelPort, "stand-in model port")
+	flag.StringVar(&o.Project, "project", o.Project, "project id")
+	flag.StringVar(&o.InputBucket, "input-bucket", o.InputBucket, "upload bucket (uploads trigger OnUpload)")
+	flag.StringVar(&o.OutputBucket, "output-bucket", o.OutputBucket, "output bucket (images and job state)")
+	flag.StringVar(&o.RequestsTopic, "requests-topic", o.RequestsTopic, "requests topic (delivered to OnMessage)")
+	flag.StringVar(&o.CompletionTopic, "completion-topic", o.CompletionTopic, "completion events topic")
+	flag.StringVar(&o.DeadLetterTopic, "dead-letter-topic", o.DeadLetterTopic, "dead-letter topic of the requests push subscription")
+	flag.DurationVar(&o.ModelLatency, "model-latency", 0, "stand-in model answer time (e.g. 2s, like the real model)")
+	flag.DurationVar(&o.MinBackoff, "min-backoff", o.MinBackoff, "first retry delay of a failed delivery")
+	flag.DurationVar(&o.MaxBackoff, "max-backoff", o.MaxBackoff, "longest retry delay of a failed delivery")
+	flag.IntVar(&o.MaxAttempts, "max-attempts", o.MaxAttempts, "push attempts before a request goes to the dead-letter topic")
+	real := flag.Bool("real-model", os.Getenv("GEMINI_API_KEY") != "" || os.Getenv("GOOGLE_API_KEY") != "" || os.Getenv("GOOGLE_GENAI_USE_VERTEXAI") == "true",
+		"call the real Gemini API (default when GEMINI_API_KEY, GOOGLE_API_KEY or GOOGLE_GENAI_USE_VERTEXAI=true is set)")
+	verbose := flag.Bool("v", false, "log every job step (INFO), not only warnings")
+	flag.Parse()
+	o.UseRealModel = *real
+
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelInfo
+		o.Env = map[string]string{"GENIMG_LOG_LEVEL": "INFO"}
+	} else {
+		o.Env = map[string]string{"GENIMG_LOG_LEVEL": "WARN"}
+	}
+	slog.SetDefault(slog.New(genimg.NewLogHandler(os.Stderr, o.Project, level)))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	start := time.Now()
+	s, err := localstack.Start(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	banner(s, time.Since(start))
+	<-ctx.Done()
+	fmt.Println("\nstopping genimg local")
+	return nil
+}
+
+func banner(s *localstack.Stack, took time.Duration) {
+	model := "stand-in model (offline) at " + s.ModelURL + "  — steer it with [[standin:…]] in a prompt"
+	if s.UseRealModel {
+		model = "the real Gemini API (credentials from the environment)"
+	}
+	fmt.Printf(`genimg local is ready (%s)
+
+  functions       %[2]s/Generate  %[2]s/OnMessage  %[2]s/OnUpload
+  Cloud Storage   STORAGE_EMULATOR_HOST=%[3]s   buckets %[4]s (uploads trigger OnUpload), %[5]s
+  Pub/Sub         PUBSUB_EMULATOR_HOST=%[6]s   project %[7]s
+                  topics %[8]s (→ OnMessage), %[9]s (events), %[10]s
+  model           %[11]s
+
+Try a job through each trigger (in another terminal):
+
+  curl -s %[2]s/Generate -H 'Content-Type: application/json' -d '{"prompt": "a red fox in the snow", "aspectRatio": "16:9"}'
+  curl -s %[2]s/Generate -F image=@photo.png -F prompt='Turn this photo into a watercolor painting'
+  go run ./cmd/genimg generate "a lighthouse at dusk" --via pubsub
+  go run ./cmd/genimg generate "make it snow" --image photo.png --via upload
+  go run ./cmd/genimg events
+
+Ctrl-C stops everything.
+`, took.Round(time.Millisecond), s.FunctionsURL, s.StorageURL, s.InputBucket, s.OutputBucket, s.PubSubAddr, s.Project,
+		s.RequestsTopic, s.CompletionTopic, s.DeadLetterTopic, model)
+}
