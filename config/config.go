@@ -280,6 +280,16 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			r.fail("GENIMG_RULES", rule.Bucket+"/"+rule.Prefix, "the rule would match genimg's own outputs under "+c.Storage.OutputPrefix+" or jobs/ and loop")
 		}
 	}
+	// A rule's settings are checked now, not on every upload it matches.
+	if len(r.errs) == 0 {
+		for _, rule := range c.Uploads.Rules {
+			j := rule.Job(job.Image{URI: "gs://" + rule.Bucket + "/" + rule.Prefix + "probe.png"})
+			j.Normalize(c.Policy())
+			if err := j.Validate(c.Policy()); err != nil {
+				r.fail("GENIMG_RULES", rule.Name, "the rule's job is invalid: "+strings.TrimPrefix(err.Error(), "invalid job: "))
+			}
+		}
+	}
 
 	// Webhook and logging.
 	c.Webhook.Secret = Secret(r.str("GENIMG_WEBHOOK_SECRET", ""))

@@ -267,6 +267,8 @@ func TestLoadConfigRejects(t *testing.T) {
 			`GENIMG_RULES="{\"bucket\": \"inb\", \"prefix\": \"a/\", \"prompt\": \"p\"}": invalid rules: json: cannot unmarshal object into Go value of type []config.Rule`},
 		{"rules unknown field", []string{"GENIMG_UPLOAD_BUCKETS", "inb", "GENIMG_RULES", `[{"bucket": "inb", "prefix": "a/", "prompt": "p", "promt": "q"}]`},
 			`GENIMG_RULES="[{\"bucket\": \"inb\", \"prefix\": \"a/\", \"prompt\": \"p\", \"promt\": \"q\"}]": invalid rules: json: unknown field "promt"`},
+		{"rule with a bad ratio", []string{"GENIMG_UPLOAD_BUCKETS", "inb", "GENIMG_RULES", `[{"bucket": "inb", "prefix": "a/", "prompt": "p", "aspectRatio": "7:5"}]`},
+			`GENIMG_RULES="a/": the rule's job is invalid: aspectRatio "7:5" is not supported by gemini-2.5-flash-image; accepted: 9:16, 2:3, 3:4, 4:5, 1:1, 5:4, 4:3, 3:2, 16:9, 21:9`},
 		{"rule without prompt", []string{"GENIMG_UPLOAD_BUCKETS", "inb", "GENIMG_RULES", `[{"bucket": "inb", "prefix": "a/"}]`}, `GENIMG_RULES="a/": every rule needs a prompt`},
 		{"rule with a blank prompt", []string{"GENIMG_UPLOAD_BUCKETS", "inb", "GENIMG_RULES", `[{"bucket": "inb", "prefix": "a/", "prompt": "  "}]`}, `GENIMG_RULES="a/": every rule needs a prompt`},
 		{"rule prefix without trailing slash", []string{"GENIMG_UPLOAD_BUCKETS", "inb", "GENIMG_RULES", `[{"bucket": "inb", "prefix": "watercolor", "prompt": "p"}]`},
