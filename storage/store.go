@@ -75,6 +75,10 @@ var ErrNotFound = errors.New("job not found")
 // exhaust a small instance under concurrency, and 0 would disable retries.
 const DefaultChunkSize = 256 << 10
 
+// DefaultUploadRetryDeadline bounds one upload with its retries: the
+// client's own per-chunk retry deadline (32 s), applied to every upload.
+const DefaultUploadRetryDeadline = 32 * time.Second
+
 // A Store reads inputs and writes outputs and job state. It is safe for
 // concurrent use; build one per instance and share it.
 type Store struct {
@@ -84,8 +88,10 @@ type Store struct {
 	backend job.Backend
 	owner   string
 	now     func() time.Time
-	// retryDeadline bounds the client's own retries of one upload (its
-	// default is 32 s); 0 keeps the client's default.
+	// retryDeadline bounds one upload with the client's own retries: the
+	// client retries a single-request upload until its context ends, so
+	// without this a storage outage would hold a write until the function
+	// times out.
 	retryDeadline time.Duration
 }
 
@@ -98,9 +104,9 @@ func WithOwner(owner string) Option { return func(s *Store) { s.owner = owner } 
 // WithClock replaces time.Now, for lease expiry in tests.
 func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
 
-// WithUploadRetryDeadline bounds how long the client retries one upload
-// before the error surfaces (Writer.ChunkRetryDeadline; the client's default
-// is 32 s). Tests shorten it; production keeps the default.
+// WithUploadRetryDeadline bounds how long one upload, with the client's own
+// retries, may take before its error surfaces as transient (default
+// DefaultUploadRetryDeadline). Tests shorten it.
 func WithUploadRetryDeadline(d time.Duration) Option {
 	return func(s *Store) { s.retryDeadline = d }
 }
@@ -109,7 +115,7 @@ func WithUploadRetryDeadline(d time.Duration) Option {
 // limits bound input images; backend decides whether gs:// inputs are read
 // (Gemini API) or passed by URI (Vertex AI).
 func New(client *gcs.Client, cfg config.Storage, limits config.Limits, backend job.Backend, opts ...Option) *Store {
-	s := &Store{client: client, cfg: cfg, limits: limits, backend: backend, now: time.Now}
+	s := &Store{client: client, cfg: cfg, limits: limits, backend: backend, now: time.Now, retryDeadline: DefaultUploadRetryDeadline}
 	if s.cfg.ChunkSize <= 0 {
 		s.cfg.ChunkSize = DefaultChunkSize
 	}
@@ -118,6 +124,9 @@ func New(client *gcs.Client, cfg config.Storage, limits config.Limits, backend j
 	}
 	for _, o := range opts {
 		o(s)
+	}
+	if s.retryDeadline <= 0 {
+		s.retryDeadline = DefaultUploadRetryDeadline
 	}
 	if s.owner == "" {
 		s.owner = "instance-" + randomHex(6)
@@ -164,13 +173,12 @@ func (s *Store) write(ctx context.Context, bucket, name string, data []byte, o w
 	if o.cond != nil {
 		obj = obj.If(*o.cond)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // an abandoned Writer is cancelled, never half-committed
+	// The deadline also cancels an abandoned Writer: never half-committed.
+	ctx, cancel := context.WithTimeout(ctx, s.retryDeadline)
+	defer cancel()
 	w := obj.NewWriter(ctx)
 	w.ChunkSize = s.cfg.ChunkSize
-	if s.retryDeadline > 0 {
-		w.ChunkRetryDeadline = s.retryDeadline
-	}
+	w.ChunkRetryDeadline = s.retryDeadline
 	w.ContentType = o.contentType
 	w.Metadata = o.metadata
 	if _, err := w.Write(data); err != nil {
