@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -28,6 +29,7 @@ type Config struct {
 	Uploads Uploads
 	Webhook Webhook
 	Log     Log
+	Spend   Spend
 }
 
 // Model is how genimg reaches the model.
@@ -124,6 +126,23 @@ type Webhook struct {
 	// Tolerance bounds the age of a signed request's timestamp
 	// (GENIMG_WEBHOOK_TOLERANCE).
 	Tolerance time.Duration
+}
+
+// Spend bounds what genimg may spend on model calls (package spend).
+// Zero values mean unlimited.
+type Spend struct {
+	// HourlyUSD and DailyUSD are spend budgets per UTC hour and UTC day,
+	// shared by all instances (GENIMG_BUDGET_HOURLY_USD,
+	// GENIMG_BUDGET_DAILY_USD); 0 is unlimited.
+	HourlyUSD float64
+	DailyUSD  float64
+	// CallsPerMinute bounds model calls started per minute by one instance
+	// (GENIMG_CALLS_PER_MINUTE); 0 is unlimited. The per-instance cap on
+	// concurrent calls is Model.MaxConcurrent.
+	CallsPerMinute int
+	// Paused is the kill switch (GENIMG_PAUSED): no model calls; jobs fail
+	// retryably and are redelivered.
+	Paused bool
 }
 
 // Log is what genimg logs.
@@ -297,6 +316,15 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	c.Log.Prompts = r.boolean("GENIMG_LOG_PROMPTS", false)
 	c.Log.Level = r.level("GENIMG_LOG_LEVEL")
 
+	// Spend guard.
+	c.Spend.HourlyUSD = r.usd("GENIMG_BUDGET_HOURLY_USD")
+	c.Spend.DailyUSD = r.usd("GENIMG_BUDGET_DAILY_USD")
+	if c.Spend.HourlyUSD > 0 && c.Spend.DailyUSD > 0 && c.Spend.HourlyUSD > c.Spend.DailyUSD {
+		r.fail("GENIMG_BUDGET_HOURLY_USD", r.str("GENIMG_BUDGET_HOURLY_USD", ""), "must not exceed GENIMG_BUDGET_DAILY_USD "+r.str("GENIMG_BUDGET_DAILY_USD", ""))
+	}
+	c.Spend.CallsPerMinute = r.integer("GENIMG_CALLS_PER_MINUTE", 0, 0, 1_000_000)
+	c.Spend.Paused = r.boolean("GENIMG_PAUSED", false)
+
 	return c, errors.Join(r.errs...)
 }
 
@@ -330,6 +358,10 @@ func (c Config) LogValue() slog.Value {
 		slog.String("completionTopic", c.Topics.Completion),
 		slog.Duration("maxEventAge", c.Limits.MaxEventAge),
 		slog.Any("webhookSecret", c.Webhook.Secret),
+		slog.Float64("budgetHourlyUsd", c.Spend.HourlyUSD),
+		slog.Float64("budgetDailyUsd", c.Spend.DailyUSD),
+		slog.Int("callsPerMinute", c.Spend.CallsPerMinute),
+		slog.Bool("paused", c.Spend.Paused),
 	)
 }
 
@@ -420,6 +452,20 @@ func (r *reader) integer(name string, def, lo, hi int) int {
 		return def
 	}
 	return n
+}
+
+// usd reads an amount of US dollars: a finite number, 0 or more; unset is 0.
+func (r *reader) usd(name string) float64 {
+	v := r.str(name, "")
+	if v == "" {
+		return 0
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
+		r.fail(name, v, "expected an amount of US dollars such as 25 or 2.50, 0 for unlimited")
+		return 0
+	}
+	return f
 }
 
 func (r *reader) duration(name string, def time.Duration) time.Duration {

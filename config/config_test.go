@@ -396,3 +396,58 @@ func TestReadableBucketsMinimal(t *testing.T) {
 		t.Errorf("ReadableBuckets with no input or upload buckets (-want +got):\n%s", diff)
 	}
 }
+
+// TestLoadConfigSpend: the spend guard's settings, and every bad value
+// named with its variable.
+func TestLoadConfigSpend(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     []string
+		want    config.Spend
+		wantErr string
+	}{
+		{name: "unset is unlimited", want: config.Spend{}},
+		{
+			name: "all set",
+			env: []string{"GENIMG_BUDGET_HOURLY_USD", "2.50", "GENIMG_BUDGET_DAILY_USD", "40",
+				"GENIMG_CALLS_PER_MINUTE", "120", "GENIMG_PAUSED", "true"},
+			want: config.Spend{HourlyUSD: 2.5, DailyUSD: 40, CallsPerMinute: 120, Paused: true},
+		},
+		{name: "zero is unlimited", env: []string{"GENIMG_BUDGET_DAILY_USD", "0", "GENIMG_CALLS_PER_MINUTE", "0"}, want: config.Spend{}},
+		{name: "hourly alone", env: []string{"GENIMG_BUDGET_HOURLY_USD", "1000"}, want: config.Spend{HourlyUSD: 1000}},
+		{name: "negative budget", env: []string{"GENIMG_BUDGET_HOURLY_USD", "-1"},
+			wantErr: `GENIMG_BUDGET_HOURLY_USD="-1": expected an amount of US dollars such as 25 or 2.50, 0 for unlimited`},
+		{name: "budget with a currency sign", env: []string{"GENIMG_BUDGET_DAILY_USD", "$40"},
+			wantErr: `GENIMG_BUDGET_DAILY_USD="$40": expected an amount of US dollars such as 25 or 2.50, 0 for unlimited`},
+		{name: "infinite budget", env: []string{"GENIMG_BUDGET_DAILY_USD", "Inf"},
+			wantErr: `GENIMG_BUDGET_DAILY_USD="Inf": expected an amount of US dollars such as 25 or 2.50, 0 for unlimited`},
+		{name: "hourly over daily", env: []string{"GENIMG_BUDGET_HOURLY_USD", "50", "GENIMG_BUDGET_DAILY_USD", "40"},
+			wantErr: `GENIMG_BUDGET_HOURLY_USD="50": must not exceed GENIMG_BUDGET_DAILY_USD 40`},
+		{name: "calls per minute negative", env: []string{"GENIMG_CALLS_PER_MINUTE", "-5"},
+			wantErr: `GENIMG_CALLS_PER_MINUTE="-5": expected a whole number from 0 to 1000000`},
+		{name: "calls per minute fraction", env: []string{"GENIMG_CALLS_PER_MINUTE", "1.5"},
+			wantErr: `GENIMG_CALLS_PER_MINUTE="1.5": expected a whole number from 0 to 1000000`},
+		{name: "paused not a bool", env: []string{"GENIMG_PAUSED", "please"},
+			wantErr: `GENIMG_PAUSED="please": expected true or false`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := config.LoadConfig(env(tt.env...))
+			if tt.wantErr != "" {
+				if err == nil {
+					t.Fatalf("LoadConfig = nil error, want %q", tt.wantErr)
+				}
+				if diff := cmp.Diff(tt.wantErr, err.Error()); diff != "" {
+					t.Errorf("LoadConfig error (-want +got):\n%s", diff)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("LoadConfig: %v", err)
+			}
+			if diff := cmp.Diff(tt.want, got.Spend); diff != "" {
+				t.Errorf("Spend (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
