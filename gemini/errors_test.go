@@ -39,6 +39,7 @@ func TestGenerateErrorsAndRetries(t *testing.T) {
 		wantAttempts int
 		wantDelays   []time.Duration
 		wantPerDay   bool
+		wantNoImage  bool // a text-only answer: fast even under -race, for deadline cases
 	}{
 		{name: "400 invalid argument is not retried", script: []geminitest.Behavior{{Status: 400}},
 			wantKind: job.ErrInvalid, wantAttempts: 1},
@@ -66,9 +67,9 @@ func TestGenerateErrorsAndRetries(t *testing.T) {
 			wantKind: job.ErrTransient, wantAttempts: 3, wantDelays: []time.Duration{10 * ms, 20 * ms}},
 		{name: "a retryDelay past the budget: transient at once", script: []geminitest.Behavior{{Status: 429, RetryDelay: time.Hour}},
 			wantKind: job.ErrTransient, wantAttempts: 1},
-		{name: "hang past the call deadline, then success", script: []geminitest.Behavior{{Hang: true}},
+		{name: "hang past the call deadline, then success", script: []geminitest.Behavior{{Hang: true}}, prompt: "[[standin:text-only]] a kite",
 			edit:         func(m *config.Model) { m.CallTimeout = 200 * ms },
-			wantAttempts: 2, wantDelays: []time.Duration{10 * ms}},
+			wantAttempts: 2, wantDelays: []time.Duration{10 * ms}, wantNoImage: true},
 		{name: "hang every time: transient", prompt: "[[standin:hang]] x",
 			edit:     func(m *config.Model) { m.CallTimeout = 100 * ms; m.MaxAttempts = 2 },
 			wantKind: job.ErrTransient, wantAttempts: 2, wantDelays: []time.Duration{10 * ms}},
@@ -96,8 +97,12 @@ func TestGenerateErrorsAndRetries(t *testing.T) {
 			case tt.wantKind != nil && !errors.Is(err, tt.wantKind):
 				t.Fatalf("Generate: %v, want %v", err, tt.wantKind)
 			}
-			if err == nil && (res.Outcome != job.Succeeded || len(res.Images) != 1) {
-				t.Errorf("Outcome, images = %q, %d; want succeeded, 1", res.Outcome, len(res.Images))
+			wantOutcome, wantImages := job.Succeeded, 1
+			if tt.wantNoImage {
+				wantOutcome, wantImages = job.NoImage, 0
+			}
+			if err == nil && (res.Outcome != wantOutcome || len(res.Images) != wantImages) {
+				t.Errorf("Outcome, images = %q, %d; want %q, %d", res.Outcome, len(res.Images), wantOutcome, wantImages)
 			}
 			got := []any{res.Attempts, srv.Calls(), rec.got(), PerDayQuota(err), job.Retryable(err)}
 			want := []any{tt.wantAttempts, tt.wantAttempts, tt.wantDelays, tt.wantPerDay, tt.wantKind == job.ErrTransient}
