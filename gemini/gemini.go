@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -152,6 +153,7 @@ func (c *Client) Generate(ctx context.Context, j job.Job) (*Result, error) {
 			return res, nil
 		}
 		cerr := classify(err, c.key)
+		logFailedCall(ctx, err, cerr)
 		if !errors.Is(cerr, job.ErrTransient) {
 			return res, cerr // permanent: retrying cannot help
 		}
@@ -199,6 +201,18 @@ func (c *Client) call(ctx context.Context, model string, contents []*genai.Conte
 	resp, err := c.genai.Models.GenerateContent(callCtx, model, contents, gcfg)
 	res.ModelTime += c.now().Sub(t0)
 	return resp, err
+}
+
+// logFailedCall is the one line per failed model call that the 429 metric
+// and quota alerts are built on; the job's fate is logged by the pipeline.
+func logFailedCall(ctx context.Context, err, classified error) {
+	status := 0
+	var ae genai.APIError
+	if errors.As(err, &ae) {
+		status = ae.Code
+	}
+	slog.WarnContext(ctx, "model call failed", "status", status,
+		"retryable", errors.Is(classified, job.ErrTransient), "perDayQuota", PerDayQuota(classified), "error", classified)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
