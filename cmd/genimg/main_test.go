@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"image"
+	"image/color"
+	"image/png"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"google.golang.org/api/iterator"
+
+	_ "github.com/genimg/genimg" // the functions the local stack serves
+	"github.com/genimg/genimg/internal/localstack"
+)
+
+// The tests run the subcommands' entry point against one local stack in
+// this process, on free ports, with names other than the defaults; the
+// command finds it through the environment the stack sets, plus GENIMG_URL.
+var stack *localstack.Stack
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := localstack.Start(ctx, localstack.Options{
+		Project: "genimg-clitest", InputBucket: "cli-in", OutputBucket: "cli-out",
+		RequestsTopic: "cli-requests", CompletionTopic: "cli-completions", DeadLetterTopic: "cli-dead",
+		MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, MaxAttempts: 5,
+		Env: map[string]string{"GENIMG_LOG_LEVEL": "ERROR", "GENIMG_RETRY_BUDGET": "5s"},
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer s.Close()
+	stack = s
+	os.Setenv("GENIMG_URL", s.FunctionsURL+"/Generate")
+	// load --local uses this stack: one stack per process.
+	startLocal = func(context.Context, localstack.Options) (*localstack.Stack, func(), error) {
+		return s, func() {}, nil
+	}
+	return m.Run()
+}
+
+// syncBuffer is a bytes.Buffer safe for a command running in a goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// genimg runs the command and returns its stdout and stderr.
+func genimg(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var stdout, stderr syncBuffer
+	err := run(t.Context(), args, &stdout, &stderr)
+	return stdout.String(), stderr.String(), err
+}
+
+// testPNG writes a w×h PNG into dir and returns its path.
+func testPNG(t *testing.T, dir string, w, h int) string {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := range h {
+		for x := range w {
+			img.Set(x, y, color.RGBA{uint8(x), uint8(y), uint8(x ^ y), 255})
+		}
+	}
+	var b bytes.Buffer
+	if err := png.Encode(&b, img); err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Join(dir, "in.png")
+	if err := os.WriteFile(name, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// pngSizes decodes every PNG in dir.
+func pngSizes(t *testing.T, dir string) [][2]int {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sizes [][2]int
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := png.DecodeConfig(f)
+		f.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		sizes = append(sizes, [2]int{cfg.Width, cfg.Height})
+	}
+	return sizes
+}
+
+// field returns the value of a "name   value" line of printRecord.
+func field(out, name string) string {
+	for _, line := range strings.Split(out, "\n") {
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
+			return strings.TrimSpace(rest)
+		}
+	}
+	return ""
+}
+
+// cliSubscriptions lists the temporary subscriptions left on the stack.
+func cliSubscriptions(t *testing.T) []string {
+	t.Helper()
+	it := stack.PubSub.SubscriptionAdminClient.ListSubscriptions(t.Context(), &pb.ListSubscriptionsRequest{Project: "projects/" + stack.Project})
+	var names []string
+	for {
+		s, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			return names
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(s.Name, "/genimg-cli-") {
+			names = append(names, s.Name)
+		}
+	}
+}
+
+// saved reads the job.json generate leaves beside the images.
+func saved(t *testing.T, dir string) map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "job.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var j map[string]any
+	if err := json.Unmarshal(data, &j); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
