@@ -95,11 +95,14 @@ func (s *Service) submit(w http.ResponseWriter, r *http.Request) {
 	}
 	// Leave the function a few seconds to answer before its own timeout.
 	wait = min(wait, s.cfg.Limits.FunctionTimeout-5*time.Second)
-	if async || wait <= 0 {
+	switch {
+	case wantsStream(r):
+		s.stream(ctx, w, r, j, fp, wait)
+	case async || wait <= 0:
 		writeAccepted(w, r, j.ID)
-		return
+	default:
+		s.await(ctx, w, r, j.ID, fp, wait)
 	}
-	s.await(ctx, w, r, j.ID, fp, wait)
 }
 
 // await polls the job's record until it is there or wait runs out. The
