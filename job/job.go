@@ -40,6 +40,14 @@ type Job struct {
 	Output             *OutputOptions    `json:"output,omitempty"`
 	Labels             map[string]string `json:"labels,omitempty"`
 	BillingLabels      map[string]string `json:"billingLabels,omitempty"`
+	// ResponseMIMEType and ResponseSchema ask for structured output
+	// (application/json and an OpenAPI-subset schema, as the Gemini API
+	// takes them); only with TEXT among ResponseModalities.
+	ResponseMIMEType string          `json:"responseMimeType,omitempty"`
+	ResponseSchema   json.RawMessage `json:"responseSchema,omitempty"`
+	// Context names a shared context (system instruction and reference
+	// images) that genimg keeps in a context cache; see SharedContext.
+	Context *SharedContext `json:"context,omitempty"`
 }
 
 // An Image is one input image: a gs:// URI, or inline bytes (standard base64
@@ -124,6 +132,7 @@ var (
 	fieldNames = []string{
 		"id", "prompt", "images", "aspectRatio", "responseModalities", "candidateCount",
 		"systemInstruction", "safetySettings", "cachedContent", "model", "output", "labels", "billingLabels",
+		"responseMimeType", "responseSchema", "context",
 	}
 	imageFieldNames  = []string{"uri", "generation", "data", "mimeType"}
 	safetyFieldNames = []string{"category", "threshold"}
@@ -142,6 +151,7 @@ func locateUnknownField(data []byte, quoted string) (where string, accepted []st
 		Images         []map[string]json.RawMessage
 		SafetySettings []map[string]json.RawMessage
 		Output         map[string]json.RawMessage
+		Context        map[string]json.RawMessage
 	}
 	// Decoding without DisallowUnknownFields succeeds wherever the strict
 	// decode got as far as an unknown field; on failure, fall back.
@@ -170,6 +180,9 @@ func locateUnknownField(data []byte, quoted string) (where string, accepted []st
 	}
 	if unknownIn(top.Output, outputFieldNames) {
 		return "output: ", outputFieldNames
+	}
+	if unknownIn(top.Context, contextFieldNames) {
+		return "context: ", contextFieldNames
 	}
 	return "", fieldNames
 }

@@ -1,6 +1,7 @@
 package job
 
 import (
+	"encoding/json"
 	"errors"
 	"time"
 )
@@ -63,6 +64,22 @@ type Record struct {
 	// Fingerprint identifies the work (Job.Fingerprint), so that a record
 	// found for an id can be told apart from a different job's.
 	Fingerprint string `json:"fingerprint,omitempty"`
+	// JSON is the structured answer (the text parsed as JSON) when the job
+	// asked for responseMimeType application/json and the answer conforms
+	// to its responseSchema; JSONError says why it is absent otherwise.
+	// The outcome still follows the images.
+	JSON      json.RawMessage `json:"json,omitempty"`
+	JSONError string          `json:"jsonError,omitempty"`
+	// Batch is set when the job ran in the batch lane.
+	Batch *BatchInfo `json:"batch,omitempty"`
+}
+
+// BatchInfo says which model batch answered a job of the batch lane.
+type BatchInfo struct {
+	// Name is the batch's resource name (batches/ID).
+	Name string `json:"name"`
+	// ID is genimg's id of the chunk (gs://OUTPUT/batches/<id>.json).
+	ID string `json:"id"`
 }
 
 // A StoredImage is one output image as written to Cloud Storage.

@@ -70,6 +70,7 @@ func (j *Job) Normalize(p Policy) {
 	if j.Output != nil && j.Output.Prefix == "" {
 		j.Output = nil
 	}
+	j.normalizeFeatures()
 }
 
 // Validate checks a normalised job against the policy and the model's
@@ -192,6 +193,7 @@ func (j *Job) Validate(p Policy) error {
 			bad("billingLabels: value %q of %q: must be at most 63 lowercase letters, digits, '_' or '-'", truncate(v), truncate(k))
 		}
 	}
+	errs = append(errs, j.validateFeatures(c, p)...)
 	return wrapInvalid(errs)
 }
 
