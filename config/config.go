@@ -30,6 +30,7 @@ type Config struct {
 	Webhook Webhook
 	Log     Log
 	Spend   Spend
+	Batch   Batch
 }
 
 // Model is how genimg reaches the model.
@@ -295,8 +296,8 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		if !slices.Contains(c.Uploads.Buckets, rule.Bucket) {
 			r.fail("GENIMG_RULES", rule.Bucket, "a rule names a bucket that is not in GENIMG_UPLOAD_BUCKETS")
 		}
-		if rule.Bucket == c.Storage.OutputBucket && overlaps(rule.Prefix, c.Storage.OutputPrefix, "jobs/") {
-			r.fail("GENIMG_RULES", rule.Bucket+"/"+rule.Prefix, "the rule would match genimg's own outputs under "+c.Storage.OutputPrefix+" or jobs/ and loop")
+		if rule.Bucket == c.Storage.OutputBucket && overlaps(rule.Prefix, c.Storage.OutputPrefix, "jobs/", "batches/", "caches/") {
+			r.fail("GENIMG_RULES", rule.Bucket+"/"+rule.Prefix, "the rule would match genimg's own outputs under "+c.Storage.OutputPrefix+", jobs/, batches/ or caches/ and loop")
 		}
 	}
 	// A rule's settings are checked now, not on every upload it matches.
@@ -324,6 +325,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 	c.Spend.CallsPerMinute = r.integer("GENIMG_CALLS_PER_MINUTE", 0, 0, 1_000_000)
 	c.Spend.Paused = r.boolean("GENIMG_PAUSED", false)
+
+	// Batch lane.
+	c.Batch = r.readBatch()
 
 	return c, errors.Join(r.errs...)
 }

@@ -65,6 +65,7 @@ func defaults() config.Config {
 		Prices:  config.DefaultPrices(),
 		Webhook: config.Webhook{Tolerance: 5 * time.Minute},
 		Log:     config.Log{Level: slog.LevelInfo},
+		Batch:   config.Batch{Chunk: 16, InlineBytes: 19_000_000, MaxAge: 30 * time.Hour, OnExpired: "resubmit", MaxResubmits: 1},
 	}
 }
 
@@ -278,13 +279,13 @@ func TestLoadConfigRejects(t *testing.T) {
 		{"rule bucket not an upload bucket", []string{"GENIMG_UPLOAD_BUCKETS", "inb", "GENIMG_RULES", `[{"bucket": "other", "prefix": "a/", "prompt": "p"}]`},
 			`GENIMG_RULES="other": a rule names a bucket that is not in GENIMG_UPLOAD_BUCKETS`},
 		{"rule on genimg's images", []string{"GENIMG_UPLOAD_BUCKETS", "genimg-output", "GENIMG_RULES", `[{"bucket": "genimg-output", "prefix": "images/", "prompt": "p"}]`},
-			`GENIMG_RULES="genimg-output/images/": the rule would match genimg's own outputs under images/ or jobs/ and loop`},
+			`GENIMG_RULES="genimg-output/images/": the rule would match genimg's own outputs under images/, jobs/, batches/ or caches/ and loop`},
 		{"rule inside genimg's images", []string{"GENIMG_UPLOAD_BUCKETS", "genimg-output", "GENIMG_RULES", `[{"bucket": "genimg-output", "prefix": "images/2026/", "prompt": "p"}]`},
-			`GENIMG_RULES="genimg-output/images/2026/": the rule would match genimg's own outputs under images/ or jobs/ and loop`},
+			`GENIMG_RULES="genimg-output/images/2026/": the rule would match genimg's own outputs under images/, jobs/, batches/ or caches/ and loop`},
 		{"rule on genimg's job state", []string{"GENIMG_UPLOAD_BUCKETS", "genimg-output", "GENIMG_RULES", `[{"bucket": "genimg-output", "prefix": "jobs/", "prompt": "p"}]`},
-			`GENIMG_RULES="genimg-output/jobs/": the rule would match genimg's own outputs under images/ or jobs/ and loop`},
+			`GENIMG_RULES="genimg-output/jobs/": the rule would match genimg's own outputs under images/, jobs/, batches/ or caches/ and loop`},
 		{"rule on a custom output prefix", []string{"GENIMG_OUTPUT_PREFIX", "renders/", "GENIMG_UPLOAD_BUCKETS", "genimg-output", "GENIMG_RULES", `[{"bucket": "genimg-output", "prefix": "renders/", "prompt": "p"}]`},
-			`GENIMG_RULES="genimg-output/renders/": the rule would match genimg's own outputs under renders/ or jobs/ and loop`},
+			`GENIMG_RULES="genimg-output/renders/": the rule would match genimg's own outputs under renders/, jobs/, batches/ or caches/ and loop`},
 		{"rules file missing", []string{"GENIMG_UPLOAD_BUCKETS", "inb", "GENIMG_RULES", "testdata/no-such-rules.json"},
 			`GENIMG_RULES="testdata/no-such-rules.json": expected a JSON array of rules or the path of a file holding one: open testdata/no-such-rules.json: no such file or directory`},
 		{"output prefix under jobs/", []string{"GENIMG_OUTPUT_PREFIX", "jobs/images"}, `GENIMG_OUTPUT_PREFIX="jobs/images/": expected a folder such as images/, not under jobs/ and without '..'`},
@@ -447,6 +448,45 @@ func TestLoadConfigSpend(t *testing.T) {
 			}
 			if diff := cmp.Diff(tt.want, got.Spend); diff != "" {
 				t.Errorf("Spend (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestLoadConfigBatch: the batch lane's settings, and every bad value named
+// with its variable.
+func TestLoadConfigBatch(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     []string
+		want    config.Batch
+		wantErr string
+	}{
+		{name: "defaults", want: config.Batch{Chunk: 16, InlineBytes: 19_000_000, MaxAge: 30 * time.Hour, OnExpired: "resubmit", MaxResubmits: 1}},
+		{name: "set", env: []string{"GENIMG_BATCH_CHUNK", "50", "GENIMG_BATCH_INLINE_BYTES", "1000", "GENIMG_BATCH_MAX_AGE", "2h",
+			"GENIMG_BATCH_ON_EXPIRED", "fail", "GENIMG_BATCH_MAX_RESUBMITS", "0"},
+			want: config.Batch{Chunk: 50, InlineBytes: 1000, MaxAge: 2 * time.Hour, OnExpired: "fail", MaxResubmits: 0}},
+		{name: "chunk zero", env: []string{"GENIMG_BATCH_CHUNK", "0"}, wantErr: `GENIMG_BATCH_CHUNK="0": expected a whole number from 1 to 1000`},
+		{name: "inline over 20 MB", env: []string{"GENIMG_BATCH_INLINE_BYTES", "30000000"}, wantErr: `GENIMG_BATCH_INLINE_BYTES="30000000": expected a whole number from 1 to 20000000`},
+		{name: "age garbage", env: []string{"GENIMG_BATCH_MAX_AGE", "soon"}, wantErr: `GENIMG_BATCH_MAX_AGE="soon": expected a positive duration such as 90s, 10m or 12h`},
+		{name: "age too short", env: []string{"GENIMG_BATCH_MAX_AGE", "5s"}, wantErr: `GENIMG_BATCH_MAX_AGE="5s": must be at least 1m`},
+		{name: "policy unknown", env: []string{"GENIMG_BATCH_ON_EXPIRED", "retry"}, wantErr: `GENIMG_BATCH_ON_EXPIRED="retry": expected resubmit or fail`},
+		{name: "resubmits too many", env: []string{"GENIMG_BATCH_MAX_RESUBMITS", "11"}, wantErr: `GENIMG_BATCH_MAX_RESUBMITS="11": expected a whole number from 0 to 10`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := config.LoadConfig(env(tt.env...))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("LoadConfig error = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("LoadConfig: %v", err)
+			}
+			if diff := cmp.Diff(tt.want, got.Batch); diff != "" {
+				t.Errorf("Batch (-want +got):\n%s", diff)
 			}
 		})
 	}
