@@ -62,5 +62,9 @@ func (c *Client) request(j job.Job) ([]*genai.Content, *genai.GenerateContentCon
 	if c.backend == job.VertexAI && len(j.BillingLabels) > 0 {
 		cfg.Labels = j.BillingLabels
 	}
+	// Structured output (structured.go).
+	if err := structuredConfig(j, cfg); err != nil {
+		return nil, nil, err
+	}
 	return contents, cfg, nil
 }

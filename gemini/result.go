@@ -1,6 +1,7 @@
 package gemini
 
 import (
+	"encoding/json"
 	"strings"
 	"time"
 
@@ -37,6 +38,11 @@ type Result struct {
 	// ModelTime is the time spent in model calls, retries included, waits
 	// between them excluded.
 	ModelTime time.Duration
+	// JSON is the answer's text parsed as JSON, when the job asked for
+	// application/json and the text conforms to its schema; JSONError says
+	// why JSON is absent otherwise (structured.go).
+	JSON      json.RawMessage
+	JSONError string
 }
 
 // finishOutcomes maps every genai.FinishReason constant of the SDK to an

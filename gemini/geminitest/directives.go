@@ -41,6 +41,11 @@ type Behavior struct {
 	// Hang never answers: the request waits until the client gives up or
 	// the server closes.
 	Hang bool
+	// BadJSON answers a request for JSON with text that does not match
+	// its schema (structured.go).
+	BadJSON bool
+	// Twice answers a batch request twice, under the same key (batch.go).
+	Twice bool
 }
 
 // merge lays o's set fields over b's.
@@ -64,6 +69,8 @@ func (b Behavior) merge(o Behavior) Behavior {
 	b.TextOnly = b.TextOnly || o.TextOnly
 	b.Latency += o.Latency
 	b.Hang = b.Hang || o.Hang
+	b.BadJSON = b.BadJSON || o.BadJSON
+	b.Twice = b.Twice || o.Twice
 	return b
 }
 
@@ -110,8 +117,12 @@ func ParseDirectives(text string) (Behavior, error) {
 			b.Latency, err = time.ParseDuration(value)
 		case name == "hang" && !hasValue:
 			b.Hang = true
+		case name == "json" && value == "bad":
+			b.BadJSON = true
+		case name == "twice" && !hasValue:
+			b.Twice = true
 		default:
-			return Behavior{}, fmt.Errorf("unknown stand-in directive %q; known: block[=REASON], finish=REASON, no-image, text-only, status=CODE, quota=day|minute, retry-delay=DURATION, fail=N[:CODE], latency=DURATION, hang", m[0])
+			return Behavior{}, fmt.Errorf("unknown stand-in directive %q; known: block[=REASON], finish=REASON, no-image, text-only, status=CODE, quota=day|minute, retry-delay=DURATION, fail=N[:CODE], latency=DURATION, hang, json=bad, twice", m[0])
 		}
 		if err != nil {
 			return Behavior{}, fmt.Errorf("stand-in directive %q: %v", m[0], err)

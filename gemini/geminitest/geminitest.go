@@ -131,6 +131,8 @@ type Handler struct {
 	calls                 atomic.Int64
 	closed                chan struct{}
 	closeOnce             sync.Once
+
+	res resources // batches, files and caches (resources.go)
 }
 
 // NewHandler returns the stand-in model as an http.Handler.
@@ -215,6 +217,9 @@ var (
 
 // ServeHTTP answers one request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.serveResource(w, r) { // batches, files, caches (resources.go)
+		return
+	}
 	req := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Header: r.Header.Clone()}
 	var method string
 	if m := geminiPath.FindStringSubmatch(r.URL.Path); m != nil {
@@ -322,6 +327,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	resp := h.answer(decoded, v, b, req)
+	h.extend(resp, decoded, b) // structured output and cached tokens (resources.go)
 	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
 	if req.Stream && r.URL.Query().Get("alt") == "sse" {
 		w.Header().Set("Content-Type", "text/event-stream")

@@ -57,6 +57,10 @@ type GenerationConfig struct {
 	TopK               *float64     `json:"topK,omitempty"`
 	Seed               *int32       `json:"seed,omitempty"`
 	MaxOutputTokens    *int32       `json:"maxOutputTokens,omitempty"`
+	// ResponseMIMEType and ResponseSchema ask for structured output
+	// (structured.go answers JSON built from the schema).
+	ResponseMIMEType string          `json:"responseMimeType,omitempty"`
+	ResponseSchema   json.RawMessage `json:"responseSchema,omitempty"`
 }
 
 // ImageConfig carries the aspect ratio.

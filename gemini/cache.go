@@ -1,0 +1,289 @@
+package gemini
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	gcs "cloud.google.com/go/storage"
+	"google.golang.org/genai"
+
+	"github.com/genimg/genimg/job"
+)
+
+// A CacheEntry is one shared context's cache as genimg remembers it.
+type CacheEntry struct {
+	// Context is the shared context's name; Name the cache's resource name
+	// (cachedContents/ID).
+	Context string `json:"context"`
+	Name    string `json:"name"`
+	Model   string `json:"model"`
+	// Fingerprint identifies the cached content (model, instruction,
+	// images): a context renamed to other content gets a new cache.
+	Fingerprint string    `json:"fingerprint"`
+	ExpireTime  time.Time `json:"expireTime"`
+	// Tokens is what the cache holds, as the service counted it.
+	Tokens int32 `json:"tokens,omitempty"`
+}
+
+// A CacheStore shares cache entries between instances, keyed by context
+// name. GCSCacheStore keeps them in Cloud Storage.
+type CacheStore interface {
+	LoadCache(ctx context.Context, context string) (CacheEntry, bool, error)
+	SaveCache(ctx context.Context, e CacheEntry) error
+}
+
+// A Resolver turns a job's gs:// images into what the backend takes (bytes
+// on the Gemini API); storage.Store is one.
+type Resolver interface {
+	Resolve(ctx context.Context, j *job.Job) error
+}
+
+// Contexts runs jobs that name a shared context: it creates the context's
+// cache with Caches.Create and the context's TTL, reuses it by name (in
+// memory, and through a CacheStore across instances), and recreates it,
+// once per job, when the service says it has expired. It is safe for
+// concurrent use; build one per process beside the Client.
+type Contexts struct {
+	client  *Client
+	store   CacheStore
+	resolve Resolver
+	now     func() time.Time
+	// margin: a cache expiring sooner than this is not handed out, so a
+	// job never starts on a cache about to vanish.
+	margin time.Duration
+
+	mu    sync.Mutex
+	mem   map[string]CacheEntry
+	locks map[string]*sync.Mutex
+}
+
+// NewContexts builds Contexts on c. store may be nil (instance-local
+// caches only); resolve may be nil when context images are always inline.
+func NewContexts(c *Client, store CacheStore, resolve Resolver) *Contexts {
+	return &Contexts{client: c, store: store, resolve: resolve, now: time.Now, margin: time.Minute,
+		mem: map[string]CacheEntry{}, locks: map[string]*sync.Mutex{}}
+}
+
+// SetClock replaces time.Now for expiry decisions (tests).
+func (x *Contexts) SetClock(now func() time.Time) { x.now = now }
+
+// Generate is the pipeline's model call for any job: a job naming a shared
+// context runs on its cache (created or recreated as needed, its cached
+// tokens counted in the usage and priced at the cached rate), and a job
+// asking for JSON gets its answer checked (Structure). The Result sums the
+// attempts, time and cost of every call made, as Client.Generate's does.
+func (x *Contexts) Generate(ctx context.Context, j job.Job) (*Result, error) {
+	if j.Context == nil {
+		res, err := x.client.Generate(ctx, j)
+		if err == nil {
+			Structure(j, res)
+		}
+		return res, err
+	}
+	run := j
+	entry, err := x.Resolve(ctx, &run, "")
+	if err != nil {
+		return &Result{}, err
+	}
+	res, err := x.client.Generate(ctx, run)
+	if err != nil && CacheExpired(err) {
+		// The cache expired (or was deleted) under us: recreate it and try
+		// once more; a second miss is the job's error.
+		slog.InfoContext(ctx, "context cache expired; recreating", "context", j.Context.Name, "cache", entry.Name)
+		run = j
+		if _, rerr := x.Resolve(ctx, &run, entry.Name); rerr != nil {
+			return res, rerr
+		}
+		again, err2 := x.client.Generate(ctx, run)
+		again.Attempts += res.Attempts
+		again.ModelTime += res.ModelTime
+		res, err = again, err2
+	}
+	if err == nil {
+		Structure(j, res)
+	}
+	return res, err
+}
+
+// CacheExpired reports whether err is the service saying a request's
+// cachedContent no longer exists: the Gemini API answers 403 "CachedContent
+// not found (or permission denied)", Vertex AI 404.
+func CacheExpired(err error) bool {
+	var ae genai.APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	msg := strings.ToLower(ae.Message)
+	return (ae.Code == 403 || ae.Code == 404) && (strings.Contains(msg, "cachedcontent") || strings.Contains(msg, "cached content"))
+}
+
+// Resolve replaces j's shared context by the name of its cache
+// (j.CachedContent), creating the cache when none is known, the known one
+// is for other content, about to expire, or named stale (a cache the
+// service said is gone; "" for none). It returns the entry used.
+func (x *Contexts) Resolve(ctx context.Context, j *job.Job, stale string) (CacheEntry, error) {
+	sc := j.Context
+	if sc == nil {
+		return CacheEntry{}, nil
+	}
+	fp := job.Job{Model: j.Model, Context: sc}.Fingerprint()
+	lock := x.lock(sc.Name)
+	lock.Lock()
+	defer lock.Unlock()
+
+	usable := func(e CacheEntry) bool {
+		return e.Name != "" && e.Name != stale && e.Fingerprint == fp && e.Model == j.Model &&
+			e.ExpireTime.After(x.now().Add(x.margin))
+	}
+	x.mu.Lock()
+	e, ok := x.mem[sc.Name]
+	x.mu.Unlock()
+	if !ok || !usable(e) {
+		ok = false
+		if x.store != nil {
+			se, found, err := x.store.LoadCache(ctx, sc.Name)
+			if err != nil {
+				slog.WarnContext(ctx, "context cache record unreadable; creating a cache", "context", sc.Name, "error", err)
+			} else if found && usable(se) {
+				e, ok = se, true
+			}
+		}
+	}
+	if !ok {
+		created, err := x.create(ctx, *j, fp)
+		if err != nil {
+			return CacheEntry{}, err
+		}
+		e = created
+		if x.store != nil {
+			if err := x.store.SaveCache(ctx, e); err != nil {
+				// The cache works without the shared record; other
+				// instances create their own.
+				slog.WarnContext(ctx, "context cache record not saved", "context", sc.Name, "error", err)
+			}
+		}
+	}
+	x.mu.Lock()
+	x.mem[sc.Name] = e
+	x.mu.Unlock()
+	j.CachedContent, j.Context = e.Name, nil
+	return e, nil
+}
+
+func (x *Contexts) lock(name string) *sync.Mutex {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	l, ok := x.locks[name]
+	if !ok {
+		l = &sync.Mutex{}
+		x.locks[name] = l
+	}
+	return l
+}
+
+// create makes the cache for j's context.
+func (x *Contexts) create(ctx context.Context, j job.Job, fp string) (CacheEntry, error) {
+	c, sc := x.client, j.Context
+	images := job.Job{Model: j.Model, Images: sc.Images}
+	if len(images.Images) > 0 && x.resolve != nil {
+		if err := x.resolve.Resolve(ctx, &images); err != nil {
+			return CacheEntry{}, fmt.Errorf("context %s: %w", sc.Name, err)
+		}
+	}
+	cfg := &genai.CreateCachedContentConfig{TTL: sc.ContextTTL(), DisplayName: "genimg " + sc.Name}
+	if sc.SystemInstruction != "" {
+		cfg.SystemInstruction = &genai.Content{Parts: []*genai.Part{{Text: sc.SystemInstruction}}}
+	}
+	if len(images.Images) > 0 {
+		// request builds image parts the backend's way; its first part is
+		// the (empty) prompt.
+		contents, _, err := c.request(images)
+		if err != nil {
+			return CacheEntry{}, fmt.Errorf("context %s: %w", sc.Name, err)
+		}
+		cfg.Contents = []*genai.Content{{Role: genai.RoleUser, Parts: contents[0].Parts[1:]}}
+	}
+	callCtx := ctx
+	if c.cfg.CallTimeout > 0 {
+		var cancel context.CancelFunc
+		callCtx, cancel = context.WithTimeout(ctx, c.cfg.CallTimeout)
+		defer cancel()
+	}
+	cc, err := c.genai.Caches.Create(callCtx, j.Model, cfg)
+	if err != nil {
+		return CacheEntry{}, fmt.Errorf("context %s: creating its cache: %w", sc.Name, classify(err, c.key))
+	}
+	e := CacheEntry{Context: sc.Name, Name: cc.Name, Model: j.Model, Fingerprint: fp, ExpireTime: cc.ExpireTime}
+	if e.ExpireTime.IsZero() {
+		e.ExpireTime = x.now().Add(sc.ContextTTL())
+	}
+	if cc.UsageMetadata != nil {
+		e.Tokens = cc.UsageMetadata.TotalTokenCount
+	}
+	slog.InfoContext(ctx, "context cache created", "context", sc.Name, "cache", cc.Name, "expires", e.ExpireTime, "tokens", e.Tokens)
+	return e, nil
+}
+
+// GCSCacheStore keeps cache entries at gs://BUCKET/caches/<context>.json,
+// so that every instance reuses one cache per context.
+type GCSCacheStore struct {
+	client *gcs.Client
+	bucket string
+}
+
+// NewGCSCacheStore stores entries in bucket (the output bucket).
+func NewGCSCacheStore(client *gcs.Client, bucket string) *GCSCacheStore {
+	return &GCSCacheStore{client: client, bucket: bucket}
+}
+
+func cacheObject(name string) string { return "caches/" + name + ".json" }
+
+// LoadCache reads a context's entry; found is false when there is none.
+func (s *GCSCacheStore) LoadCache(ctx context.Context, name string) (CacheEntry, bool, error) {
+	r, err := s.client.Bucket(s.bucket).Object(cacheObject(name)).NewReader(ctx)
+	if errors.Is(err, gcs.ErrObjectNotExist) {
+		return CacheEntry{}, false, nil
+	}
+	if err != nil {
+		return CacheEntry{}, false, fmt.Errorf("%w: reading %s: %w", job.ErrTransient, cacheObject(name), err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(io.LimitReader(r, 1<<20))
+	if err != nil {
+		return CacheEntry{}, false, fmt.Errorf("%w: reading %s: %w", job.ErrTransient, cacheObject(name), err)
+	}
+	var e CacheEntry
+	if err := json.Unmarshal(b, &e); err != nil {
+		return CacheEntry{}, false, fmt.Errorf("%w: %s is not a cache entry: %v", job.ErrPermanent, cacheObject(name), err)
+	}
+	return e, true, nil
+}
+
+// SaveCache writes a context's entry. Last writer wins: two instances that
+// both created a cache each keep working with their own, and later jobs
+// share the one recorded.
+func (s *GCSCacheStore) SaveCache(ctx context.Context, e CacheEntry) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	w := s.client.Bucket(s.bucket).Object(cacheObject(e.Context)).NewWriter(ctx)
+	w.ContentType = "application/json"
+	w.ChunkSize = 256 << 10
+	w.Metadata = map[string]string{job.MetaGeneratedBy: job.Generator}
+	if _, err := w.Write(b); err != nil {
+		_ = w.Close()
+		return fmt.Errorf("%w: writing %s: %w", job.ErrTransient, cacheObject(e.Context), err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("%w: writing %s: %w", job.ErrTransient, cacheObject(e.Context), err)
+	}
+	return nil
+}
