@@ -82,10 +82,17 @@ func (s *Service) process(ctx context.Context, d trigger.Delivery) (job.Record, 
 	// Note the call on the claim before paying for it: if this instance
 	// dies mid-call, the next attempt still counts it; and if the claim
 	// was taken over meanwhile, this attempt is a zombie and must not pay.
+	// The answer's images stream into Cloud Storage while it is read: no
+	// whole image is held in memory (BENCHMARKS.md "## memory design").
+	meta := storage.ImageMeta{Model: j.Model, PromptSHA256: job.PromptHash(j.Prompt), Source: sourceObject(d)}
+	outputs, err := s.store.NewOutputs(ctx, claim, &j, meta)
+	if err != nil {
+		return job.Record{}, err
+	}
 	if err := s.store.BeginCall(ctx, claim, s.estimate(j)); err != nil {
 		return job.Record{}, err
 	}
-	res, err := s.model.Generate(ctx, j)
+	res, err := s.model.GenerateTo(ctx, j, outputs)
 	if res != nil {
 		rec.Attempts += res.Attempts
 		rec.CostUSD += res.CostUSD
@@ -103,13 +110,7 @@ func (s *Service) process(ctx context.Context, d trigger.Delivery) (job.Record, 
 		return s.commit(ctx, claim, failed(rec, err, s.now()))
 	}
 	fillFromModel(&rec, res)
-
-	if len(res.Images) > 0 {
-		meta := storage.ImageMeta{Model: j.Model, PromptSHA256: job.PromptHash(j.Prompt), Source: sourceObject(d)}
-		if rec.Outputs, err = s.store.WriteImages(ctx, claim, &j, res.Images, meta); err != nil {
-			return job.Record{}, err // the next attempt pays again, and counts it
-		}
-	}
+	rec.Outputs = outputs.Stored()
 	rec.Timings.CompletedAt = s.now()
 	rec.Timings.TotalMs = rec.Timings.CompletedAt.Sub(start).Milliseconds()
 	if err := s.store.WriteDraft(ctx, claim, rec); err != nil {

@@ -32,9 +32,10 @@ type Service struct {
 	now      func() time.Time
 }
 
-// model is what the pipeline needs of the Gemini client.
+// model is what the pipeline needs of the Gemini client: a call whose
+// images stream into a sink (the job's storage.Outputs) as they arrive.
 type model interface {
-	Generate(ctx context.Context, j job.Job) (*gemini.Result, error)
+	GenerateTo(ctx context.Context, j job.Job, sink gemini.ImageSink) (*gemini.Result, error)
 }
 
 // An Option changes how New builds a Service.

@@ -90,7 +90,13 @@ func New(ctx context.Context, cfg config.Model, prices config.Prices, opts ...Op
 	for _, opt := range opts {
 		opt(&o)
 	}
-	cc := &genai.ClientConfig{HTTPClient: o.httpClient, HTTPOptions: genai.HTTPOptions{BaseURL: cfg.BaseURL}}
+	cc := &genai.ClientConfig{HTTPOptions: genai.HTTPOptions{BaseURL: cfg.BaseURL}}
+	if o.httpClient != nil || cfg.Backend != job.VertexAI {
+		// Our transport reads each answer's images out of the body
+		// (decode.go); on Vertex AI without a client, the SDK builds its
+		// ADC client, wrapped below.
+		cc.HTTPClient = withAnswerTransport(o.httpClient)
+	}
 	key := ""
 	switch cfg.Backend {
 	case job.VertexAI:
@@ -112,6 +118,10 @@ func New(ctx context.Context, cfg config.Model, prices config.Prices, opts ...Op
 	if err != nil {
 		// The SDK's messages print its whole ClientConfig, key included.
 		return nil, fmt.Errorf("%w: gemini: building the %s client: %s", job.ErrPermanent, cfg.Backend, redact(err.Error(), key))
+	}
+	if hc := gc.ClientConfig().HTTPClient; hc != nil && cc.HTTPClient == nil {
+		// The SDK's own ADC client (Vertex AI): nobody else holds it.
+		*hc = *withAnswerTransport(hc)
 	}
 	maxConc := cfg.MaxConcurrent
 	if maxConc < 1 {
@@ -135,8 +145,30 @@ func (c *Client) Backend() job.Backend { return c.backend }
 // validated and normalised, with its images resolved: each has Data and
 // MIMEType, or, on Vertex AI, a gs:// URI and MIMEType that is passed as
 // fileData. The returned Result is never nil: on error it still counts the
-// attempts and the time spent in the model.
+// attempts and the time spent in the model. The images are in
+// Result.Images; GenerateTo streams them instead.
 func (c *Client) Generate(ctx context.Context, j job.Job) (*Result, error) {
+	return c.generate(ctx, j, nil)
+}
+
+// GenerateTo is Generate, except that the answer's images are streamed into
+// sink as the answer is read, never held whole in memory; Result.Images stays
+// empty and Result.StreamedImages counts the images sink kept.
+//
+// Once an image has been opened on sink, a failure of that call is not
+// retried here: it returns an error wrapping job.ErrTransient (or the sink's
+// own error, with its category), and the job's next attempt pays again —
+// a retry in process would write the same image names twice. An error of
+// sink (storage) is never retried here either: the call was paid and its
+// answer is lost.
+func (c *Client) GenerateTo(ctx context.Context, j job.Job, sink ImageSink) (*Result, error) {
+	if sink == nil {
+		return nil, errors.New("gemini: GenerateTo needs a sink")
+	}
+	return c.generate(ctx, j, sink)
+}
+
+func (c *Client) generate(ctx context.Context, j job.Job, sink ImageSink) (*Result, error) {
 	res := &Result{}
 	contents, gcfg, err := c.request(j)
 	if err != nil {
@@ -146,14 +178,24 @@ func (c *Client) Generate(ctx context.Context, j job.Job) (*Result, error) {
 	budget := c.cfg.RetryBudget
 	maxAttempts := max(c.cfg.MaxAttempts, 1)
 	for {
-		resp, err := c.call(ctx, j.Model, contents, gcfg, res)
+		st := newCallState(sink)
+		resp, err := c.call(st.context(ctx), j.Model, contents, gcfg, res)
 		if err == nil {
-			fillResult(res, resp)
+			err = fillResult(res, resp, st)
+		}
+		if err == nil {
 			res.CostUSD = c.Cost(res.Usage, false)
 			return res, nil
 		}
+		if st.sinkErr != nil {
+			logFailedCall(ctx, err, st.sinkErr)
+			return res, sinkError(st.sinkErr)
+		}
 		cerr := classify(err, c.key)
 		logFailedCall(ctx, err, cerr)
+		if sink != nil && st.opened > 0 {
+			return res, fmt.Errorf("%w: gemini: the answer broke off after its images began to be stored: %w", job.ErrTransient, cerr) // redeliver: the next attempt writes under new names
+		}
 		if !errors.Is(cerr, job.ErrTransient) {
 			return res, cerr // permanent: retrying cannot help
 		}
@@ -201,6 +243,17 @@ func (c *Client) call(ctx context.Context, model string, contents []*genai.Conte
 	resp, err := c.genai.Models.GenerateContent(callCtx, model, contents, gcfg)
 	res.ModelTime += c.now().Sub(t0)
 	return resp, err
+}
+
+// sinkError keeps the category storage gave its error; one without a
+// category is transient (the images could not be stored this time).
+func sinkError(err error) error {
+	for _, kind := range []error{job.ErrTransient, job.ErrPermanent, job.ErrInvalid, job.ErrTooLarge, job.ErrConflict} {
+		if errors.Is(err, kind) {
+			return fmt.Errorf("gemini: storing the answer's images: %w", err)
+		}
+	}
+	return fmt.Errorf("%w: gemini: storing the answer's images: %w", job.ErrTransient, err)
 }
 
 // logFailedCall is the one line per failed model call that the 429 metric

@@ -14,8 +14,11 @@ import (
 // field of the answer the completion record carries.
 type Result struct {
 	// Images are the output images (bytes and MIME type), in answer order
-	// across candidates.
+	// across candidates, when Generate made the call.
 	Images []job.Image
+	// StreamedImages counts the images GenerateTo streamed into its sink
+	// and the sink kept.
+	StreamedImages int
 	// Text is the answer's text parts, joined with "\n" (thoughts left out).
 	Text string
 	// FinishReason and FinishMessage are the first candidate's. The
@@ -108,8 +111,10 @@ func OutcomeOf(finishReason, blockReason string, images int) job.Outcome {
 }
 
 // fillResult reads an answer into res. It walks the parts itself:
-// resp.Text() logs a warning when the answer holds images.
-func fillResult(res *Result, resp *genai.GenerateContentResponse) {
+// resp.Text() logs a warning when the answer holds images. Images the first
+// pass streamed (decode.go) are taken from st; any other image bytes (which
+// the first pass did not recognise) go to st's sink now.
+func fillResult(res *Result, resp *genai.GenerateContentResponse, st *callState) error {
 	res.ModelVersion = resp.ModelVersion
 	res.ResponseID = resp.ResponseID
 	var texts []string
@@ -120,6 +125,9 @@ func fillResult(res *Result, resp *genai.GenerateContentResponse) {
 		if i == 0 {
 			res.FinishReason = string(cand.FinishReason)
 			res.FinishMessage = cand.FinishMessage
+			if res.FinishMessage == "" && len(st.finishMessages) > 0 {
+				res.FinishMessage = st.finishMessages[0] // the SDK drops it on the Gemini API
+			}
 			res.SafetyRatings = ratings(cand.SafetyRatings)
 		}
 		if cand.Content == nil {
@@ -129,7 +137,9 @@ func fillResult(res *Result, resp *genai.GenerateContentResponse) {
 			switch {
 			case p == nil || p.Thought:
 			case p.InlineData != nil && len(p.InlineData.Data) > 0:
-				res.Images = append(res.Images, job.Image{Data: p.InlineData.Data, MIMEType: p.InlineData.MIMEType})
+				if err := st.take(res, p.InlineData); err != nil {
+					return err
+				}
 			case p.Text != "":
 				texts = append(texts, p.Text)
 			}
@@ -156,7 +166,45 @@ func fillResult(res *Result, resp *genai.GenerateContentResponse) {
 			CandidatesTokensByModality: byModality(u.CandidatesTokensDetails),
 		}
 	}
-	res.Outcome = OutcomeOf(res.FinishReason, block, len(res.Images))
+	res.Outcome = OutcomeOf(res.FinishReason, block, len(res.Images)+res.StreamedImages)
+	return nil
+}
+
+// take adds one answer image to res: from memory (Generate) or as counted
+// in the sink (GenerateTo).
+func (st *callState) take(res *Result, b *genai.Blob) error {
+	if i, ok := streamedIndex(b.Data); ok {
+		if !st.kept[i] {
+			return nil // dropped by the first pass (a thought)
+		}
+		if st.mem != nil {
+			res.Images = append(res.Images, job.Image{Data: st.mem.images[i].Bytes(), MIMEType: b.MIMEType})
+		} else {
+			res.StreamedImages++
+		}
+		return nil
+	}
+	if st.mem != nil {
+		res.Images = append(res.Images, job.Image{Data: b.Data, MIMEType: b.MIMEType})
+		return nil
+	}
+	w, err := st.sink.OpenImage(st.opened, b.MIMEType)
+	if err != nil {
+		st.sinkErr = err
+		return err
+	}
+	st.opened++
+	if _, err := w.Write(b.Data); err != nil {
+		abort(w, err)
+		st.sinkErr = err
+		return err
+	}
+	if err := w.Close(); err != nil {
+		st.sinkErr = err
+		return err
+	}
+	res.StreamedImages++
+	return nil
 }
 
 func ratings(in []*genai.SafetyRating) []job.SafetyRating {

@@ -1,0 +1,148 @@
+package genimg
+
+import (
+	"bytes"
+	"image"
+	"image/color"
+	"image/png"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/gemini/geminitest"
+	"github.com/genimg/genimg/job"
+	"github.com/genimg/genimg/trigger"
+)
+
+// BenchmarkPipeline measures one job through process() — claim, resolve
+// inputs, the model call's client side, images to Cloud Storage, draft,
+// record, completion event — against the local stack's fake-gcs-server and
+// pstest, with a model stand-in that replays one fixed answer (a 1024×1024
+// PNG drawn once by geminitest), so the stand-in's drawing is not counted.
+//
+// Besides ns/op, B/op and allocs/op it reports cpu-ms/op: user+sys CPU of
+// the whole process (getrusage) over the loop, divided by b.N. The
+// emulators and the replaying server run in this process, so that figure
+// includes their share; BENCHMARKS.md "## pipeline" separates it with
+// pprof.
+func BenchmarkPipeline(b *testing.B) {
+	answer := fixedAnswer(b)
+	model := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json; charset=UTF-8")
+		w.Write(answer)
+	}))
+	b.Cleanup(model.Close)
+
+	cfg, err := config.FromEnv()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.Model.BaseURL = model.URL
+	s, err := New(b.Context(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+
+	input := noisePNG(b, 592, 592) // about 1 MiB as PNG
+	inName := "bench/input-" + strconv.Itoa(len(input)) + ".png"
+	w := stack.gcs.Bucket(inputBucket).Object(inName).NewWriter(b.Context())
+	w.ContentType = "image/png"
+	if _, err := w.Write(input); err != nil {
+		b.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		b.Fatal(err)
+	}
+
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	for _, bc := range []struct {
+		name string
+		job  job.Job
+	}{
+		{"text-to-image", job.Job{Prompt: "a lighthouse at dawn", AspectRatio: "1:1"}},
+		{"edit-1MiB-input", job.Job{Prompt: "make it a watercolor", AspectRatio: "1:1",
+			Images: []job.Image{{URI: "gs://" + inputBucket + "/" + inName}}}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			n := 0
+			var outBytes int64
+			b.ReportAllocs()
+			cpu0 := cpuTime()
+			for b.Loop() {
+				n++
+				id := "bench-" + run + "-" + bc.name + "-" + strconv.Itoa(n)
+				rec, err := s.process(b.Context(), trigger.Delivery{ID: id, Job: bc.job,
+					Trigger: job.Trigger{Kind: "pubsub", Source: id}})
+				if err != nil || rec.Outcome != job.Succeeded || len(rec.Outputs) != 1 {
+					b.Fatalf("process: %v, outcome %q, %d outputs", err, rec.Outcome, len(rec.Outputs))
+				}
+				outBytes = rec.Outputs[0].Bytes
+			}
+			cpu := cpuTime() - cpu0
+			b.ReportMetric(float64(cpu.Microseconds())/1e3/float64(n), "cpu-ms/op")
+			b.ReportMetric(float64(outBytes), "out-bytes")
+			if len(bc.job.Images) > 0 {
+				b.ReportMetric(float64(len(input)), "in-bytes")
+			}
+		})
+	}
+}
+
+// fixedAnswer is the stand-in's answer to a 1:1 text→image request: a
+// 1024×1024 PNG of about 1.7 MB, base64 in JSON.
+var fixedAnswer = func() func(testing.TB) []byte {
+	var once sync.Once
+	var body []byte
+	return func(tb testing.TB) []byte {
+		once.Do(func() {
+			h := geminitest.NewHandler(geminitest.Options{})
+			req := httptest.NewRequest(http.MethodPost, "/v1beta/models/"+job.DefaultModel+":generateContent",
+				bytes.NewReader([]byte(`{"contents":[{"role":"user","parts":[{"text":"a lighthouse at dawn"}]}],"generationConfig":{"imageConfig":{"aspectRatio":"1:1"}}}`)))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("x-goog-api-key", "bench")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK {
+				tb.Fatalf("stand-in answered %d: %s", rec.Code, rec.Body.String())
+			}
+			body = rec.Body.Bytes()
+		})
+		return body
+	}
+}()
+
+// noisePNG is a w×h PNG of random pixels: it hardly compresses, so 592×592
+// is about 1 MiB.
+func noisePNG(tb testing.TB, w, h int) []byte {
+	tb.Helper()
+	img := image.NewNRGBA(image.Rect(0, 0, w, h))
+	r := rand.New(rand.NewPCG(uint64(w), uint64(h)))
+	for y := range h {
+		for x := range w {
+			img.SetNRGBA(x, y, color.NRGBA{uint8(r.Uint32()), uint8(r.Uint32()), uint8(r.Uint32()), 255})
+		}
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		tb.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// cpuTime is the process's user+sys CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
