@@ -1,0 +1,698 @@
+// Package batch is genimg's batch lane: jobs submitted together to the
+// Gemini Batch API at the batch price, and split back into the online
+// lane's per-job images, records and completion events when the batch is
+// done.
+//
+// Submit takes validated, normalised jobs with ids, groups them by model,
+// cuts them into chunks of config.Batch.Chunk and submits each chunk as one
+// batch. Every chunk's state lives in the output bucket at
+// gs://OUTPUT/batches/<chunk>.json, so that any instance can Poll. Poll
+// checks each open chunk's batch and, when it is done, hands every answer
+// to a Finisher, which the pipeline implements with its online steps
+// (claim, write images, commit the record, publish the event).
+//
+// # Paying once
+//
+// At-least-once delivery must not pay a batch twice, so submission is
+// idempotent: a chunk's id is a hash of its jobs (ids and fingerprints) and
+// the times it was resubmitted, its state object is created only if absent,
+// and each job is reserved for one chunk by a create-only
+// jobs/<id>/batch.json. A redelivered submission finds its chunks and
+// submits nothing; a job already reserved by another chunk, or already
+// holding a record, is reported and skipped. Submit takes no claim
+// (storage.Claim): a claim's lease is minutes, a batch's life hours. The
+// Finisher claims each job when its answer arrives, exactly as the online
+// lane does, so a job that also ran online (same id) gets one record: the
+// first committed wins and the other answer is reported, not written.
+// Keys answered twice within a batch are finished once and reported.
+//
+// A batch that fails, is cancelled, expires, or stays open past
+// config.Batch.MaxAge is reported, and its unfinished jobs resubmitted (up
+// to MaxResubmits) or failed with a retryable error, by OnExpired.
+package batch
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	gcs "cloud.google.com/go/storage"
+	"google.golang.org/api/googleapi"
+	"google.golang.org/api/iterator"
+
+	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/gemini"
+	"github.com/genimg/genimg/job"
+)
+
+// An Entry is one job of a batch submission and where it came from.
+type Entry struct {
+	Job     job.Job     `json:"job"`
+	Trigger job.Trigger `json:"trigger"`
+}
+
+// Finished is one job's end in the batch lane, for the Finisher.
+type Finished struct {
+	Job     job.Job
+	Trigger job.Trigger
+	// Result is the model's answer, priced at the batch rate; nil when Err
+	// is set. Result.JSON is already checked for structured output.
+	Result *gemini.Result
+	// Err is why the job has no answer (its request failed, or its batch
+	// expired and the policy is to fail it): record it failed.
+	Err error
+	// Batch names the batch, for the record.
+	Batch job.BatchInfo
+}
+
+// A Finisher turns a batch answer into the job's images, record and
+// completion event, exactly as the online lane does. It must be idempotent:
+// Poll may hand it the same job again after a crash. An error wrapping
+// job.ErrTransient makes Poll stop that batch and try it again later.
+type Finisher interface {
+	Finish(ctx context.Context, f Finished) error
+}
+
+// Model is what the lane needs of the model client (*gemini.Client).
+type Model interface {
+	SubmitBatch(ctx context.Context, model, displayName string, jobs []job.Job, inlineLimit int) (gemini.Submitted, error)
+	GetBatch(ctx context.Context, name string) (gemini.BatchStatus, error)
+}
+
+// Lane submits and polls batches. It is safe for concurrent use.
+type Lane struct {
+	model    Model
+	client   *gcs.Client
+	bucket   string
+	cfg      config.Batch
+	resolve  gemini.Resolver
+	contexts *gemini.Contexts
+	now      func() time.Time
+	// submitGrace: a chunk left "submitting" this long (its submitter
+	// crashed) is submitted by the next Poll.
+	submitGrace time.Duration
+}
+
+// An Option changes a Lane built by New.
+type Option func(*Lane)
+
+// WithResolver resolves jobs' gs:// images before their requests are built
+// (storage.Store on the Gemini API).
+func WithResolver(r gemini.Resolver) Option { return func(l *Lane) { l.resolve = r } }
+
+// WithContexts resolves jobs' shared contexts to caches before submission.
+func WithContexts(x *gemini.Contexts) Option { return func(l *Lane) { l.contexts = x } }
+
+// WithClock replaces time.Now (tests).
+func WithClock(now func() time.Time) Option { return func(l *Lane) { l.now = now } }
+
+// New builds a lane on the model client, keeping state in bucket (the
+// output bucket).
+func New(model Model, client *gcs.Client, bucket string, cfg config.Batch, opts ...Option) *Lane {
+	l := &Lane{model: model, client: client, bucket: bucket, cfg: cfg, now: time.Now, submitGrace: 2 * time.Minute}
+	if l.cfg.Chunk < 1 {
+		l.cfg.Chunk = 16
+	}
+	for _, o := range opts {
+		o(l)
+	}
+	return l
+}
+
+// Chunk states.
+const (
+	stateSubmitting = "submitting"
+	stateOpen       = "open"
+	stateDone       = "done"
+	stateFailed     = "failed" // ended without answers; its jobs failed or were resubmitted
+)
+
+// A State is one chunk: gs://OUTPUT/batches/<id>.json.
+type State struct {
+	ID        string    `json:"id"`
+	Model     string    `json:"model"`
+	State     string    `json:"state"`
+	Name      string    `json:"name,omitempty"` // batches/ID once submitted
+	InputFile string    `json:"inputFile,omitempty"`
+	Created   time.Time `json:"createdAt"`
+	Submitted time.Time `json:"submittedAt,omitzero"`
+	Ended     time.Time `json:"endedAt,omitzero"`
+	// Resubmits is how many times these jobs were resubmitted before.
+	Resubmits int     `json:"resubmits"`
+	Entries   []Entry `json:"entries"`
+	// Finished are the job ids handed to the Finisher; Duplicates the keys
+	// answered more than once; Note what ended the chunk otherwise.
+	Finished   []string `json:"finished,omitempty"`
+	Duplicates []string `json:"duplicates,omitempty"`
+	Note       string   `json:"note,omitempty"`
+
+	gen int64
+}
+
+// A SubmitReport says what Submit did with each job.
+type SubmitReport struct {
+	// Chunks are the chunk ids submitted now; Existing those a previous
+	// delivery already submitted.
+	Chunks   []string `json:"chunks"`
+	Existing []string `json:"existing,omitempty"`
+	// Jobs is how many jobs went into new batches.
+	Jobs int `json:"jobs"`
+	// Duplicates are ids given twice for the same work, or already in
+	// another batch; Done ids that already have a record; Rejected ids
+	// (or positions) refused, with why.
+	Duplicates []string          `json:"duplicates,omitempty"`
+	Done       []string          `json:"done,omitempty"`
+	Rejected   map[string]string `json:"rejected,omitempty"`
+	// Pending are chunks whose submission failed transiently: state is
+	// kept and Poll submits them.
+	Pending []string `json:"pending,omitempty"`
+}
+
+// Submit submits entries in chunks. Each job must be validated and
+// normalised; one without an id is rejected (the caller derives ids, e.g.
+// job.DeriveID from the message id and the position). It returns an error
+// only when nothing could be decided (Cloud Storage unreachable); every
+// per-job problem is in the report.
+func (l *Lane) Submit(ctx context.Context, entries []Entry) (SubmitReport, error) {
+	rep := SubmitReport{Rejected: map[string]string{}}
+	seen := map[string]string{} // id → fingerprint
+	byModel := map[string][]Entry{}
+	for i, e := range entries {
+		id := e.Job.ID
+		if !job.ValidID(id) {
+			rep.Rejected[fmt.Sprintf("#%d", i)] = "a batch job needs an id ([A-Za-z0-9._-]{1,128}) to key its answer"
+			continue
+		}
+		fp := e.Job.Fingerprint()
+		if prev, ok := seen[id]; ok {
+			if prev == fp {
+				rep.Duplicates = append(rep.Duplicates, id)
+			} else {
+				rep.Rejected[id+"#"+fmt.Sprint(i)] = job.ErrConflict.Error() + ": the id is given twice for different work"
+			}
+			continue
+		}
+		seen[id] = fp
+		done, err := l.exists(ctx, "jobs/"+id+"/result.json")
+		if err != nil {
+			return rep, err
+		}
+		if done {
+			rep.Done = append(rep.Done, id)
+			continue
+		}
+		byModel[e.Job.Model] = append(byModel[e.Job.Model], e)
+	}
+	models := make([]string, 0, len(byModel))
+	for m := range byModel {
+		models = append(models, m)
+	}
+	sort.Strings(models)
+	for _, m := range models {
+		es := byModel[m]
+		for start := 0; start < len(es); start += l.cfg.Chunk {
+			chunk := es[start:min(start+l.cfg.Chunk, len(es))]
+			if err := l.submitChunk(ctx, m, chunk, 0, &rep); err != nil {
+				return rep, err
+			}
+		}
+	}
+	if len(rep.Rejected) == 0 {
+		rep.Rejected = nil
+	}
+	return rep, nil
+}
+
+// chunkID names a chunk by its jobs and resubmission count.
+func chunkID(entries []Entry, resubmits int) string {
+	keys := make([]string, len(entries))
+	for i, e := range entries {
+		keys[i] = e.Job.ID + "\x00" + e.Job.Fingerprint()
+	}
+	sort.Strings(keys)
+	h := sha256.New()
+	fmt.Fprintf(h, "%d\x00", resubmits)
+	for _, k := range keys {
+		h.Write([]byte(k))
+		h.Write([]byte{0})
+	}
+	return "c-" + hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// submitChunk reserves a chunk's jobs, records its state and submits it.
+func (l *Lane) submitChunk(ctx context.Context, model string, entries []Entry, resubmits int, rep *SubmitReport) error {
+	id := chunkID(entries, resubmits)
+	if _, err := l.readState(ctx, id); err == nil {
+		rep.Existing = append(rep.Existing, id)
+		return nil
+	} else if !errors.Is(err, gcs.ErrObjectNotExist) {
+		return err
+	}
+	var kept []Entry
+	for _, e := range entries {
+		owner, err := l.reserve(ctx, e.Job.ID, id, resubmits > 0)
+		if err != nil {
+			return err
+		}
+		if owner != id {
+			rep.Duplicates = append(rep.Duplicates, e.Job.ID)
+			slog.InfoContext(ctx, "batch job already reserved", "jobId", e.Job.ID, "chunk", owner)
+			continue
+		}
+		kept = append(kept, e)
+	}
+	if len(kept) == 0 {
+		return nil
+	}
+	st := &State{ID: id, Model: model, State: stateSubmitting, Created: l.now(), Resubmits: resubmits, Entries: kept}
+	created, err := l.createState(ctx, st)
+	if err != nil {
+		return err
+	}
+	if !created {
+		rep.Existing = append(rep.Existing, id)
+		return nil
+	}
+	if err := l.send(ctx, st); err != nil {
+		if job.Retryable(err) {
+			slog.WarnContext(ctx, "batch submission failed; Poll will retry", "chunk", id, "error", err)
+			rep.Pending = append(rep.Pending, id)
+			return nil
+		}
+		return l.failChunk(ctx, st, err, rep)
+	}
+	rep.Chunks = append(rep.Chunks, id)
+	rep.Jobs += len(kept)
+	return nil
+}
+
+// failChunk fails every job of a chunk that could not be submitted for
+// good (a permanent error), through the Finisher at the next Poll: the
+// state says failed with the note.
+func (l *Lane) failChunk(ctx context.Context, st *State, cause error, rep *SubmitReport) error {
+	st.State, st.Note, st.Ended = stateFailed, "submission refused: "+cause.Error(), l.now()
+	for _, e := range st.Entries {
+		rep.Rejected[e.Job.ID] = cause.Error()
+	}
+	// The chunk keeps its state so that a redelivery does not retry it; the
+	// jobs are reported rejected to the caller, who records them failed.
+	_, err := l.writeState(ctx, st)
+	return err
+}
+
+// send builds the chunk's requests (images resolved, contexts cached) and
+// submits them, then records the batch's name.
+func (l *Lane) send(ctx context.Context, st *State) error {
+	jobs := make([]job.Job, 0, len(st.Entries))
+	for _, e := range st.Entries {
+		j := e.Job
+		j.Images = slices.Clone(j.Images)
+		if l.resolve != nil && len(j.Images) > 0 {
+			if err := l.resolve.Resolve(ctx, &j); err != nil {
+				return fmt.Errorf("batch job %s: %w", j.ID, err)
+			}
+		}
+		if j.Context != nil {
+			if l.contexts == nil {
+				return fmt.Errorf("%w: batch job %s names a context, and the lane has no Contexts", job.ErrInvalid, j.ID)
+			}
+			if _, err := l.contexts.Resolve(ctx, &j, ""); err != nil {
+				return fmt.Errorf("batch job %s: %w", j.ID, err)
+			}
+		}
+		jobs = append(jobs, j)
+	}
+	sub, err := l.model.SubmitBatch(ctx, st.Model, "genimg "+st.ID, jobs, l.cfg.InlineBytes)
+	if err != nil {
+		return err
+	}
+	st.Name, st.InputFile, st.State, st.Submitted = sub.Name, sub.InputFile, stateOpen, l.now()
+	if _, err := l.writeState(ctx, st); err != nil {
+		// The batch runs, but nobody will poll it: a resubmission would
+		// pay twice, so say so loudly.
+		slog.ErrorContext(ctx, "batch submitted but its state was not saved", "chunk", st.ID, "batch", sub.Name, "error", err)
+		return err
+	}
+	slog.InfoContext(ctx, "batch submitted", "chunk", st.ID, "batch", sub.Name, "jobs", len(jobs), "file", sub.InputFile, "bytes", sub.Bytes)
+	return nil
+}
+
+// A PollReport says what one Poll found and did.
+type PollReport struct {
+	// Checked chunks were open or submitting; Open are still running.
+	Checked int `json:"checked"`
+	Open    int `json:"open"`
+	// Finished are the job ids handed to the Finisher; Failed those handed
+	// with an error.
+	Finished []string `json:"finished,omitempty"`
+	Failed   []string `json:"failed,omitempty"`
+	// Duplicates are keys answered more than once (finished once);
+	// Unknown keys answered that no job of the batch carries.
+	Duplicates []string `json:"duplicates,omitempty"`
+	Unknown    []string `json:"unknown,omitempty"`
+	// Stuck are chunks open past MaxAge, Expired chunks whose batch ended
+	// without answers (failed, cancelled, expired); Resubmitted the new
+	// chunks their jobs went to.
+	Stuck       []string `json:"stuck,omitempty"`
+	Expired     []string `json:"expired,omitempty"`
+	Resubmitted []string `json:"resubmitted,omitempty"`
+	// Errors are chunks Poll could not advance now (retried next time).
+	Errors map[string]string `json:"errors,omitempty"`
+}
+
+// Poll checks every open chunk and finishes those whose batch is done.
+func (l *Lane) Poll(ctx context.Context, fin Finisher) (PollReport, error) {
+	rep := PollReport{Errors: map[string]string{}}
+	ids, err := l.list(ctx)
+	if err != nil {
+		return rep, err
+	}
+	for _, id := range ids {
+		st, err := l.readState(ctx, id)
+		if err != nil {
+			rep.Errors[id] = err.Error()
+			continue
+		}
+		if st.State != stateOpen && st.State != stateSubmitting {
+			continue
+		}
+		rep.Checked++
+		if err := l.pollChunk(ctx, st, fin, &rep); err != nil {
+			slog.WarnContext(ctx, "batch poll failed", "chunk", id, "error", err)
+			rep.Errors[id] = err.Error()
+		}
+	}
+	if len(rep.Errors) == 0 {
+		rep.Errors = nil
+	}
+	return rep, nil
+}
+
+func (l *Lane) pollChunk(ctx context.Context, st *State, fin Finisher, rep *PollReport) error {
+	if st.State == stateSubmitting {
+		if l.now().Sub(st.Created) < l.submitGrace {
+			rep.Open++ // its submitter may still be at it
+			return nil
+		}
+		if err := l.send(ctx, st); err != nil {
+			return err
+		}
+		rep.Open++
+		return nil
+	}
+	bs, err := l.model.GetBatch(ctx, st.Name)
+	if err != nil {
+		return err
+	}
+	if !bs.Done {
+		if l.cfg.MaxAge > 0 && l.now().Sub(st.Submitted) > l.cfg.MaxAge {
+			slog.WarnContext(ctx, "batch stuck past its maximum age", "chunk", st.ID, "batch", st.Name, "state", bs.State, "since", st.Submitted)
+			rep.Stuck = append(rep.Stuck, st.ID)
+			return l.expire(ctx, st, fin, fmt.Sprintf("open (%s) past GENIMG_BATCH_MAX_AGE %v", bs.State, l.cfg.MaxAge), rep)
+		}
+		rep.Open++
+		return nil
+	}
+	if bs.State != gemini.BatchSucceeded && len(bs.Results) == 0 {
+		slog.WarnContext(ctx, "batch ended without answers", "chunk", st.ID, "batch", st.Name, "state", bs.State, "error", bs.Error)
+		rep.Expired = append(rep.Expired, st.ID)
+		return l.expire(ctx, st, fin, fmt.Sprintf("batch %s ended %s %s", st.Name, bs.State, bs.Error), rep)
+	}
+	return l.finish(ctx, st, bs, fin, rep)
+}
+
+// finish hands every answer to the Finisher, once per key, saving
+// progress so that a crash resumes where it stopped.
+func (l *Lane) finish(ctx context.Context, st *State, bs gemini.BatchStatus, fin Finisher, rep *PollReport) error {
+	byID := map[string]Entry{}
+	for _, e := range st.Entries {
+		byID[e.Job.ID] = e
+	}
+	done := map[string]bool{}
+	for _, id := range st.Finished {
+		done[id] = true
+	}
+	answered := map[string]bool{}
+	info := job.BatchInfo{Name: st.Name, ID: st.ID}
+	for _, r := range bs.Results {
+		key := r.Key
+		if key == "" && r.Index < len(st.Entries) {
+			key = st.Entries[r.Index].Job.ID // answers are in request order
+		}
+		e, ok := byID[key]
+		if !ok {
+			rep.Unknown = append(rep.Unknown, key)
+			continue
+		}
+		if answered[key] {
+			slog.WarnContext(ctx, "batch answered a key twice; finished once", "chunk", st.ID, "jobId", key)
+			rep.Duplicates = append(rep.Duplicates, key)
+			if !slices.Contains(st.Duplicates, key) {
+				st.Duplicates = append(st.Duplicates, key)
+			}
+			continue
+		}
+		answered[key] = true
+		if done[key] {
+			continue
+		}
+		f := Finished{Job: e.Job, Trigger: e.Trigger, Result: r.Result, Err: r.Err, Batch: info}
+		if r.Result != nil {
+			gemini.Structure(e.Job, r.Result)
+		}
+		if err := fin.Finish(ctx, f); err != nil {
+			if job.Retryable(err) {
+				_, _ = l.writeState(ctx, st) // keep what is finished
+				return fmt.Errorf("finishing %s: %w", key, err)
+			}
+			slog.ErrorContext(ctx, "batch job could not be finished", "jobId", key, "error", err)
+		}
+		st.Finished = append(st.Finished, key)
+		done[key] = true
+		if f.Err != nil {
+			rep.Failed = append(rep.Failed, key)
+		} else {
+			rep.Finished = append(rep.Finished, key)
+		}
+	}
+	// A job the batch never answered is failed, retryably.
+	for _, e := range st.Entries {
+		if answered[e.Job.ID] || done[e.Job.ID] {
+			continue
+		}
+		err := fmt.Errorf("%w: batch %s answered no request for job %s", job.ErrTransient, st.Name, e.Job.ID)
+		if ferr := fin.Finish(ctx, Finished{Job: e.Job, Trigger: e.Trigger, Err: err, Batch: info}); ferr != nil && job.Retryable(ferr) {
+			_, _ = l.writeState(ctx, st)
+			return ferr
+		}
+		st.Finished = append(st.Finished, e.Job.ID)
+		rep.Failed = append(rep.Failed, e.Job.ID)
+	}
+	st.State, st.Ended = stateDone, l.now()
+	_, err := l.writeState(ctx, st)
+	return err
+}
+
+// expire ends a chunk whose batch gave no answers: its unfinished jobs are
+// resubmitted or failed, by policy.
+func (l *Lane) expire(ctx context.Context, st *State, fin Finisher, why string, rep *PollReport) error {
+	done := map[string]bool{}
+	for _, id := range st.Finished {
+		done[id] = true
+	}
+	var again []Entry
+	for _, e := range st.Entries {
+		if done[e.Job.ID] {
+			continue
+		}
+		if l.cfg.OnExpired == config.BatchResubmit && st.Resubmits < l.cfg.MaxResubmits {
+			again = append(again, e)
+			continue
+		}
+		err := fmt.Errorf("%w: %s", job.ErrTransient, why)
+		if ferr := fin.Finish(ctx, Finished{Job: e.Job, Trigger: e.Trigger, Err: err, Batch: job.BatchInfo{Name: st.Name, ID: st.ID}}); ferr != nil && job.Retryable(ferr) {
+			_, _ = l.writeState(ctx, st)
+			return ferr
+		}
+		st.Finished = append(st.Finished, e.Job.ID)
+		rep.Failed = append(rep.Failed, e.Job.ID)
+	}
+	if len(again) > 0 {
+		sub := SubmitReport{Rejected: map[string]string{}}
+		if err := l.submitChunk(ctx, st.Model, again, st.Resubmits+1, &sub); err != nil {
+			return err
+		}
+		rep.Resubmitted = append(rep.Resubmitted, append(sub.Chunks, sub.Pending...)...)
+	}
+	st.State, st.Note, st.Ended = stateFailed, why, l.now()
+	_, err := l.writeState(ctx, st)
+	return err
+}
+
+// ---- Cloud Storage ----
+
+func stateObject(id string) string { return "batches/" + id + ".json" }
+
+// metadata marks every object the lane writes as genimg's (loop guard).
+var metadata = map[string]string{job.MetaGeneratedBy: job.Generator}
+
+func (l *Lane) list(ctx context.Context) ([]string, error) {
+	it := l.client.Bucket(l.bucket).Objects(ctx, &gcs.Query{Prefix: "batches/", Delimiter: "/"})
+	var ids []string
+	for {
+		a, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			return ids, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: listing batches/: %w", job.ErrTransient, err)
+		}
+		if id, ok := strings.CutSuffix(strings.TrimPrefix(a.Name, "batches/"), ".json"); ok && id != "" && !strings.Contains(id, "/") {
+			ids = append(ids, id)
+		}
+	}
+}
+
+func (l *Lane) exists(ctx context.Context, name string) (bool, error) {
+	_, err := l.client.Bucket(l.bucket).Object(name).Attrs(ctx)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, gcs.ErrObjectNotExist):
+		return false, nil
+	default:
+		return false, fmt.Errorf("%w: reading %s: %w", job.ErrTransient, name, err)
+	}
+}
+
+func (l *Lane) readState(ctx context.Context, id string) (*State, error) {
+	r, err := l.client.Bucket(l.bucket).Object(stateObject(id)).NewReader(ctx)
+	if errors.Is(err, gcs.ErrObjectNotExist) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading %s: %w", job.ErrTransient, stateObject(id), err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading %s: %w", job.ErrTransient, stateObject(id), err)
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("%w: %s is not a batch state: %v", job.ErrPermanent, stateObject(id), err)
+	}
+	st.gen = r.Attrs.Generation
+	return &st, nil
+}
+
+// put writes data under cond; created is false on a 412.
+func (l *Lane) put(ctx context.Context, name string, data []byte, cond gcs.Conditions) (gen int64, created bool, err error) {
+	w := l.client.Bucket(l.bucket).Object(name).If(cond).NewWriter(ctx)
+	w.ContentType = "application/json"
+	w.ChunkSize = 256 << 10
+	w.Metadata = metadata
+	if _, err := w.Write(data); err != nil {
+		_ = w.Close()
+		return 0, false, fmt.Errorf("%w: writing %s: %w", job.ErrTransient, name, err)
+	}
+	if err := w.Close(); err != nil {
+		var ge *googleapi.Error
+		if errors.As(err, &ge) && ge.Code == 412 {
+			return 0, false, nil
+		}
+		return 0, false, fmt.Errorf("%w: writing %s: %w", job.ErrTransient, name, err)
+	}
+	return w.Attrs().Generation, true, nil
+}
+
+func (l *Lane) createState(ctx context.Context, st *State) (bool, error) {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return false, err
+	}
+	gen, created, err := l.put(ctx, stateObject(st.ID), b, gcs.Conditions{DoesNotExist: true})
+	if created {
+		st.gen = gen
+	}
+	return created, err
+}
+
+// writeState replaces a chunk's state if nobody else changed it since it
+// was read; a lost race is an error (the other writer's state stands).
+func (l *Lane) writeState(ctx context.Context, st *State) (bool, error) {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return false, err
+	}
+	cond := gcs.Conditions{GenerationMatch: st.gen}
+	if st.gen == 0 {
+		cond = gcs.Conditions{DoesNotExist: true}
+	}
+	gen, ok, err := l.put(ctx, stateObject(st.ID), b, cond)
+	if err != nil {
+		return false, err
+	}
+	if !ok {
+		return false, fmt.Errorf("%w: batch state %s changed under this poll", job.ErrTransient, st.ID)
+	}
+	st.gen = gen
+	return true, nil
+}
+
+// reserve makes chunk the owner of a job (jobs/<id>/batch.json) unless
+// another chunk owns it; it returns the owner. A resubmission takes the
+// reservation over from the chunk it replaces.
+func (l *Lane) reserve(ctx context.Context, jobID, chunk string, takeover bool) (string, error) {
+	name := "jobs/" + jobID + "/batch.json"
+	b, _ := json.Marshal(map[string]string{"chunk": chunk})
+	cond := gcs.Conditions{DoesNotExist: true}
+	if takeover {
+		a, err := l.client.Bucket(l.bucket).Object(name).Attrs(ctx)
+		if err == nil {
+			cond = gcs.Conditions{GenerationMatch: a.Generation}
+		}
+	}
+	_, created, err := l.put(ctx, name, b, cond)
+	if err != nil || created {
+		return chunk, err
+	}
+	r, err := l.client.Bucket(l.bucket).Object(name).NewReader(ctx)
+	if err != nil {
+		return "", fmt.Errorf("%w: reading %s: %w", job.ErrTransient, name, err)
+	}
+	defer r.Close()
+	var owner struct{ Chunk string }
+	data, _ := io.ReadAll(r)
+	if err := json.NewDecoder(bytes.NewReader(data)).Decode(&owner); err != nil || owner.Chunk == "" {
+		return chunk, nil // unreadable: nobody's
+	}
+	return owner.Chunk, nil
+}
+
+// States lists every chunk's state (for reports and tests).
+func (l *Lane) States(ctx context.Context) ([]*State, error) {
+	ids, err := l.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []*State
+	for _, id := range ids {
+		st, err := l.readState(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}

@@ -1,0 +1,337 @@
+package gemini
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"google.golang.org/genai"
+
+	"github.com/genimg/genimg/job"
+)
+
+// The batch lane: a chunk of jobs is one Gemini Batch API batch
+// (Batches.Create), each job a request keyed by its id. Answers come back
+// priced at the batch rate (config.Prices.BatchDiscount).
+
+// BatchKey is the request metadata key (and JSONL "key") holding a job's id.
+const BatchKey = "key"
+
+// DefaultInlineLimit is the largest batch sent inline: the Gemini API takes
+// inline batch requests under 20 MB in total; larger chunks go as a JSONL
+// file through the Files API.
+const DefaultInlineLimit = 19_000_000
+
+// A Submitted batch: its resource name, and how its requests were sent.
+type Submitted struct {
+	// Name is the batch's resource name, batches/ID.
+	Name string
+	// InputFile is the uploaded JSONL input (files/ID), when the chunk was
+	// too large to send inline.
+	InputFile string
+	// Bytes is the size of the requests as sent.
+	Bytes int
+}
+
+// Batch states, as the SDK names them (genai.JobState).
+const (
+	BatchSucceeded = string(genai.JobStateSucceeded)
+	BatchFailed    = string(genai.JobStateFailed)
+	BatchCancelled = string(genai.JobStateCancelled)
+	BatchExpired   = string(genai.JobStateExpired)
+)
+
+// A BatchStatus is a batch's state and, once it succeeded, its answers.
+type BatchStatus struct {
+	Name string
+	// State is the SDK's JobState (JOB_STATE_PENDING, JOB_STATE_RUNNING,
+	// JOB_STATE_SUCCEEDED, JOB_STATE_FAILED, JOB_STATE_CANCELLED,
+	// JOB_STATE_EXPIRED).
+	State string
+	// Done is true in every final state.
+	Done bool
+	// Error is the batch's own error, when it failed as a whole.
+	Error string
+	// Results are the answers of a succeeded batch, in answer order. A key
+	// may appear twice (the service answered twice); the caller decides.
+	Results []BatchResult
+}
+
+// A BatchResult is one request's answer.
+type BatchResult struct {
+	// Key is the job id the request carried; Index its place in the
+	// answers (for a key the service dropped).
+	Key   string
+	Index int
+	// Result is the answer, priced at the batch rate; nil when Err is set.
+	Result *Result
+	// Err is the request's own failure, classified like a lone call's.
+	Err error
+}
+
+// SubmitBatch submits jobs as one batch of model. Each job must be
+// validated and normalised, have an id, run on model, and have its images
+// resolved (bytes on the Gemini API); a job naming a shared context must
+// have been resolved to its cache first (Contexts.Resolve). Requests go
+// inline while their total stays under inlineLimit bytes (0:
+// DefaultInlineLimit), else as a JSONL file uploaded with the Files API.
+// displayName names the batch (genimg uses its chunk id).
+func (c *Client) SubmitBatch(ctx context.Context, model, displayName string, jobs []job.Job, inlineLimit int) (Submitted, error) {
+	if c.backend != job.GeminiAPI {
+		// Vertex AI batches read JSONL from Cloud Storage and write
+		// predictions there; genimg does not build that lane yet.
+		return Submitted{}, fmt.Errorf("%w: gemini: the batch lane runs on the Gemini API only, not on %s", job.ErrPermanent, c.backend)
+	}
+	if len(jobs) == 0 {
+		return Submitted{}, fmt.Errorf("%w: gemini: an empty batch", job.ErrInvalid)
+	}
+	if inlineLimit <= 0 {
+		inlineLimit = DefaultInlineLimit
+	}
+	inlined := make([]*genai.InlinedRequest, 0, len(jobs))
+	var lines bytes.Buffer
+	for i, j := range jobs {
+		switch {
+		case j.ID == "":
+			return Submitted{}, fmt.Errorf("%w: gemini: batch job %d has no id to key its answer by", job.ErrInvalid, i)
+		case j.Model != model:
+			return Submitted{}, fmt.Errorf("%w: gemini: batch job %s runs on %s, not the batch's %s", job.ErrInvalid, j.ID, j.Model, model)
+		case j.Context != nil:
+			return Submitted{}, fmt.Errorf("%w: gemini: batch job %s: resolve its context to a cache first", job.ErrInvalid, j.ID)
+		}
+		contents, cfg, err := c.request(j)
+		if err != nil {
+			return Submitted{}, fmt.Errorf("batch job %s: %w", j.ID, err)
+		}
+		inlined = append(inlined, &genai.InlinedRequest{Contents: contents, Config: cfg, Metadata: map[string]string{BatchKey: j.ID}})
+		line, err := json.Marshal(map[string]any{BatchKey: j.ID, "request": restRequest(contents, cfg)})
+		if err != nil {
+			return Submitted{}, fmt.Errorf("%w: gemini: encoding batch job %s: %v", job.ErrInvalid, j.ID, err)
+		}
+		lines.Write(line)
+		lines.WriteByte('\n')
+	}
+
+	callCtx := ctx
+	if c.cfg.CallTimeout > 0 {
+		var cancel context.CancelFunc
+		callCtx, cancel = context.WithTimeout(ctx, c.cfg.CallTimeout)
+		defer cancel()
+	}
+	sub := Submitted{Bytes: lines.Len()}
+	src := &genai.BatchJobSource{InlinedRequests: inlined}
+	if lines.Len() >= inlineLimit {
+		f, err := c.genai.Files.Upload(callCtx, bytes.NewReader(lines.Bytes()), &genai.UploadFileConfig{
+			MIMEType: "application/jsonl", DisplayName: displayName + " requests",
+		})
+		if err != nil {
+			return Submitted{}, fmt.Errorf("uploading batch %s: %w", displayName, classify(err, c.key))
+		}
+		src = &genai.BatchJobSource{FileName: f.Name}
+		sub.InputFile = f.Name
+	}
+	bj, err := c.genai.Batches.Create(callCtx, model, src, &genai.CreateBatchJobConfig{DisplayName: displayName})
+	if err != nil {
+		return Submitted{}, fmt.Errorf("creating batch %s: %w", displayName, classify(err, c.key))
+	}
+	sub.Name = bj.Name
+	return sub, nil
+}
+
+// restRequest is a generateContent body as the REST API spells it, for a
+// JSONL line (the SDK's own converter is internal): the config's root
+// fields at the root, the rest in generationConfig.
+func restRequest(contents []*genai.Content, cfg *genai.GenerateContentConfig) map[string]any {
+	req := map[string]any{"contents": contents}
+	gen := map[string]any{}
+	if len(cfg.ResponseModalities) > 0 {
+		gen["responseModalities"] = cfg.ResponseModalities
+	}
+	if cfg.CandidateCount > 0 {
+		gen["candidateCount"] = cfg.CandidateCount
+	}
+	if cfg.ImageConfig != nil {
+		gen["imageConfig"] = cfg.ImageConfig
+	}
+	if cfg.ResponseMIMEType != "" {
+		gen["responseMimeType"] = cfg.ResponseMIMEType
+	}
+	if cfg.ResponseSchema != nil {
+		gen["responseSchema"] = cfg.ResponseSchema
+	}
+	if len(gen) > 0 {
+		req["generationConfig"] = gen
+	}
+	if cfg.SystemInstruction != nil {
+		req["systemInstruction"] = cfg.SystemInstruction
+	}
+	if len(cfg.SafetySettings) > 0 {
+		req["safetySettings"] = cfg.SafetySettings
+	}
+	if cfg.CachedContent != "" {
+		req["cachedContent"] = cfg.CachedContent
+	}
+	return req
+}
+
+// GetBatch reads a batch's state and, when it succeeded, its answers:
+// inline, or downloaded from its responses file.
+func (c *Client) GetBatch(ctx context.Context, name string) (BatchStatus, error) {
+	callCtx := ctx
+	if c.cfg.CallTimeout > 0 {
+		var cancel context.CancelFunc
+		callCtx, cancel = context.WithTimeout(ctx, c.cfg.CallTimeout)
+		defer cancel()
+	}
+	bj, err := c.genai.Batches.Get(callCtx, name, nil)
+	if err != nil {
+		return BatchStatus{}, fmt.Errorf("reading batch %s: %w", name, classify(err, c.key))
+	}
+	st := BatchStatus{Name: bj.Name, State: string(bj.State)}
+	switch bj.State {
+	case genai.JobStateSucceeded, genai.JobStateFailed, genai.JobStateCancelled, genai.JobStateExpired, genai.JobStatePartiallySucceeded:
+		st.Done = true
+	}
+	if bj.Error != nil {
+		st.Error = bj.Error.Message
+	}
+	if !st.Done || bj.Dest == nil {
+		return st, nil
+	}
+	for i, r := range bj.Dest.InlinedResponses {
+		if r == nil {
+			continue
+		}
+		st.Results = append(st.Results, c.batchResult(i, r.Metadata[BatchKey], r.Response, r.Error))
+	}
+	if bj.Dest.FileName != "" {
+		data, err := c.genai.Files.Download(callCtx, &genai.File{DownloadURI: bj.Dest.FileName}, nil)
+		if err != nil {
+			return st, fmt.Errorf("downloading the answers of batch %s: %w", name, classify(err, c.key))
+		}
+		results, err := c.parseResponses(data)
+		if err != nil {
+			return st, fmt.Errorf("%w: batch %s: %v", job.ErrTransient, name, err)
+		}
+		st.Results = append(st.Results, results...)
+	}
+	return st, nil
+}
+
+// CancelBatch cancels a batch (its finished requests are still billed).
+func (c *Client) CancelBatch(ctx context.Context, name string) error {
+	if err := c.genai.Batches.Cancel(ctx, name, nil); err != nil {
+		return fmt.Errorf("cancelling batch %s: %w", name, classify(err, c.key))
+	}
+	return nil
+}
+
+// parseResponses reads a responses file: one {"key", "response" | "error"}
+// per line.
+func (c *Client) parseResponses(data []byte) ([]BatchResult, error) {
+	var out []BatchResult
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 1<<20), 512<<20)
+	for i := 0; sc.Scan(); {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		var l struct {
+			Key      string                         `json:"key"`
+			Response *genai.GenerateContentResponse `json:"response"`
+			Error    *genai.JobError                `json:"error"`
+		}
+		if err := json.Unmarshal(line, &l); err != nil {
+			return nil, fmt.Errorf("responses line %d: %v", i+1, err)
+		}
+		out = append(out, c.batchResult(i, l.Key, l.Response, l.Error))
+		i++
+	}
+	return out, sc.Err()
+}
+
+// batchResult turns one answer into a Result priced at the batch rate, or
+// its error into one classified like a lone call's.
+func (c *Client) batchResult(i int, key string, resp *genai.GenerateContentResponse, jerr *genai.JobError) BatchResult {
+	br := BatchResult{Key: key, Index: i}
+	if jerr != nil || resp == nil {
+		code := 500
+		msg := "the batch answered neither a response nor an error"
+		if jerr != nil {
+			msg = jerr.Message
+			if jerr.Code != nil {
+				code = int(*jerr.Code)
+			}
+		}
+		br.Err = classify(genai.APIError{Code: code, Message: msg, Status: statusOf(code)}, c.key)
+		return br
+	}
+	res := &Result{Attempts: 1}
+	readAnswer(res, resp)
+	res.CostUSD = c.Cost(res.Usage, true)
+	br.Result = res
+	return br
+}
+
+// readAnswer reads a batch answer into res. It is the batch lane's copy of
+// what Generate reads (fillResult, which streams images and is being
+// reworked): same fields, same outcome rules.
+func readAnswer(res *Result, resp *genai.GenerateContentResponse) {
+	res.ModelVersion, res.ResponseID = resp.ModelVersion, resp.ResponseID
+	var texts []string
+	for i, cand := range resp.Candidates {
+		if cand == nil {
+			continue
+		}
+		if i == 0 {
+			res.FinishReason, res.FinishMessage = string(cand.FinishReason), cand.FinishMessage
+			res.SafetyRatings = ratings(cand.SafetyRatings)
+		}
+		if cand.Content == nil {
+			continue
+		}
+		for _, p := range cand.Content.Parts {
+			switch {
+			case p == nil || p.Thought:
+			case p.InlineData != nil && len(p.InlineData.Data) > 0:
+				res.Images = append(res.Images, job.Image{Data: p.InlineData.Data, MIMEType: p.InlineData.MIMEType})
+			case p.Text != "":
+				texts = append(texts, p.Text)
+			}
+		}
+	}
+	res.Text = strings.Join(texts, "\n")
+	var block string
+	if pf := resp.PromptFeedback; pf != nil {
+		res.PromptFeedback = &job.PromptFeedback{BlockReason: string(pf.BlockReason), BlockReasonMessage: pf.BlockReasonMessage, SafetyRatings: ratings(pf.SafetyRatings)}
+		block = string(pf.BlockReason)
+	}
+	if u := resp.UsageMetadata; u != nil {
+		res.Usage = job.Usage{
+			PromptTokens: u.PromptTokenCount, CandidatesTokens: u.CandidatesTokenCount, TotalTokens: u.TotalTokenCount,
+			ThoughtsTokens: u.ThoughtsTokenCount, CachedTokens: u.CachedContentTokenCount,
+			PromptTokensByModality: byModality(u.PromptTokensDetails), CandidatesTokensByModality: byModality(u.CandidatesTokensDetails),
+		}
+	}
+	res.Outcome = OutcomeOf(res.FinishReason, block, len(res.Images))
+}
+
+func statusOf(code int) string {
+	switch {
+	case code == 429:
+		return "RESOURCE_EXHAUSTED"
+	case code >= 500:
+		return "UNAVAILABLE"
+	case code == 400:
+		return "INVALID_ARGUMENT"
+	case code == 403:
+		return "PERMISSION_DENIED"
+	case code == 404:
+		return "NOT_FOUND"
+	}
+	return "UNKNOWN"
+}
