@@ -43,6 +43,16 @@
 //	[[standin:fail=2:429]]         … with another status
 //	[[standin:latency=500ms]]      answer after that long
 //	[[standin:hang]]               never answer (until the client gives up or the server closes)
+//	[[standin:json=bad]]           a JSON answer (responseMimeType application/json) that breaks its schema
+//	[[standin:twice]]              in a batch, answer this request twice under the same key
+//
+// It also serves the Gemini API's batches (POST models/{model}:batchGenerateContent,
+// GET and :cancel batches/{id}; inline requests or a JSONL input file; answers
+// inline or as a responses file; finished at the first GET unless SetBatchPolls,
+// or forced with SetBatchState), files (the resumable upload under
+// /upload/v1beta/files, GET files/{id} and :download) and context caches
+// (POST, GET, DELETE cachedContents; expiry by TTL on the SetClock clock;
+// generateContent naming an expired cache answers 403) — see resources.go.
 //
 // Go tests can script the next answers instead with Server.Enqueue, and read
 // what was sent with Server.Requests.
