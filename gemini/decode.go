@@ -165,10 +165,10 @@ type valueKind int
 
 const (
 	kindOther  valueKind = iota
-	kindParts       // a "parts" array
-	kindPart        // one part
-	kindInline      // a part's inlineData
-	kindData        // inlineData.data: the image
+	kindParts            // a "parts" array
+	kindPart             // one part
+	kindInline           // a part's inlineData
+	kindData             // inlineData.data: the image
 )
 
 // answerPart is what the decoder tracks of one part while reading it.
