@@ -72,7 +72,7 @@ func answers() []answer {
 		{name: "escaped base64", status: 200, images: [][]byte{small},
 			body: `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image\/png","data":"` + escaped + `"}}]},"finishReason":"STOP"}],"responseId":"r-\"q\"\\"}`},
 		{name: "empty data", status: 200,
-			body: `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":""}},{"text":"no image"}]},"finishReason":"NO_IMAGE","finishMessage":"The model did not generate an image."}]}`,
+			body:          `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":""}},{"text":"no image"}]},"finishReason":"NO_IMAGE","finishMessage":"The model did not generate an image."}]}`,
 			finishMessage: "The model did not generate an image."},
 		{name: "image safety with a message", status: 200, finishMessage: "Unable to show the generated image.",
 			body: `{"candidates":[{"content":{"role":"model"},"finishReason":"IMAGE_SAFETY","finishMessage":"Unable to show the generated image.","index":0,` + ratings + `}],` + usage + `,"modelVersion":"m","responseId":"r-3"}`},
