@@ -1,10 +1,12 @@
 package genimg
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -16,6 +18,7 @@ import (
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/storage"
 	"github.com/genimg/genimg/trigger"
+	"github.com/genimg/genimg/webhook"
 )
 
 // Generate handles the webhook: POST a job, GET ?id= a job's record.
@@ -37,6 +40,11 @@ func (s *Service) Generate(w http.ResponseWriter, r *http.Request) {
 // throttled once a response is sent, so no work is left for after the
 // answer: OnMessage runs the job.
 func (s *Service) submit(w http.ResponseWriter, r *http.Request) {
+	webhookID, err := s.authenticate(w, r)
+	if err != nil {
+		writeJobError(w, err)
+		return
+	}
 	j, err := trigger.FromHTTP(r, s.cfg.Limits.MaxRequestBytes)
 	if err != nil {
 		writeJobError(w, err)
@@ -56,6 +64,14 @@ func (s *Service) submit(w http.ResponseWriter, r *http.Request) {
 	// A caller that disconnects cancels nothing from here on.
 	durable, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Limits.FunctionTimeout)
 	defer cancel()
+	if s.replay != nil {
+		// A signed request is taken once: a replayed one is refused even
+		// when its signature is still fresh.
+		if err := s.replay.Check(durable, webhookID); err != nil {
+			writeJobError(w, err)
+			return
+		}
+	}
 	if err := s.store.StageInputs(durable, j.ID, &j); err != nil {
 		s.writeUnavailable(ctx, w, "staging the job's images", err)
 		return
@@ -135,6 +151,11 @@ func (s *Service) await(ctx context.Context, w http.ResponseWriter, r *http.Requ
 
 // status answers GET ?id=JOB: the record (200), running (202) or unknown (404).
 func (s *Service) status(w http.ResponseWriter, r *http.Request) {
+	// Only callers allowed to submit may read records.
+	if _, err := s.authenticate(w, r); err != nil {
+		writeJobError(w, err)
+		return
+	}
 	id := r.URL.Query().Get("id")
 	if !job.ValidID(id) {
 		writeError(w, http.StatusBadRequest, "give ?id=JOB with a job id of 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' or '-'")
@@ -151,6 +172,32 @@ func (s *Service) status(w http.ResponseWriter, r *http.Request) {
 	default:
 		s.writeUnavailable(r.Context(), w, "reading the job's state", err)
 	}
+}
+
+// authenticate checks a Standard Webhooks signature when
+// GENIMG_WEBHOOK_SECRET is set (callers outside Google Cloud IAM), and
+// returns the webhook id. It reads the body, bounded, and puts it back for
+// decoding. Without a secret, IAM on the function is the only gate.
+func (s *Service) authenticate(w http.ResponseWriter, r *http.Request) (string, error) {
+	if s.webhookKey == nil {
+		return "", nil
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxRequestBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return "", fmt.Errorf("%w: the request body is over %d bytes", job.ErrTooLarge, s.cfg.Limits.MaxRequestBytes)
+		}
+		return "", fmt.Errorf("%w: reading the request body: %v", job.ErrInvalid, err)
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	id, err := webhook.Verify(s.webhookKey, r.Header, body, s.now(), s.cfg.Webhook.Tolerance)
+	if err != nil {
+		slog.WarnContext(r.Context(), "webhook signature refused", "error", err)
+		w.Header().Set("WWW-Authenticate", `Webhook realm="genimg"`)
+		return "", err
+	}
+	return id, nil
 }
 
 // writeRecord answers with a record. Outcomes the model gave (succeeded,
@@ -188,6 +235,10 @@ func (s *Service) writeUnavailable(ctx context.Context, w http.ResponseWriter, d
 // statusOf is the one place an error category becomes an HTTP status.
 func statusOf(err error) int {
 	switch {
+	case errors.Is(err, webhook.ErrUnauthorized):
+		return http.StatusUnauthorized
+	case errors.Is(err, webhook.ErrReplay):
+		return http.StatusConflict
 	case errors.Is(err, job.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, job.ErrInvalid):

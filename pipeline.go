@@ -79,32 +79,40 @@ func (s *Service) process(ctx context.Context, d trigger.Delivery) (job.Record, 
 		return s.commit(ctx, claim, failed(rec, err, s.now()))
 	}
 
+	// The spend guard: a paused pipeline, a spent budget or the rate limit
+	// turn the job away for now; the redelivery runs it, nothing is lost.
+	estimate := s.estimate(j)
+	release, err := s.spend.Admit(ctx, estimate)
+	if err != nil {
+		s.release(ctx, claim)
+		return job.Record{}, err // transient: redeliver later
+	}
 	// Note the call on the claim before paying for it: if this instance
 	// dies mid-call, the next attempt still counts it; and if the claim
 	// was taken over meanwhile, this attempt is a zombie and must not pay.
+	if err := s.store.BeginCall(ctx, claim, estimate); err != nil {
+		release(0)
+		return job.Record{}, err
+	}
 	// The answer's images stream into Cloud Storage while it is read: no
 	// whole image is held in memory (BENCHMARKS.md "## memory design").
 	meta := storage.ImageMeta{Model: j.Model, PromptSHA256: job.PromptHash(j.Prompt), Source: sourceObject(d)}
 	outputs, err := s.store.NewOutputs(ctx, claim, &j, meta)
 	if err != nil {
-		return job.Record{}, err
-	}
-	if err := s.store.BeginCall(ctx, claim, s.estimate(j)); err != nil {
+		release(0)
 		return job.Record{}, err
 	}
 	res, err := s.model.GenerateTo(ctx, j, outputs)
-	if res != nil {
-		rec.Attempts += res.Attempts
-		rec.CostUSD += res.CostUSD
-		rec.Timings.ModelMs = res.ModelTime.Milliseconds()
+	if res == nil {
+		res = &gemini.Result{}
 	}
+	release(res.CostUSD)
+	rec.Attempts += res.Attempts
+	rec.CostUSD += res.CostUSD
+	rec.Timings.ModelMs = res.ModelTime.Milliseconds()
 	if err != nil {
 		if job.Retryable(err) {
-			// Let the redelivery take the job over at once rather than wait
-			// out this attempt's lease.
-			if rerr := s.store.Release(ctx, claim); rerr != nil {
-				slog.WarnContext(ctx, "releasing the claim", "error", rerr)
-			}
+			s.release(ctx, claim)
 			return job.Record{}, err // quota or outage outlasted the retry budget: redeliver
 		}
 		return s.commit(ctx, claim, failed(rec, err, s.now()))
@@ -194,6 +202,14 @@ func fillFromModel(rec *job.Record, res *gemini.Result) {
 	rec.Usage = res.Usage
 	rec.ModelVersion = res.ModelVersion
 	rec.ResponseID = res.ResponseID
+}
+
+// release lets the redelivery take the job over at once rather than wait
+// out this attempt's lease.
+func (s *Service) release(ctx context.Context, c *storage.Claim) {
+	if err := s.store.Release(ctx, c); err != nil {
+		slog.WarnContext(ctx, "releasing the claim", "error", err)
+	}
 }
 
 // estimate is what one model call for j should cost: the images it asks

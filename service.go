@@ -14,7 +14,9 @@ import (
 	"github.com/genimg/genimg/config"
 	"github.com/genimg/genimg/gemini"
 	"github.com/genimg/genimg/job"
+	"github.com/genimg/genimg/spend"
 	"github.com/genimg/genimg/storage"
+	"github.com/genimg/genimg/webhook"
 )
 
 // A Service is one instance of genimg: its configuration and the clients it
@@ -29,7 +31,12 @@ type Service struct {
 	pubsub   *pubsub.Client
 	requests *pubsub.Publisher
 	events   *pubsub.Publisher
-	now      func() time.Time
+	spend    *spend.Guard
+	// webhookKey and replay verify signed HTTP callers when
+	// GENIMG_WEBHOOK_SECRET is set; webhookKey is nil otherwise.
+	webhookKey webhook.Key
+	replay     *webhook.Replay
+	now        func() time.Time
 }
 
 // model is what the pipeline needs of the Gemini client: a call whose
@@ -110,7 +117,17 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 		pubsub:   ps,
 		requests: ps.Publisher(cfg.Topics.Requests),
 		events:   ps.Publisher(cfg.Topics.Completion),
+		spend:    spend.New(gcsClient, cfg.Storage.OutputBucket, cfg.Spend),
 		now:      o.now,
+	}
+	if cfg.Webhook.Secret != "" {
+		key, err := webhook.ParseKey(cfg.Webhook.Secret)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("GENIMG_WEBHOOK_SECRET: %w", err)
+		}
+		s.webhookKey = key
+		s.replay = webhook.NewReplay(gcsClient, cfg.Storage.OutputBucket, cfg.Webhook.Tolerance)
 	}
 	// Completion events are awaited before a delivery is acknowledged:
 	// send each at once rather than waiting to batch.
@@ -124,5 +141,8 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 func (s *Service) Close() error {
 	s.requests.Stop()
 	s.events.Stop()
-	return errors.Join(s.pubsub.Close(), s.gcs.Close())
+	// The spend ledger's last flush, so other instances count this one's spend.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return errors.Join(s.spend.Close(ctx), s.pubsub.Close(), s.gcs.Close())
 }
