@@ -1,0 +1,470 @@
+package genimg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/genimg/genimg/gemini/geminitest"
+	"github.com/genimg/genimg/job"
+	"github.com/genimg/genimg/storage/storagetest"
+)
+
+// untilAcked delivers as the platform does: again after every 500, until the
+// function acknowledges. It returns how many deliveries were refused.
+func untilAcked(ctx context.Context, send func() (int, error)) (refused int, err error) {
+	for range 200 {
+		status, err := send()
+		if err != nil {
+			return refused, err
+		}
+		if status == http.StatusOK {
+			return refused, nil
+		}
+		if status != http.StatusInternalServerError {
+			return refused, fmt.Errorf("answered %d", status)
+		}
+		refused++
+		select {
+		case <-ctx.Done():
+			return refused, ctx.Err()
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+	return refused, errors.New("never acknowledged")
+}
+
+// The same job delivered many times — in sequence or at once, to one
+// instance or to several sharing the emulators — costs one model call and
+// leaves one set of images and one record.
+func TestDuplicateDeliveries(t *testing.T) {
+	for _, n := range []int{2, 10} {
+		for _, concurrent := range []bool{false, true} {
+			for _, instances := range []int{1, 3} {
+				name := fmt.Sprintf("%d deliveries/concurrent=%v/%d instances", n, concurrent, instances)
+				t.Run(name, func(t *testing.T) {
+					t.Parallel()
+					m := newModel(t)
+					// A slow answer keeps concurrent deliveries overlapping.
+					m.Enqueue(geminitest.Behavior{Latency: 300 * time.Millisecond})
+					cfg := baseConfig(t, m)
+					var ins []*testInstance
+					for i := range instances {
+						ins = append(ins, newInstance(t, cfg, fmt.Sprintf("dup-%d", i)))
+					}
+					msgID := "dup-" + uniq(t)
+					data := []byte(`{"prompt": "a heron in the reeds", "aspectRatio": "1:1"}`)
+					when := time.Now()
+
+					var wg sync.WaitGroup
+					errs := make([]error, n)
+					for i := range n {
+						send := func() (int, error) {
+							return messageEvent(t.Context(), ins[i%instances].path+"/OnMessage", msgID, data, when)
+						}
+						if concurrent {
+							wg.Go(func() { _, errs[i] = untilAcked(t.Context(), send) })
+						} else {
+							_, errs[i] = untilAcked(t.Context(), send)
+						}
+					}
+					wg.Wait()
+					if err := errors.Join(errs...); err != nil {
+						t.Fatal(err)
+					}
+
+					id := derivedMessageID(msgID)
+					if got := m.Calls(); got != 1 {
+						t.Errorf("%d model calls, want 1", got)
+					}
+					rec := storedRecord(t, id)
+					if rec.Outcome != job.Succeeded || rec.Attempts != 1 || len(rec.Outputs) != 1 {
+						t.Errorf("record: outcome %s, attempts %d, %d outputs", rec.Outcome, rec.Attempts, len(rec.Outputs))
+					}
+					checkAgree(t, rec)
+					evs := stack.events.waitCount(t, id, n)
+					if len(evs) != n {
+						t.Errorf("%d completion events, want %d (one per acknowledged delivery)", len(evs), n)
+					}
+					for _, e := range evs {
+						if e.Record.ResponseID != rec.ResponseID || e.Attributes["ce-id"] != evs[0].Attributes["ce-id"] {
+							t.Errorf("event %s for response %s; the record is response %s", e.Attributes["ce-id"], e.Record.ResponseID, rec.ResponseID)
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// A delivery that dies at any point of the pipeline is finished by its
+// redelivery, paying at most once more, and the record counts what was
+// paid.
+func TestCrashWindows(t *testing.T) {
+	tests := []struct {
+		name string
+		// crash arranges the first delivery's death; it returns what the
+		// first delivery answers.
+		crash func(t *testing.T, in *testInstance, id string) (status int)
+		// takeOver: the crashed attempt left a live lease; the
+		// redelivery comes after it expires.
+		takeOver bool
+		calls    int     // model calls in all
+		attempts int     // the record's count
+		cost     float64 // at least, in the record
+	}{
+		{
+			name: "before the model call (claim renewal fails)",
+			crash: func(t *testing.T, in *testInstance, id string) int {
+				// The first claim.json write is the claim; the second
+				// notes the call (BeginCall) and fails, every retry.
+				seen := 0
+				var mu sync.Mutex
+				match := storagetest.MatchUpload("jobs/" + id + "/claim.json")
+				in.gcsFaults.Inject(storagetest.Fault{Status: 503, Match: func(r *http.Request, b []byte) bool {
+					if !match(r, b) {
+						return false
+					}
+					mu.Lock()
+					defer mu.Unlock()
+					seen++
+					return seen > 1
+				}})
+				return http.StatusInternalServerError
+			},
+			takeOver: true, calls: 1, attempts: 1, cost: oneCallCost,
+		},
+		{
+			name: "after the model call (its answer lost)",
+			crash: func(t *testing.T, in *testInstance, id string) int {
+				in.modelFaults.drop.Store(1)
+				return http.StatusInternalServerError
+			},
+			// The failed call released the lease: no wait.
+			calls: 2, attempts: 2, cost: 2 * oneCallCost,
+		},
+		{
+			name: "after the images (draft write fails)",
+			crash: func(t *testing.T, in *testInstance, id string) int {
+				in.gcsFaults.Inject(storagetest.Fault{Status: 503, Match: storagetest.MatchUpload("jobs/" + id + "/attempt-1.json")})
+				return http.StatusInternalServerError
+			},
+			takeOver: true, calls: 2, attempts: 2, cost: 2 * oneCallCost,
+		},
+		{
+			name: "after the record (event publish fails)",
+			crash: func(t *testing.T, in *testInstance, id string) int {
+				fail := func(context.Context) error { return status.Error(codes.PermissionDenied, "injected: publish refused") }
+				in.publishHook.Store(&fail)
+				return http.StatusInternalServerError
+			},
+			calls: 1, attempts: 1, cost: oneCallCost,
+		},
+		{
+			name: "after the record (caller gone while publishing)",
+			crash: func(t *testing.T, in *testInstance, id string) int {
+				// The publish RPC is held until the delivery's caller
+				// has hung up (the handler's context is cancelled while
+				// it waits for the publish), then refused.
+				started, hungUp := make(chan struct{}), make(chan struct{})
+				var once sync.Once
+				hold := func(context.Context) error {
+					once.Do(func() { close(started) })
+					select {
+					case <-hungUp:
+						time.Sleep(100 * time.Millisecond)
+					case <-time.After(5 * time.Second):
+					}
+					return status.Error(codes.PermissionDenied, "injected: publish refused")
+				}
+				in.publishHook.Store(&hold)
+				go func() {
+					<-started
+					in.cancel()
+					close(hungUp)
+				}()
+				return 0 // the caller never sees an answer
+			},
+			calls: 1, attempts: 1, cost: oneCallCost,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m := newModel(t)
+			cfg := baseConfig(t, m)
+			cfg.Model.MaxAttempts = 1 // a lost answer goes back to the platform
+			in := newInstance(t, cfg, "crashing")
+			msgID := "crash-" + uniq(t)
+			id := derivedMessageID(msgID)
+			data := []byte(`{"prompt": "a lantern on a jetty", "aspectRatio": "1:1"}`)
+			when := time.Now()
+
+			ctx, cancel := context.WithCancel(t.Context())
+			in.cancel = cancel
+			want := tt.crash(t, in, id)
+			status, err := messageEvent(ctx, in.path+"/OnMessage", msgID, data, when)
+			switch {
+			case want == 0 && err == nil:
+				t.Fatalf("the delivery answered %d; the caller should have gone", status)
+			case want != 0 && (err != nil || status != want):
+				t.Fatalf("first delivery: status %d, error %v; want %d", status, err, want)
+			}
+			in.gcsFaults.Clear()
+			in.publishHook.Store(nil)
+			// Let an abandoned delivery end.
+			time.Sleep(200 * time.Millisecond)
+
+			if tt.takeOver {
+				// The crashed holder's lease is live: a redelivery
+				// before it expires is refused.
+				deliver(t, in.path+"/OnMessage", msgID, data, when, http.StatusInternalServerError)
+				in.advance(cfg.Storage.Lease + time.Second)
+			}
+			if _, err := untilAcked(t.Context(), func() (int, error) {
+				return messageEvent(t.Context(), in.path+"/OnMessage", msgID, data, when)
+			}); err != nil {
+				t.Fatal(err)
+			}
+
+			rec := storedRecord(t, id)
+			if got := m.Calls(); got != tt.calls {
+				t.Errorf("%d model calls, want %d", got, tt.calls)
+			}
+			if rec.Outcome != job.Succeeded || rec.Attempts != tt.attempts || rec.CostUSD < tt.cost-1e-9 || rec.CostUSD > tt.cost+0.001 {
+				t.Errorf("record: outcome %s, attempts %d, cost %.4f; want succeeded, %d attempts, cost %.4f", rec.Outcome, rec.Attempts, rec.CostUSD, tt.attempts, tt.cost)
+			}
+			checkAgree(t, rec)
+			e := stack.events.waitJob(t, id)
+			if e.Record.ResponseID != rec.ResponseID {
+				t.Errorf("event for response %s, record %s", e.Record.ResponseID, rec.ResponseID)
+			}
+		})
+	}
+}
+
+// A holder paused past its lease wakes to find the job taken over: the
+// record and the images still come from one answer, and none of the
+// sleeper's images remain.
+func TestPausedHolder(t *testing.T) {
+	m := newModel(t)
+	cfg := baseConfig(t, m)
+	sleeper := newInstance(t, cfg, "sleeper")
+	taker := newInstance(t, cfg, "taker")
+	// The taker lives after the sleeper's lease would have expired.
+	taker.advance(cfg.Storage.Lease + time.Second)
+	// The sleeper's model call is slow; the taker's is not.
+	m.Enqueue(geminitest.Behavior{Latency: 1500 * time.Millisecond})
+
+	msgID := "paused-" + uniq(t)
+	id := derivedMessageID(msgID)
+	data := []byte(`{"prompt": "a moth at a window", "aspectRatio": "1:1"}`)
+	when := time.Now()
+	sleeperDone := make(chan error, 1)
+	go func() {
+		status, err := messageEvent(t.Context(), sleeper.path+"/OnMessage", msgID, data, when)
+		if err == nil && status != http.StatusOK {
+			err = fmt.Errorf("the sleeper answered %d", status)
+		}
+		sleeperDone <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); m.Calls() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the sleeper never called the model: %v", <-sleeperDone)
+		}
+	}
+	deliver(t, taker.path+"/OnMessage", msgID, data, when, http.StatusOK)
+	won := storedRecord(t, id)
+	if err := <-sleeperDone; err != nil {
+		t.Fatal(err)
+	}
+
+	rec := storedRecord(t, id)
+	if rec.ResponseID != won.ResponseID {
+		t.Errorf("the record changed after the sleeper woke: response %s, then %s", won.ResponseID, rec.ResponseID)
+	}
+	if m.Calls() != 2 || rec.Attempts != 2 {
+		t.Errorf("%d model calls, record counts %d; want 2 and 2", m.Calls(), rec.Attempts)
+	}
+	checkAgree(t, rec)
+	for _, e := range stack.events.waitCount(t, id, 2) {
+		if e.Record.ResponseID != rec.ResponseID {
+			t.Errorf("an event carries response %s, the record %s", e.Record.ResponseID, rec.ResponseID)
+		}
+	}
+}
+
+// Model trouble is retried in process with backoff, then handed back to the
+// platform (500) with the lease released, and once the delivery is older
+// than the maximum age it ends in a retryable failed record. Nothing is
+// left running.
+func TestModelFaults(t *testing.T) {
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	before := runtime.NumGoroutine()
+	t.Run("cases", func(t *testing.T) {
+		tests := []struct {
+			name     string
+			behavior geminitest.Behavior
+			timeout  time.Duration
+			calls    int           // model calls per delivery
+			atLeast  time.Duration // a delivery takes at least this long
+		}{
+			{"429 storm with retryDelay", geminitest.Behavior{Status: 429, RetryDelay: 40 * time.Millisecond}, 0, 3, 80 * time.Millisecond},
+			{"per-day quota", geminitest.Behavior{QuotaDay: true}, 0, 1, 0},
+			{"run of 503s", geminitest.Behavior{Status: 503}, 0, 3, 0},
+			{"hang past the deadline", geminitest.Behavior{Hang: true}, 150 * time.Millisecond, 3, 450 * time.Millisecond},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				t.Parallel()
+				m := newModel(t)
+				for range 10 {
+					m.Enqueue(tt.behavior)
+				}
+				cfg := baseConfig(t, m)
+				if tt.timeout > 0 {
+					cfg.Model.CallTimeout = tt.timeout
+				}
+				in := newInstance(t, cfg, "faulty")
+				msgID := "model-" + uniq(t)
+				id := derivedMessageID(msgID)
+				data := []byte(`{"prompt": "a kingfisher", "aspectRatio": "1:1"}`)
+				when := time.Now()
+
+				// First delivery, then the platform's retry: each backs
+				// off in process, then asks for redelivery.
+				for round := 1; round <= 2; round++ {
+					start := time.Now()
+					deliver(t, in.path+"/OnMessage", msgID, data, when, http.StatusInternalServerError)
+					if took := time.Since(start); took < tt.atLeast {
+						t.Errorf("delivery %d took %v; backoff should make it at least %v", round, took, tt.atLeast)
+					}
+					if got := m.Calls(); got != round*tt.calls {
+						t.Errorf("after delivery %d: %d model calls, want %d", round, got, round*tt.calls)
+					}
+					expires, calls := storedLease(t, id)
+					if expires.After(in.now()) || calls != 1 {
+						t.Errorf("after delivery %d the lease runs until %v with %d calls; want released (expired), 1 call", round, expires, calls)
+					}
+				}
+				// Too old now: a retryable failed record, no model call.
+				calls := m.Calls()
+				deliver(t, in.path+"/OnMessage", msgID, data, when.Add(-2*cfg.Limits.MaxEventAge), http.StatusOK)
+				rec := storedRecord(t, id)
+				if rec.Outcome != job.Failed || rec.Error == nil || !rec.Error.Retryable || rec.Error.Code != "unavailable" {
+					t.Errorf("record: outcome %s, error %+v; want a retryable failure", rec.Outcome, rec.Error)
+				}
+				if m.Calls() != calls {
+					t.Errorf("the stale delivery made %d model calls", m.Calls()-calls)
+				}
+				if e := stack.events.waitJob(t, id); e.Record.Outcome != job.Failed {
+					t.Errorf("event outcome %s", e.Record.Outcome)
+				}
+			})
+		}
+	})
+	// Every instance and stand-in is closed now: the goroutine count goes
+	// back to where it was, give or take the transports' idle connections.
+	const tolerance = 10
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+		after := runtime.NumGoroutine()
+		if after <= before+tolerance {
+			break
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Errorf("%d goroutines before, %d after settling:\n%s", before, after, buf[:runtime.Stack(buf, true)])
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Cloud Storage failing mid-job loses nothing: the delivery is refused, and
+// its redelivery finishes with one record whose images exist.
+func TestStorageFaults(t *testing.T) {
+	tests := []struct {
+		name  string
+		fault func(id string) storagetest.Fault
+		// first is what the faulty delivery answers; takeOver: it left a
+		// live lease, so the redelivery comes after it expires.
+		first    int
+		takeOver bool
+		calls    int
+	}{
+		{"claim write 429", func(id string) storagetest.Fault {
+			return storagetest.Fault{Status: 429, Match: storagetest.MatchUpload("jobs/" + id + "/claim.json")}
+		}, 500, false, 1},
+		{"claim write 503", func(id string) storagetest.Fault {
+			return storagetest.Fault{Status: 503, Match: storagetest.MatchUpload("jobs/" + id + "/claim.json")}
+		}, 500, false, 1},
+		{"record read 503", func(id string) storagetest.Fault {
+			return storagetest.Fault{Status: 503, Match: storagetest.MatchObject("jobs/" + id + "/result.json")}
+		}, 500, false, 1},
+		{"image write 503", func(id string) storagetest.Fault {
+			return storagetest.Fault{Status: 503, Match: storagetest.MatchUpload("images/" + id + "/a1-0.png")}
+		}, 500, true, 2},
+		{"image write 429", func(id string) storagetest.Fault {
+			return storagetest.Fault{Status: 429, Match: storagetest.MatchUpload("images/" + id + "/a1-0.png")}
+		}, 500, true, 2},
+		{"draft write 429", func(id string) storagetest.Fault {
+			return storagetest.Fault{Status: 429, Match: storagetest.MatchUpload("jobs/" + id + "/attempt-1.json")}
+		}, 500, true, 2},
+		{"record write 503", func(id string) storagetest.Fault {
+			return storagetest.Fault{Status: 503, Match: storagetest.MatchUpload("jobs/" + id + "/result.json")}
+		}, 500, true, 1},
+		{"record write answer lost", func(id string) storagetest.Fault {
+			return storagetest.Fault{DropResponse: true, Times: 1, Match: storagetest.MatchUpload("jobs/" + id + "/result.json")}
+		}, 200, false, 1},
+		{"image write answer lost", func(id string) storagetest.Fault {
+			return storagetest.Fault{DropResponse: true, Times: 1, Match: storagetest.MatchUpload("images/" + id + "/a1-0.png")}
+		}, 200, false, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m := newModel(t)
+			cfg := baseConfig(t, m)
+			in := newInstance(t, cfg, "storage-faults")
+			msgID := "gcs-" + uniq(t)
+			id := derivedMessageID(msgID)
+			data := []byte(`{"prompt": "a beacon on a hill", "aspectRatio": "1:1"}`)
+			when := time.Now()
+
+			in.gcsFaults.Inject(tt.fault(id))
+			deliver(t, in.path+"/OnMessage", msgID, data, when, tt.first)
+			if _, injected := in.gcsFaults.Counts(); injected == 0 {
+				t.Fatal("the fault never fired")
+			}
+			in.gcsFaults.Clear()
+			if tt.takeOver {
+				in.advance(cfg.Storage.Lease + time.Second)
+			}
+			if tt.first != http.StatusOK {
+				deliver(t, in.path+"/OnMessage", msgID, data, when, http.StatusOK)
+			}
+
+			rec := storedRecord(t, id)
+			if rec.Outcome != job.Succeeded || len(rec.Outputs) != 1 {
+				t.Fatalf("record: outcome %s, %d outputs, error %+v", rec.Outcome, len(rec.Outputs), rec.Error)
+			}
+			if got := m.Calls(); got != tt.calls || rec.Attempts != tt.calls {
+				t.Errorf("%d model calls, the record counts %d; want %d", got, rec.Attempts, tt.calls)
+			}
+			checkAgree(t, rec)
+			if e := stack.events.waitJob(t, id); e.Record.ResponseID != rec.ResponseID {
+				t.Errorf("event for response %s, record %s", e.Record.ResponseID, rec.ResponseID)
+			}
+		})
+	}
+}
