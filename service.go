@@ -28,6 +28,8 @@ type Service struct {
 	gcs      *gcs.Client
 	store    *storage.Store
 	model    model
+	// contexts resolves jobs' shared contexts to context caches.
+	contexts *gemini.Contexts
 	pubsub   *pubsub.Client
 	requests *pubsub.Publisher
 	events   *pubsub.Publisher
@@ -108,11 +110,13 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 	// the store may read every bucket the job policy allows.
 	storeCfg := cfg.Storage
 	storeCfg.InputBuckets = cfg.ReadableBuckets()
+	store := storage.New(gcsClient, storeCfg, cfg.Limits, cfg.Model.Backend, o.storeOpts...)
 	s := &Service{
 		cfg:      cfg,
 		policy:   cfg.Policy(),
 		gcs:      gcsClient,
-		store:    storage.New(gcsClient, storeCfg, cfg.Limits, cfg.Model.Backend, o.storeOpts...),
+		store:    store,
+		contexts: gemini.NewContexts(m, gemini.NewGCSCacheStore(gcsClient, cfg.Storage.OutputBucket), store),
 		model:    m,
 		pubsub:   ps,
 		requests: ps.Publisher(cfg.Topics.Requests),
