@@ -197,6 +197,10 @@ func TestBadDeliveries(t *testing.T) {
 			publish(t, []byte(`{"jobId": "x", "outcome": "succeeded"}`), map[string]string{"ce-type": job.EventType})
 			return ""
 		}},
+		{name: "image under a dry-run rule", run: func(t *testing.T) string {
+			upload(t, inputBucket, "backfill/"+uniq(t)+".png", testPNG(t, 8, 8), "image/png", nil)
+			return ""
+		}},
 		{name: "text file with a prompt", run: func(t *testing.T) string {
 			upload(t, inputBucket, "notes/"+uniq(t)+".txt", []byte("hi"), "text/plain", map[string]string{"prompt": "x"})
 			return ""

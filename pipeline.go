@@ -9,6 +9,7 @@ import (
 
 	"github.com/genimg/genimg/gemini"
 	"github.com/genimg/genimg/job"
+	"github.com/genimg/genimg/spend"
 	"github.com/genimg/genimg/storage"
 	"github.com/genimg/genimg/trigger"
 )
@@ -25,6 +26,13 @@ func (s *Service) process(ctx context.Context, d trigger.Delivery) (job.Record, 
 	ctx = withJobID(ctx, d.ID)
 	if d.Ignore != "" {
 		slog.InfoContext(ctx, "delivery ignored", "reason", d.Ignore, "source", d.Trigger.Source)
+		return job.Record{}, errIgnored
+	}
+	if d.DryRun != nil {
+		// A dry-run rule counts what a backfill would cost; the sum of
+		// these lines' costUsd is the estimate.
+		model, usd, err := spend.EstimateRule(*d.DryRun, s.cfg.Prices, s.policy)
+		slog.InfoContext(ctx, "dry run", "rule", d.DryRun.Name, "source", d.Trigger.Source, "model", model, "costUsd", usd, "error", err)
 		return job.Record{}, errIgnored
 	}
 	start := s.now()

@@ -7,6 +7,7 @@ package trigger
 import (
 	"time"
 
+	"github.com/genimg/genimg/config"
 	"github.com/genimg/genimg/job"
 )
 
@@ -31,6 +32,10 @@ type Delivery struct {
 	// Ignore is why the delivery is not a job at all: logged and
 	// acknowledged, no record, no event.
 	Ignore string
+	// DryRun is the upload rule that matched, when that rule only counts
+	// what a backfill would cost: the job is logged with its estimate and
+	// never sent to the model.
+	DryRun *config.Rule
 }
 
 // An Object is a Cloud Storage object, as events describe it. Int64 fields

@@ -121,6 +121,9 @@ func FromObject(o Object, when time.Time, u config.Uploads) Delivery {
 		d.ID = job.DeriveID("up", o.Source(), "rule", rule.Name)
 		d.Job = rule.Job(image)
 		d.Job.ID = d.ID
+		if rule.DryRun {
+			d.DryRun = &rule
+		}
 		return d
 	}
 	d.Ignore = "not a job file, no prompt metadata and no upload rule matches"

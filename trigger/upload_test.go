@@ -156,3 +156,18 @@ func TestJobFile(t *testing.T) {
 		t.Errorf("unknown field with id: err %v, id %q", got.Err, got.ID)
 	}
 }
+
+func TestDryRunRule(t *testing.T) {
+	u := config.Uploads{Buckets: []string{"in"}, Rules: []config.Rule{
+		{Bucket: "in", Prefix: "backfill/", Name: "backfill/", Prompt: "p", DryRun: true},
+		{Bucket: "in", Prefix: "live/", Name: "live/", Prompt: "p"},
+	}}
+	o := Object{Bucket: "in", Name: "backfill/a.png", ContentType: "image/png", Generation: 1, MetadataKnown: true}
+	if d := FromObject(o, time.Now(), u); d.DryRun == nil || d.DryRun.Name != "backfill/" || d.Ignore != "" {
+		t.Errorf("dry-run rule: %+v", d)
+	}
+	o.Name = "live/a.png"
+	if d := FromObject(o, time.Now(), u); d.DryRun != nil {
+		t.Errorf("a live rule was taken for a dry run")
+	}
+}
