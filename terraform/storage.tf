@@ -20,7 +20,9 @@ resource "google_storage_bucket" "uploads" {
 }
 
 # Outputs: images under images/, job state under jobs/<jobId>/ (the claim,
-# result.json, and staged HTTP inputs under jobs/<jobId>/inputs/).
+# result.json, and staged HTTP inputs under jobs/<jobId>/inputs/), webhook
+# replay records under webhooks/, spend ledgers under spend/, context cache
+# records under caches/ and batch state under batches/.
 resource "google_storage_bucket" "output" {
   name                        = local.output_bucket
   location                    = var.region
@@ -38,6 +40,28 @@ resource "google_storage_bucket" "output" {
     condition {
       age            = var.job_state_retention_days
       matches_prefix = ["jobs/"]
+    }
+  }
+
+  # Replay-protection records of signed webhook calls only need to outlive
+  # the signature tolerance (minutes); spend ledgers their day.
+  lifecycle_rule {
+    action {
+      type = "Delete"
+    }
+    condition {
+      age            = 1
+      matches_prefix = ["webhooks/"]
+    }
+  }
+
+  lifecycle_rule {
+    action {
+      type = "Delete"
+    }
+    condition {
+      age            = 2
+      matches_prefix = ["spend/"]
     }
   }
 
