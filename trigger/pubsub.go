@@ -69,6 +69,12 @@ func DecodeMessage(e cloudevents.Event) (MessagePublished, error) {
 // FromMessage decodes a messagePublished event into a delivery: a job in
 // the message data; or, for a Cloud Storage notification, an upload.
 func FromMessage(e cloudevents.Event, u config.Uploads) Delivery {
+	if e.Type() == job.EventType {
+		// genimg's own completion event, delivered as itself (an unwrapped
+		// push subscription turns its ce-* attributes into headers): taking
+		// it for a job would record a failure, whose event would come back.
+		return Delivery{Ignore: "the event is a genimg completion event, never a job", Time: e.Time()}
+	}
 	m, err := DecodeMessage(e)
 	if err != nil {
 		return Delivery{

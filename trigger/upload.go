@@ -142,6 +142,12 @@ func JobFile(d Delivery, content []byte) Delivery {
 		return d
 	}
 	if j.ID != "" {
+		if !job.ValidID(j.ID) {
+			// Record the failure under the upload's own id: an id that
+			// cannot name a job cannot hold its record either.
+			d.Err = fmt.Errorf("%w: %s: id %q: must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' or '-'", job.ErrInvalid, d.Object.URI(), truncate(j.ID))
+			return d
+		}
 		d.ID = j.ID
 	}
 	j.ID = d.ID
