@@ -36,6 +36,9 @@ type Delivery struct {
 	// what a backfill would cost: the job is logged with its estimate and
 	// never sent to the model.
 	DryRun *config.Rule
+	// Batch, when set, is a batch submission ({"batch": [...]} or a
+	// *.jobs.jsonl upload) for the batch lane; Job is then empty.
+	Batch *Batch
 }
 
 // An Object is a Cloud Storage object, as events describe it. Int64 fields

@@ -106,6 +106,17 @@ func FromMessage(e cloudevents.Event, u config.Uploads) Delivery {
 		d.Err = fmt.Errorf("%w: the message is %d bytes; a job delivered through Eventarc must fit %d bytes (512 KB): reference images by gs:// URI instead of inline data", job.ErrTooLarge, n, MaxEventBytes)
 		return d
 	}
+	if IsBatch(msg.Data) {
+		// Ids derive from the delivery's id, itself from the message id:
+		// a redelivered batch maps to the same jobs.
+		b, err := DecodeBatch(msg.Data, d.ID)
+		if err != nil {
+			d.Err = err
+			return d
+		}
+		d.Batch = &b
+		return d
+	}
 	j, err := job.Decode(msg.Data)
 	if err != nil {
 		// Record the failure under the caller's id when one can be read,

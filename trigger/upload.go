@@ -88,6 +88,11 @@ func FromObject(o Object, when time.Time, u config.Uploads) Delivery {
 	case !o.MetadataKnown:
 		// Decided once the caller has read the object's attributes.
 		return d
+	case strings.HasSuffix(o.Name, JobsFileSuffix):
+		// A batch: the caller reads the content and hands it to JobFile.
+		o.JobFile = true
+		d.ID = job.DeriveID("up", o.Source(), "jobs-file")
+		return d
 	case strings.HasSuffix(o.Name, JobFileSuffix):
 		o.JobFile = true
 		d.ID = job.DeriveID("up", o.Source(), "job-file")
@@ -131,8 +136,12 @@ func FromObject(o Object, when time.Time, u config.Uploads) Delivery {
 }
 
 // JobFile decodes a *.job.json upload's content. Its id, when it has one,
-// is the job's; else the delivery's derived id stands.
+// is the job's; else the delivery's derived id stands. A *.jobs.jsonl
+// upload's content becomes the delivery's Batch, one job per line.
 func JobFile(d Delivery, content []byte) Delivery {
+	if strings.HasSuffix(d.Object.Name, JobsFileSuffix) {
+		return jobsFile(d, content)
+	}
 	j, err := job.Decode(content)
 	if err != nil {
 		if id := looseID(content); id != "" {
