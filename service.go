@@ -23,11 +23,11 @@ import (
 // shares across concurrent requests. The registered functions use one
 // built from the environment; tests and the local stack may build more.
 type Service struct {
-	cfg      config.Config
-	policy   job.Policy
-	gcs      *gcs.Client
-	store    *storage.Store
-	model    model
+	cfg    config.Config
+	policy job.Policy
+	gcs    *gcs.Client
+	store  *storage.Store
+	model  model
 	// contexts resolves jobs' shared contexts to context caches.
 	contexts *gemini.Contexts
 	pubsub   *pubsub.Client
