@@ -2,6 +2,8 @@ package genimg
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -9,7 +11,10 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -145,4 +150,87 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// startupChild marks the child process of BenchmarkStartup.
+const startupChild = "GENIMG_STARTUP_CHILD"
+
+// BenchmarkStartup measures process start to first answered job, the way
+// `go run ./cmd/local` starts (after the build): a fresh process of this
+// test binary whose TestMain starts the local stack in process
+// (fake-gcs-server, pstest, the stand-in, the functions framework, delivery),
+// then one text→image job POSTed to /Generate, answered with its record.
+// The child reports the phases (ms/op metrics): "stack" is process start to
+// the stack being ready (the emulators' start plus the functions
+// framework's listener), "first-job" is the HTTP job, which builds the
+// functions' Service on first use and includes the stand-in's drawing
+// (model-ms, reported apart); "service-new" is genimg.New alone, built again
+// in the child, the functions' own start.
+func BenchmarkStartup(b *testing.B) {
+	if os.Getenv(startupChild) != "" {
+		b.Skip("in the child")
+	}
+	var total, stackMs, jobMs, modelMs, newMs float64
+	for b.Loop() {
+		start := time.Now()
+		cmd := exec.CommandContext(b.Context(), os.Args[0], "-test.run=^TestStartupChild$", "-test.count=1")
+		cmd.Env = append(os.Environ(), startupChild+"="+strconv.FormatInt(start.UnixNano(), 10))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			b.Fatalf("child: %v\n%s", err, out)
+		}
+		var s, j, m, n float64
+		var answered int64
+		if _, err := fmt.Sscanf(string(out[bytes.Index(out, []byte("startup:")):]), "startup: stack=%f job=%f model=%f new=%f answered=%d", &s, &j, &m, &n, &answered); err != nil {
+			b.Fatalf("child output: %v\n%s", err, out)
+		}
+		total += float64(time.Unix(0, answered).Sub(start).Microseconds()) / 1e3
+		stackMs, jobMs, modelMs, newMs = stackMs+s, jobMs+j, modelMs+m, newMs+n
+	}
+	n := float64(b.N)
+	b.ReportMetric(total/n, "to-first-job-ms/op")
+	b.ReportMetric(stackMs/n, "stack-ms/op")
+	b.ReportMetric(jobMs/n, "first-job-ms/op")
+	b.ReportMetric(modelMs/n, "model-ms/op")
+	b.ReportMetric(newMs/n, "service-new-ms/op")
+}
+
+// TestStartupChild is BenchmarkStartup's child; it does nothing elsewhere.
+func TestStartupChild(t *testing.T) {
+	startNs, err := strconv.ParseInt(os.Getenv(startupChild), 10, 64)
+	if err != nil {
+		t.Skip("only as BenchmarkStartup's child")
+	}
+	ready := time.Now()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, stack.functions+"/Generate",
+		strings.NewReader(`{"prompt": "a lighthouse at dawn", "aspectRatio": "1:1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Prefer", "wait=20")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var rec job.Record
+	if err := json.NewDecoder(resp.Body).Decode(&rec); err != nil || resp.StatusCode != http.StatusOK || rec.Outcome != job.Succeeded {
+		t.Fatalf("first job: %d %v %q", resp.StatusCode, err, rec.Outcome)
+	}
+	answered := time.Now()
+	cfg, err := config.FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	s, err := New(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newMs := float64(time.Since(t0).Microseconds()) / 1e3
+	s.Close()
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
+	fmt.Printf("startup: stack=%.1f job=%.1f model=%d new=%.2f answered=%d\n",
+		ms(ready.Sub(time.Unix(0, startNs))), ms(answered.Sub(ready)), rec.Timings.ModelMs, newMs, answered.UnixNano())
 }
