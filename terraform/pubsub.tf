@@ -26,7 +26,9 @@ resource "google_pubsub_subscription" "requests" {
   ack_deadline_seconds = 600
 
   push_config {
-    push_endpoint = google_cloudfunctions2_function.on_message.service_config[0].uri
+    # The functions framework reads the topic from the push path when it
+    # turns the raw push body into a messagePublished CloudEvent.
+    push_endpoint = "${google_cloudfunctions2_function.on_message.service_config[0].uri}/${google_pubsub_topic.requests.id}"
 
     # The trigger identity signs every push; only it may invoke OnMessage.
     oidc_token {
