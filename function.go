@@ -2,7 +2,9 @@
 // Google Cloud: three functions — Generate (HTTP), OnMessage (Pub/Sub) and
 // OnUpload (Cloud Storage) — decode their input into one job and run one
 // pipeline that claims the job, calls the model, stores the images and the
-// completion record, and publishes a completion event.
+// completion record, and publishes a completion event. A fourth,
+// PollBatches (HTTP, called by Cloud Scheduler), finishes the jobs of the
+// batch lane with the same steps.
 package genimg
 
 import (
@@ -25,6 +27,7 @@ func init() {
 	functions.HTTP("Generate", Generate)
 	functions.CloudEvent("OnMessage", OnMessage)
 	functions.CloudEvent("OnUpload", OnUpload)
+	functions.HTTP("PollBatches", PollBatches)
 
 	// On Cloud Run, a bad configuration stops the start with a message
 	// that names the variable, rather than failing every request.
@@ -78,6 +81,18 @@ func OnUpload(ctx context.Context, e cloudevents.Event) error {
 	return s.OnUpload(ctx, e)
 }
 
+// PollBatches is the batch lane's poller, called by Cloud Scheduler: it
+// finishes the jobs of every batch that is done.
+func PollBatches(w http.ResponseWriter, r *http.Request) {
+	s, err := instance()
+	if err != nil {
+		slog.ErrorContext(r.Context(), "genimg is not configured", "error", err)
+		http.Error(w, "genimg is not configured; see the logs", http.StatusInternalServerError)
+		return
+	}
+	s.PollBatches(w, r)
+}
+
 // OnMessage handles one messagePublished event.
 func (s *Service) OnMessage(ctx context.Context, e cloudevents.Event) error {
 	d := trigger.FromMessage(e, s.cfg.Uploads)
@@ -86,6 +101,9 @@ func (s *Service) OnMessage(ctx context.Context, e cloudevents.Event) error {
 		if d, err = s.completeUpload(ctx, d); err != nil {
 			return s.ack(ctx, err)
 		}
+	}
+	if d.Batch != nil {
+		return s.ack(ctx, s.takeBatchDelivery(ctx, d))
 	}
 	_, err := s.process(ctx, d)
 	return s.ack(ctx, err)
@@ -96,6 +114,9 @@ func (s *Service) OnUpload(ctx context.Context, e cloudevents.Event) error {
 	d, err := s.completeUpload(ctx, trigger.FromUpload(e, s.cfg.Uploads))
 	if err != nil {
 		return s.ack(ctx, err)
+	}
+	if d.Batch != nil {
+		return s.ack(ctx, s.takeBatchDelivery(ctx, d))
 	}
 	_, err = s.process(ctx, d)
 	return s.ack(ctx, err)

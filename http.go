@@ -45,6 +45,14 @@ func (s *Service) submit(w http.ResponseWriter, r *http.Request) {
 		writeJobError(w, err)
 		return
 	}
+	// {"batch": [...]} goes to the batch lane, each job on its own.
+	if b, ok, err := trigger.BatchFromHTTP(r, s.cfg.Limits.MaxRequestBytes); err != nil {
+		writeJobError(w, err)
+		return
+	} else if ok {
+		s.submitBatch(w, r, b, webhookID)
+		return
+	}
 	j, err := trigger.FromHTTP(r, s.cfg.Limits.MaxRequestBytes)
 	if err != nil {
 		writeJobError(w, err)
@@ -167,6 +175,8 @@ func (s *Service) status(w http.ResponseWriter, r *http.Request) {
 		writeRecord(w, *rec)
 	case running:
 		writeAccepted(w, r, id)
+	case errors.Is(err, storage.ErrNotFound) && s.inBatch(r.Context(), id):
+		writeAccepted(w, r, id) // submitted to a model batch, not answered yet
 	case errors.Is(err, storage.ErrNotFound):
 		writeError(w, http.StatusNotFound, "no job with id "+id)
 	default:

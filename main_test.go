@@ -60,6 +60,9 @@ func runMain(m *testing.M) int {
 			"GENIMG_HTTP_WAIT":     "20s",
 			"GENIMG_RETRY_BUDGET":  "5s",
 			"GENIMG_LOG_LEVEL":     "WARN",
+			// Batches go as JSONL files: the SDK decodes large inline
+			// answers several times slower (package batch tests both).
+			"GENIMG_BATCH_INLINE_BYTES": "1",
 			"GENIMG_RULES": `[{"bucket": "genimg-input", "prefix": "watercolor/", "prompt": "Turn this photo into a watercolor painting", "aspectRatio": "1:1"},
 				{"bucket": "genimg-input", "prefix": "backfill/", "prompt": "Restore this old photo", "dryRun": true}]`,
 		},

@@ -11,6 +11,7 @@ import (
 	gcs "cloud.google.com/go/storage"
 	"google.golang.org/api/option"
 
+	"github.com/genimg/genimg/batch"
 	"github.com/genimg/genimg/config"
 	"github.com/genimg/genimg/gemini"
 	"github.com/genimg/genimg/job"
@@ -30,6 +31,8 @@ type Service struct {
 	model  model
 	// contexts resolves jobs' shared contexts to context caches.
 	contexts *gemini.Contexts
+	// lane is the batch lane: batch submissions, and PollBatches.
+	lane     *batch.Lane
 	pubsub   *pubsub.Client
 	requests *pubsub.Publisher
 	events   *pubsub.Publisher
@@ -124,6 +127,9 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 		spend:    spend.New(gcsClient, cfg.Storage.OutputBucket, cfg.Spend),
 		now:      o.now,
 	}
+	// Batch jobs' gs:// images are read like online ones; their shared
+	// contexts resolve to the same caches.
+	s.lane = batch.New(m, gcsClient, cfg.Storage.OutputBucket, cfg.Batch, batch.WithResolver(store), batch.WithContexts(s.contexts))
 	if cfg.Webhook.Secret != "" {
 		key, err := webhook.ParseKey(cfg.Webhook.Secret)
 		if err != nil {

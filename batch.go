@@ -1,0 +1,380 @@
+package genimg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/genimg/genimg/batch"
+	"github.com/genimg/genimg/job"
+	"github.com/genimg/genimg/storage"
+	"github.com/genimg/genimg/trigger"
+)
+
+// The batch lane (package batch) in the pipeline: a batch submission — an
+// HTTP POST of {"batch": [jobs…]}, a Pub/Sub message of the same, or a
+// *.jobs.jsonl upload — is validated job by job and submitted to the Gemini
+// Batch API; PollBatches, called by Cloud Scheduler, finishes each answered
+// job with the online lane's own steps (claim, images, record, event), so a
+// batch job ends in the same record and event as an online one, priced at
+// the batch rate and with the record's batch field set.
+
+// Statuses of a job in a batch answer.
+const (
+	// batchSubmitted: in a model batch, submitted now or by an earlier
+	// delivery of the same submission; GET ?id= answers 202 until done.
+	batchSubmitted = "submitted"
+	// batchDone: the job already has a record; nothing was submitted.
+	batchDone = "done"
+	// batchDuplicate: the id came twice in the submission, or is already
+	// in another batch; it runs once.
+	batchDuplicate = "duplicate"
+	// batchFailed: the job is invalid (or the model refused its batch): it
+	// is recorded failed, with its error.
+	batchFailed = "failed"
+	// batchConflict: the id already stands for different work.
+	batchConflict = "conflict"
+)
+
+// batchAnswer is what a batch submission became: the HTTP answer (202) and
+// the log line of an event's batch.
+type batchAnswer struct {
+	// Batch names the submission: the Idempotency-Key, a new id, the
+	// message's delivery id or the uploaded object.
+	Batch string     `json:"batch"`
+	Jobs  []batchJob `json:"jobs"`
+	// Submitted is the lane's report: chunks submitted now (or found from
+	// an earlier delivery) and the jobs it did not submit, with why.
+	Submitted batch.SubmitReport `json:"submitted"`
+}
+
+// batchJob is one job of a batch answer, in submission order.
+type batchJob struct {
+	Index int    `json:"index"`
+	JobID string `json:"jobId"`
+	// Status is one of submitted, done, duplicate, failed, conflict.
+	Status string `json:"status"`
+	// Location is where to GET the job's record.
+	Location string     `json:"location,omitempty"`
+	Error    *job.Error `json:"error,omitempty"`
+}
+
+// submitBatch answers POST {"batch": [...]}: every job recorded failed or
+// submitted to the batch lane before the answer (202), so that a caller who
+// disconnects loses nothing; each job's Location polls its record.
+func (s *Service) submitBatch(w http.ResponseWriter, r *http.Request, b trigger.Batch, webhookID string) {
+	ctx := r.Context()
+	// A caller that disconnects cancels nothing from here on.
+	durable, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Limits.FunctionTimeout)
+	defer cancel()
+	if s.replay != nil {
+		// A signed request is taken once, as for a lone job.
+		if err := s.replay.Check(durable, webhookID); err != nil {
+			writeJobError(w, err)
+			return
+		}
+	}
+	trig := job.Trigger{Kind: job.HTTP, Source: "request/" + b.Source}
+	ans, err := s.takeBatch(durable, b, trig, time.Time{})
+	if err != nil {
+		s.writeUnavailable(ctx, w, "submitting the batch", err)
+		return
+	}
+	for i := range ans.Jobs {
+		loc := url.URL{Path: r.URL.Path, RawQuery: url.Values{"id": {ans.Jobs[i].JobID}}.Encode()}
+		ans.Jobs[i].Location = loc.String()
+	}
+	w.Header().Set("Retry-After", "60") // batches take minutes to hours
+	writeJSON(w, http.StatusAccepted, ans)
+}
+
+// takeBatchDelivery takes a batch that came as a Pub/Sub message or an
+// upload. Its error is transient (redeliver); the ids are derived from the
+// delivery, so the redelivery submits nothing twice.
+func (s *Service) takeBatchDelivery(ctx context.Context, d trigger.Delivery) error {
+	_, err := s.takeBatch(ctx, *d.Batch, d.Trigger, d.Time)
+	return err
+}
+
+// takeBatch validates each job of b, records the invalid ones failed,
+// stages inline images, and submits the rest to the lane. It returns an
+// error only when a job's fate could not be decided (Cloud Storage or the
+// model unavailable): a transient error, for a retry of the whole
+// submission, which is idempotent.
+func (s *Service) takeBatch(ctx context.Context, b trigger.Batch, trig job.Trigger, when time.Time) (batchAnswer, error) {
+	ans := batchAnswer{Batch: b.Source, Jobs: make([]batchJob, len(b.Items))}
+	var (
+		entries []batch.Entry
+		itemOf  []int // entries[k] is b.Items[itemOf[k]]
+	)
+	for i, it := range b.Items {
+		bj := &ans.Jobs[i]
+		bj.Index, bj.JobID = i, it.ID
+		jctx := withJobID(ctx, it.ID)
+		j := it.Job
+		j.ID = it.ID
+		j.Normalize(s.policy)
+		cause := it.Err
+		if cause == nil {
+			cause = s.tooOld(when)
+		}
+		if cause == nil {
+			cause = j.Validate(s.policy)
+		}
+		if cause == nil {
+			if err := s.store.StageInputs(jctx, j.ID, &j); err != nil {
+				if job.Retryable(err) {
+					return ans, err
+				}
+				cause = err
+			}
+		}
+		if cause != nil {
+			if err := s.failBatchJob(jctx, bj, it, trig, when, cause); err != nil {
+				return ans, err
+			}
+			continue
+		}
+		// The same id with different work is a conflict, as for a lone
+		// job (the lane only checks that a record exists).
+		fp := j.Fingerprint()
+		rec, _, _, err := s.store.Status(jctx, j.ID)
+		switch {
+		case err != nil && !errors.Is(err, storage.ErrNotFound):
+			return ans, err
+		case rec != nil && rec.Fingerprint != fp:
+			cerr := fmt.Errorf("%w: job id %s was already used for a different job; use a new id", job.ErrConflict, j.ID)
+			if err := s.batchConflict(jctx, bj, j, trig, when, cerr); err != nil {
+				return ans, err
+			}
+			continue
+		}
+		bj.Status = batchSubmitted
+		entries = append(entries, batch.Entry{Job: j, Trigger: trig})
+		itemOf = append(itemOf, i)
+	}
+	if len(entries) > 0 {
+		rep, err := s.lane.Submit(ctx, entries)
+		if err != nil {
+			return ans, err
+		}
+		ans.Submitted = rep
+		if err := s.applyReport(ctx, &ans, b, entries, itemOf, trig, when); err != nil {
+			return ans, err
+		}
+	}
+	counts := map[string]int{}
+	for _, bj := range ans.Jobs {
+		counts[bj.Status]++
+	}
+	slog.InfoContext(ctx, "batch taken", "batch", b.Source, "trigger", string(trig.Kind), "jobs", len(b.Items),
+		"submitted", counts[batchSubmitted], "failed", counts[batchFailed], "conflicts", counts[batchConflict],
+		"duplicates", counts[batchDuplicate], "done", counts[batchDone],
+		"chunks", ans.Submitted.Chunks, "existing", ans.Submitted.Existing, "pending", ans.Submitted.Pending)
+	return ans, nil
+}
+
+// applyReport turns the lane's report into each job's status, and records
+// failed the jobs whose batch the model refused for good.
+func (s *Service) applyReport(ctx context.Context, ans *batchAnswer, b trigger.Batch, entries []batch.Entry, itemOf []int, trig job.Trigger, when time.Time) error {
+	rep := ans.Submitted
+	done, dup := map[string]bool{}, map[string]bool{}
+	for _, id := range rep.Done {
+		done[id] = true
+	}
+	for _, id := range rep.Duplicates {
+		dup[id] = true
+	}
+	seen := map[string]bool{}
+	for k, e := range entries {
+		i, id := itemOf[k], e.Job.ID
+		bj := &ans.Jobs[i]
+		jctx := withJobID(ctx, id)
+		first := !seen[id]
+		seen[id] = true
+		switch {
+		case rep.Rejected[id+"#"+strconv.Itoa(k)] != "":
+			// The same id twice in the submission, for different work:
+			// the first stands.
+			cerr := fmt.Errorf("%w: job id %s is given twice in the batch for different work", job.ErrConflict, id)
+			if err := s.batchConflict(jctx, bj, e.Job, trig, when, cerr); err != nil {
+				return err
+			}
+		case rep.Rejected[id] != "" && first:
+			// The model refused the chunk's batch for good: the lane
+			// leaves the jobs' records to us.
+			cause := fmt.Errorf("%w: the batch was refused: %s", job.ErrPermanent, rep.Rejected[id])
+			if err := s.failBatchJob(jctx, bj, b.Items[i], trig, when, cause); err != nil {
+				return err
+			}
+		case done[id]:
+			bj.Status = batchDone
+		case !first, dup[id]:
+			bj.Status = batchDuplicate
+		}
+	}
+	return nil
+}
+
+// failBatchJob records an invalid batch job failed, through the pipeline's
+// own path for a delivery that is not a valid job.
+func (s *Service) failBatchJob(ctx context.Context, bj *batchJob, it trigger.BatchItem, trig job.Trigger, when time.Time, cause error) error {
+	rec, err := s.process(ctx, trigger.Delivery{ID: it.ID, Job: it.Job, Trigger: trig, Time: when, Err: cause})
+	if err != nil && !errors.Is(err, errIgnored) {
+		return err
+	}
+	bj.Status, bj.Error = batchFailed, rec.Error
+	if bj.Error == nil {
+		bj.Error = job.ErrorOf(cause)
+	}
+	if rec.Error != nil && rec.Error.Code == job.Code(job.ErrConflict) {
+		bj.Status = batchConflict
+	}
+	return nil
+}
+
+// batchConflict reports a job whose id stands for different work. An HTTP
+// caller reads it in the answer (as a lone job's 409); an event's batch
+// publishes a failed event, not stored, as the online lane does.
+func (s *Service) batchConflict(ctx context.Context, bj *batchJob, j job.Job, trig job.Trigger, when time.Time, cause error) error {
+	bj.Status, bj.Error = batchConflict, job.ErrorOf(cause)
+	if trig.Kind == job.HTTP {
+		slog.InfoContext(ctx, "batch job rejected", "error", cause)
+		return nil
+	}
+	_, err := s.conflict(ctx, s.newRecord(j, trig), trigger.Delivery{Time: when}, cause)
+	return err
+}
+
+// newRecord starts a job's record as the pipeline does.
+func (s *Service) newRecord(j job.Job, trig job.Trigger) job.Record {
+	return job.Record{
+		JobID:       j.ID,
+		Trigger:     trig,
+		Model:       j.Model,
+		Labels:      j.Labels,
+		Fingerprint: j.Fingerprint(),
+		Timings:     job.Timings{CreatedAt: s.now()},
+	}
+}
+
+// inBatch reports whether a job without a record or claim is waiting in
+// a model batch: the lane reserves each job it submits with
+// jobs/<id>/batch.json (package batch). An unreadable answer is "no".
+func (s *Service) inBatch(ctx context.Context, id string) bool {
+	_, err := s.gcs.Bucket(s.cfg.Storage.OutputBucket).Object("jobs/" + id + "/batch.json").Attrs(ctx)
+	return err == nil
+}
+
+// tooOld fails a delivery older than the maximum event age, retryably, as
+// the online lane does: recorded now, the platform never drops it silently.
+func (s *Service) tooOld(when time.Time) error {
+	if age := s.now().Sub(when); !when.IsZero() && age > s.cfg.Limits.MaxEventAge {
+		return fmt.Errorf("%w: the delivery is %s old, over the maximum event age %s (GENIMG_MAX_EVENT_AGE); resubmit the job to run it",
+			job.ErrTransient, age.Round(time.Second), s.cfg.Limits.MaxEventAge)
+	}
+	return nil
+}
+
+// PollBatches handles Cloud Scheduler's call: it checks every open batch,
+// finishes the jobs of those that are done, and answers what it did (the
+// lane's PollReport, 200). It takes no input, so IAM on the function (the
+// scheduler's OIDC token) is its only gate, with or without a webhook
+// secret.
+func (s *Service) PollBatches(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost && r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET, POST")
+		writeError(w, http.StatusMethodNotAllowed, "use POST (Cloud Scheduler) or GET to poll the open batches")
+		return
+	}
+	// A poll that is cut off keeps what it finished (the lane saves its
+	// progress) and the next one resumes: stop before the function's
+	// timeout rather than be killed mid-write.
+	limit := max(s.cfg.Limits.FunctionTimeout-10*time.Second, s.cfg.Limits.FunctionTimeout/2)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), limit)
+	defer cancel()
+	rep, err := s.lane.Poll(ctx, batchFinisher{s})
+	if err != nil {
+		s.writeUnavailable(r.Context(), w, "listing the open batches", err)
+		return
+	}
+	if len(rep.Finished)+len(rep.Failed) > 0 || len(rep.Errors) > 0 || len(rep.Expired)+len(rep.Stuck) > 0 {
+		slog.InfoContext(ctx, "batches polled", "checked", rep.Checked, "open", rep.Open, "finished", len(rep.Finished),
+			"failed", len(rep.Failed), "duplicates", rep.Duplicates, "expired", rep.Expired, "stuck", rep.Stuck, "errors", len(rep.Errors))
+	}
+	writeJSON(w, http.StatusOK, rep)
+}
+
+// batchFinisher finishes batch answers with the online lane's steps.
+type batchFinisher struct{ s *Service }
+
+// Finish claims the job as the online lane does (so a job that also ran
+// online, or is handed over again after a crash, gets one record), writes
+// the answer's images, commits the record and publishes the event. An
+// error wrapping job.ErrTransient makes Poll try the batch again later.
+func (f batchFinisher) Finish(ctx context.Context, fin batch.Finished) error {
+	s := f.s
+	j := fin.Job
+	ctx = withJobID(ctx, j.ID)
+	rec := s.newRecord(j, fin.Trigger)
+	info := fin.Batch
+	rec.Batch = &info
+
+	claim, done, err := s.store.Claim(ctx, j.ID, rec.Fingerprint, fin.Trigger)
+	switch {
+	case errors.Is(err, job.ErrConflict):
+		_, err := s.conflict(ctx, rec, trigger.Delivery{}, err)
+		return err
+	case err != nil:
+		return err // transient: held elsewhere, or storage unavailable; the next poll retries
+	case done != nil:
+		// Finished before: by this lane before a crash, or online. Its
+		// record stands; the same event again.
+		slog.InfoContext(ctx, "batch job already done", "outcome", done.Outcome, "batch", info.Name)
+		return s.publish(ctx, *done)
+	case claim.Draft != nil:
+		_, err := s.commit(ctx, claim, *claim.Draft)
+		return err
+	}
+	rec.Attempts, rec.CostUSD = claim.PriorCalls, claim.PriorCost
+
+	res := fin.Result
+	if fin.Err == nil && res == nil {
+		fin.Err = fmt.Errorf("%w: batch %s handed job %s neither an answer nor an error", job.ErrPermanent, info.Name, j.ID)
+	}
+	if fin.Err != nil {
+		_, err := s.commit(ctx, claim, failed(rec, fin.Err, s.now()))
+		return err
+	}
+	// The batch was paid when it ran: count the call whatever happens next.
+	rec.Attempts += res.Attempts
+	rec.CostUSD += res.CostUSD
+	rec.Timings.ModelMs = res.ModelTime.Milliseconds()
+	meta := storage.ImageMeta{Model: j.Model, PromptSHA256: job.PromptHash(j.Prompt)}
+	if fin.Trigger.Kind == job.Upload {
+		meta.Source = fin.Trigger.Source
+	}
+	outputs, err := s.store.WriteImages(ctx, claim, &j, res.Images, meta)
+	if err != nil {
+		if job.Retryable(err) {
+			s.release(ctx, claim)
+			return err // storage unavailable: the next poll retries
+		}
+		_, err := s.commit(ctx, claim, failed(rec, err, s.now()))
+		return err
+	}
+	fillFromModel(&rec, res)
+	rec.Outputs = outputs
+	rec.Timings.CompletedAt = s.now()
+	rec.Timings.TotalMs = rec.Timings.CompletedAt.Sub(rec.Timings.CreatedAt).Milliseconds()
+	if err := s.store.WriteDraft(ctx, claim, rec); err != nil {
+		return err
+	}
+	_, err = s.commit(ctx, claim, rec)
+	return err
+}
