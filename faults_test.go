@@ -21,7 +21,7 @@ import (
 // untilAcked delivers as the platform does: again after every 500, until the
 // function acknowledges. It returns how many deliveries were refused.
 func untilAcked(ctx context.Context, send func() (int, error)) (refused int, err error) {
-	for range 200 {
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); {
 		status, err := send()
 		if err != nil {
 			return refused, err

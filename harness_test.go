@@ -139,7 +139,7 @@ func newInstance(t *testing.T, cfg config.Config, name string) *testInstance {
 			gemini.WithHTTPClient(&http.Client{Transport: in.modelFaults}),
 			gemini.WithBackoff(5*time.Millisecond, 50*time.Millisecond),
 		),
-		WithStoreOptions(storage.WithClock(in.now), storage.WithOwner(name), storage.WithUploadRetryDeadline(1500*time.Millisecond)),
+		WithStoreOptions(storage.WithClock(in.now), storage.WithOwner(name), storage.WithUploadRetryDeadline(uploadDeadline())),
 		WithClock(in.now),
 	)
 	if err != nil {
@@ -172,6 +172,16 @@ func newInstance(t *testing.T, cfg config.Config, name string) *testInstance {
 		slotMu.Unlock()
 	})
 	return in
+}
+
+// uploadDeadline bounds one upload of an extra instance: short, so that an
+// injected fault that never clears surfaces quickly; long enough for a
+// 2 MB image on a loaded machine, or a timeout would pay for a second call.
+func uploadDeadline() time.Duration {
+	if raceEnabled {
+		return 30 * time.Second
+	}
+	return 1500 * time.Millisecond
 }
 
 // dropTransport lets the next Drop requests reach the server, reads the
@@ -228,7 +238,7 @@ func messageEvent(ctx context.Context, fn, msgID string, data []byte, when time.
 
 // deliveryClient bounds a delivery, so that a hung handler fails its test
 // instead of the whole run.
-var deliveryClient = &http.Client{Timeout: 30 * time.Second}
+var deliveryClient = &http.Client{Timeout: 2 * time.Minute}
 
 // deliver sends one message delivery and fails the test unless it answers
 // want.
