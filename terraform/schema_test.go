@@ -169,6 +169,18 @@ var resources = map[string]schema{
 		}),
 	}),
 	"google_monitoring_dashboard": resource("dashboard_json project", nil),
+	"google_cloud_scheduler_job": resource("name project region description schedule time_zone paused attempt_deadline", blocks{
+		"retry_config":  s("retry_count max_retry_duration min_backoff_duration max_backoff_duration max_doublings", nil),
+		"pubsub_target": s("topic_name data attributes", nil),
+		"app_engine_http_target": s("http_method body headers relative_uri", blocks{
+			"app_engine_routing": s("service version instance", nil),
+		}),
+		"http_target": s("uri http_method body headers", blocks{
+			"oauth_token": s("service_account_email scope", nil),
+			"oidc_token":  s("service_account_email audience", nil),
+		}),
+		"timeouts": timeouts,
+	}),
 }
 
 // dataSources is the allow-list by data source type.

@@ -7,7 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// functionGoFixture registers the contract's three entry points the way
+// functionGoFixture registers the contract's entry points the way
 // function.go does, so that the seeded-mistake table does not depend on the
 // state of the real file.
 const functionGoFixture = `package genimg
@@ -18,6 +18,7 @@ func init() {
 	functions.HTTP("Generate", generate)
 	functions.CloudEvent("OnMessage", onMessage)
 	functions.CloudEvent("OnUpload", onUpload)
+	functions.HTTP("PollBatches", pollBatches)
 }
 `
 
@@ -63,8 +64,8 @@ func TestSeededMistakes(t *testing.T) {
 		},
 		{
 			name:     "later registration counts",
-			edits:    []edit{{"functions.tf", `entry_point     = "OnUpload"`, `entry_point     = "PollBatches"`}},
-			function: strings.Replace(functionGoFixture, "}\n", "\tfunctions.HTTP(\"PollBatches\", poll)\n}\n", 1),
+			edits:    []edit{{"functions.tf", `entry_point     = "OnUpload"`, `entry_point     = "Later"`}},
+			function: strings.Replace(functionGoFixture, "}\n", "\tfunctions.HTTP(\"Later\", later)\n}\n", 1),
 		},
 		{
 			name:     "renamed framework import",
@@ -319,7 +320,7 @@ func TestRegistered(t *testing.T) {
 		src  string
 		want map[string]bool
 	}{
-		{"contract", functionGoFixture, map[string]bool{"Generate": true, "OnMessage": true, "OnUpload": true}},
+		{"contract", functionGoFixture, map[string]bool{"Generate": true, "OnMessage": true, "OnUpload": true, "PollBatches": true}},
 		{
 			"other packages' HTTP calls do not count",
 			"package genimg\nimport (\n\"net/http\"\n\"github.com/GoogleCloudPlatform/functions-framework-go/functions\"\n)\nfunc init() { functions.HTTP(\"Generate\", g); http.Handle(\"/x\", nil); other.HTTP(\"Nope\", g) }\n",

@@ -297,3 +297,14 @@ variable "force_destroy_buckets" {
   type        = bool
   default     = false
 }
+
+variable "batch_poll_minutes" {
+  description = "Cloud Scheduler calls PollBatches every this many minutes to finish the jobs of done Gemini batches. A divisor of 60, so that the cron schedule is regular."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = contains([1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30], var.batch_poll_minutes)
+    error_message = "batch_poll_minutes must divide 60 and be under 60: 1, 2, 3, 4, 5, 6, 10, 12, 15, 20 or 30."
+  }
+}
