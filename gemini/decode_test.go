@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -322,9 +323,9 @@ func TestGenerateToMatchesGenerate(t *testing.T) {
 // storage's category, drops the image, and does not call the model again.
 func TestGenerateToSinkFailure(t *testing.T) {
 	a := answers()[0]
-	var calls int
+	var calls atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		calls++
+		calls.Add(1)
 		io.Copy(io.Discard, r.Body)
 		io.WriteString(w, a.body)
 	}))
@@ -335,7 +336,7 @@ func TestGenerateToSinkFailure(t *testing.T) {
 	}
 	sink := &recordingSink{failAt: 100_000}
 	res, err := c.GenerateTo(t.Context(), job.Job{Model: job.DefaultModel, Prompt: "draw"}, sink)
-	got := []any{errors.Is(err, job.ErrTransient), err != nil && strings.Contains(err.Error(), "storage is down"), calls, res.Attempts, len(sink.kept), sink.dropped}
+	got := []any{errors.Is(err, job.ErrTransient), err != nil && strings.Contains(err.Error(), "storage is down"), int(calls.Load()), res.Attempts, len(sink.kept), sink.dropped}
 	want := []any{true, true, 1, 1, 0, 1}
 	if diff := cmp.Diff(want, got, bytesEqual); diff != "" {
 		t.Errorf("transient, message, model calls, attempts, kept, dropped (-want +got):\n%s\nerror: %v", diff, err)

@@ -7,6 +7,9 @@ import (
 	"math/rand/v2"
 	"testing"
 	"testing/iotest"
+	"time"
+
+	gcs "cloud.google.com/go/storage"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -59,7 +62,7 @@ func TestOutputsStreamMatchesWriteImages(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := newServer(t)
-			s := newStore(srv.Client, newClock(), "me", job.GeminiAPI)
+			s := streamStore(srv.Client)
 			j := job.Job{Prompt: "p", Model: job.DefaultModel}
 
 			// The reference: WriteImages on a job of its own.
@@ -128,7 +131,7 @@ func TestOutputsStreamMatchesWriteImages(t *testing.T) {
 // a name taken with other bytes is transient, with the same bytes is ours.
 func TestOutputsAbortAndFailures(t *testing.T) {
 	srv := newServer(t)
-	s := newStore(srv.Client, newClock(), "me", job.GeminiAPI)
+	s := streamStore(srv.Client)
 	j := job.Job{Prompt: "p", Model: job.DefaultModel}
 	c, _, err := s.Claim(t.Context(), "ab", "fp", upload1)
 	if err != nil {
@@ -176,6 +179,14 @@ func TestOutputsAbortAndFailures(t *testing.T) {
 	if _, err := s.NewOutputs(t.Context(), c, &bad, ImageMeta{}); !errors.Is(err, job.ErrInvalid) {
 		t.Errorf("NewOutputs with prefix ../escape: %v, want ErrInvalid", err)
 	}
+}
+
+// streamStore is newStore with an upload deadline that megabyte images
+// meet under the race detector on a loaded machine.
+func streamStore(client *gcs.Client) *Store {
+	clk := newClock()
+	return New(client, testCfg, testLimits, job.GeminiAPI, WithOwner("me"), WithClock(clk.now),
+		WithUploadRetryDeadline(20*time.Second))
 }
 
 func uris(imgs []job.StoredImage) []string {
