@@ -183,12 +183,24 @@ func (s *Service) takeBatch(ctx context.Context, b trigger.Batch, trig job.Trigg
 // failed the jobs whose batch the model refused for good.
 func (s *Service) applyReport(ctx context.Context, ans *batchAnswer, b trigger.Batch, entries []batch.Entry, itemOf []int, trig job.Trigger, when time.Time) error {
 	rep := ans.Submitted
-	done, dup := map[string]bool{}, map[string]bool{}
+	done := map[string]bool{}
 	for _, id := range rep.Done {
 		done[id] = true
 	}
+	// The lane lists an id as a duplicate once per repeat of the same work
+	// in the submission, and once more if another batch already holds it:
+	// only then is the first occurrence a duplicate too.
+	dups, repeats, firstFP := map[string]int{}, map[string]int{}, map[string]string{}
 	for _, id := range rep.Duplicates {
-		dup[id] = true
+		dups[id]++
+	}
+	for _, e := range entries {
+		fp := e.Job.Fingerprint()
+		if prev, ok := firstFP[e.Job.ID]; !ok {
+			firstFP[e.Job.ID] = fp
+		} else if prev == fp {
+			repeats[e.Job.ID]++
+		}
 	}
 	seen := map[string]bool{}
 	for k, e := range entries {
@@ -214,7 +226,7 @@ func (s *Service) applyReport(ctx context.Context, ans *batchAnswer, b trigger.B
 			}
 		case done[id]:
 			bj.Status = batchDone
-		case !first, dup[id]:
+		case !first, dups[id] > repeats[id]:
 			bj.Status = batchDuplicate
 		}
 	}

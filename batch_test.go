@@ -297,3 +297,44 @@ func TestBatchRejections(t *testing.T) {
 		t.Errorf("%d batches submitted for refused submissions", n)
 	}
 }
+
+// TestBatchKnownIDs: ids that already hold a record, or are given twice,
+// are answered job by job; only new work is submitted.
+func TestBatchKnownIDs(t *testing.T) {
+	done, fresh := uniq(t)+"-done", uniq(t)+"-fresh"
+	if resp, body := postJSON(t, `{"prompt": "a paper boat", "aspectRatio": "3:2"}`, map[string]string{"Idempotency-Key": done}); resp.StatusCode != http.StatusOK {
+		t.Fatalf("online job: status %d: %s", resp.StatusCode, body)
+	}
+	batches := len(stack.model.Batches())
+	ans := postBatch(t, fmt.Sprintf(`{"batch": [
+		{"id": %[1]q, "prompt": "a paper boat", "aspectRatio": "3:2"},
+		{"id": %[1]q, "prompt": "a paper plane"},
+		{"id": %[2]q, "prompt": "a glass boat"},
+		{"id": %[2]q, "prompt": "a glass plane"},
+		{"id": %[2]q, "prompt": "a glass boat"}]}`, done, fresh), nil)
+	var got []string
+	for _, bj := range ans.Jobs {
+		got = append(got, bj.JobID+" "+bj.Status)
+	}
+	want := []string{done + " done", done + " conflict", fresh + " submitted", fresh + " conflict", fresh + " duplicate"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("statuses (-want +got):\n%s", diff)
+	}
+	for _, i := range []int{1, 3} {
+		if e := ans.Jobs[i].Error; e == nil || e.Code != "conflict" {
+			t.Errorf("job %d: error %+v, want a conflict", i, e)
+		}
+	}
+	if n := len(stack.model.Batches()) - batches; n != 1 || ans.Submitted.Jobs != 1 {
+		t.Fatalf("%d stand-in batches, %d jobs submitted; want 1 batch of the 1 new job", n, ans.Submitted.Jobs)
+	}
+	pollUntilDone(t, []string{fresh})
+	rec := stack.events.waitJob(t, fresh).Record
+	if rec.Outcome != job.Succeeded || rec.Batch == nil || !strings.Contains(rec.Text, "a glass boat") {
+		t.Errorf("fresh job's record: outcome %s batch %+v text %q", rec.Outcome, rec.Batch, rec.Text)
+	}
+	// The online job's record stands, with its one event.
+	if evs := stack.events.waitCount(t, done, 1); len(evs) != 1 || evs[0].Record.Batch != nil {
+		t.Errorf("online job: %d events", len(evs))
+	}
+}
