@@ -159,10 +159,23 @@ func (s *Service) takeBatch(ctx context.Context, b trigger.Batch, trig job.Trigg
 		itemOf = append(itemOf, i)
 	}
 	if len(entries) > 0 {
+		// Batch work is paid too: the spend guard admits the submission at
+		// the batch price, and counts only the jobs that went into new
+		// batches (a redelivered submission adds nothing).
+		total := 0.0
+		for _, e := range entries {
+			total += s.estimate(e.Job) * s.cfg.Prices.BatchDiscount
+		}
+		release, err := s.spend.Admit(ctx, total)
+		if err != nil {
+			return ans, err // paused or over budget: the submission is retried later
+		}
 		rep, err := s.lane.Submit(ctx, entries)
 		if err != nil {
+			release(0)
 			return ans, err
 		}
+		release(total * float64(rep.Jobs) / float64(len(entries)))
 		ans.Submitted = rep
 		if err := s.applyReport(ctx, &ans, b, entries, itemOf, trig, when); err != nil {
 			return ans, err
