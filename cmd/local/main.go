@@ -49,6 +49,8 @@ func run() error {
 	real := flag.Bool("real-model", os.Getenv("GEMINI_API_KEY") != "" || os.Getenv("GOOGLE_API_KEY") != "" || os.Getenv("GOOGLE_GENAI_USE_VERTEXAI") == "true",
 		"call the real Gemini API (default when GEMINI_API_KEY, GOOGLE_API_KEY or GOOGLE_GENAI_USE_VERTEXAI=true is set)")
 	verbose := flag.Bool("v", false, "log every job step (INFO), not only warnings")
+	flag.StringVar(&o.ExternalFunctions, "functions-url", "", "deliver to functions served by another process (see -functions-only) instead of starting them here")
+	functionsOnly := flag.Bool("functions-only", false, "serve only the functions on -port, for a stack started elsewhere with -functions-url (to measure them alone)")
 	flag.Parse()
 	o.UseRealModel = *real
 
@@ -60,6 +62,11 @@ func run() error {
 		o.Env = map[string]string{"GENIMG_LOG_LEVEL": "WARN"}
 	}
 	slog.SetDefault(slog.New(genimg.NewLogHandler(os.Stderr, o.Project, level)))
+	if *functionsOnly {
+		fmt.Printf("genimg functions on %s:%d, using the stack's emulators on ports %d (storage), %d (pub/sub), %d (model)\n",
+			o.Host, o.FunctionsPort, o.StoragePort, o.PubSubPort, o.ModelPort)
+		return localstack.ServeFunctions(o)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

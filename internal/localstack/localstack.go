@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
@@ -58,6 +59,11 @@ type Options struct {
 
 	// Log receives the emulators' chatter; nil discards it.
 	Log io.Writer
+
+	// ExternalFunctions, when set, is the URL of functions served by
+	// another process (ServeFunctions): the stack starts no functions of
+	// its own and delivers there.
+	ExternalFunctions string
 }
 
 // Defaults are the contract's local stack (section 7).
@@ -162,15 +168,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.StorageURL = fake.URL()
 	os.Setenv("STORAGE_EMULATOR_HOST", s.StorageURL)
 
-	env := map[string]string{
-		"GOOGLE_CLOUD_PROJECT":    o.Project,
-		"GENIMG_OUTPUT_BUCKET":    o.OutputBucket,
-		"GENIMG_UPLOAD_BUCKETS":   o.InputBucket,
-		"GENIMG_INPUT_BUCKETS":    o.InputBucket,
-		"GENIMG_REQUESTS_TOPIC":   o.RequestsTopic,
-		"GENIMG_COMPLETION_TOPIC": o.CompletionTopic,
-		"GENIMG_EVENT_SOURCE":     "//genimg.dev/projects/" + o.Project,
-	}
+	modelURL := ""
 	if !o.UseRealModel {
 		modelPort, err := port(o.Host, o.ModelPort)
 		if err != nil {
@@ -182,15 +180,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			return nil, fmt.Errorf("stand-in model: %w", err)
 		}
 		s.closers = append(s.closers, stop)
-		s.ModelURL = url
-		env["GOOGLE_GEMINI_BASE_URL"] = url
-		env["GEMINI_API_KEY"] = "local-stand-in"
-		env["GOOGLE_GENAI_USE_VERTEXAI"] = "false"
+		s.ModelURL, modelURL = url, url
 	}
-	for k, v := range o.Env {
-		env[k] = v
-	}
-	for k, v := range env {
+	for k, v := range o.functionsEnv(s.StorageURL, ps.Addr, modelURL) {
 		os.Setenv(k, v)
 	}
 
@@ -206,19 +198,23 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 
-	fnPort, err := port(o.Host, o.FunctionsPort)
-	if err != nil {
-		return nil, fmt.Errorf("functions: %w", err)
-	}
-	s.FunctionsURL = "http://" + net.JoinHostPort(o.Host, strconv.Itoa(fnPort))
-	go func() {
-		// StartHostPort cannot be stopped; it ends with the process.
-		if err := funcframework.StartHostPort(o.Host, strconv.Itoa(fnPort)); err != nil {
-			slog.Error("functions framework stopped", "error", err)
+	if o.ExternalFunctions != "" {
+		s.FunctionsURL = strings.TrimSuffix(o.ExternalFunctions, "/")
+	} else {
+		fnPort, err := port(o.Host, o.FunctionsPort)
+		if err != nil {
+			return nil, fmt.Errorf("functions: %w", err)
 		}
-	}()
-	if err := waitListening(ctx, net.JoinHostPort(o.Host, strconv.Itoa(fnPort))); err != nil {
-		return nil, err
+		s.FunctionsURL = "http://" + net.JoinHostPort(o.Host, strconv.Itoa(fnPort))
+		go func() {
+			// StartHostPort cannot be stopped; it ends with the process.
+			if err := funcframework.StartHostPort(o.Host, strconv.Itoa(fnPort)); err != nil {
+				slog.Error("functions framework stopped", "error", err)
+			}
+		}()
+		if err := waitListening(ctx, net.JoinHostPort(o.Host, strconv.Itoa(fnPort))); err != nil {
+			return nil, err
+		}
 	}
 
 	deadLetter := s.PubSub.Publisher(s.Topic(o.DeadLetterTopic))
@@ -236,6 +232,52 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	go s.Requests.Run(ctx)
 	go s.Uploads.Run(ctx)
 	return s, nil
+}
+
+// functionsEnv is the configuration the functions run with in the stack.
+func (o Options) functionsEnv(storageURL, pubsubAddr, modelURL string) map[string]string {
+	env := map[string]string{
+		"GCE_METADATA_HOST":         "127.0.0.1:9",
+		"METADATA_SERVER_DETECTION": "none",
+		"STORAGE_EMULATOR_HOST":     storageURL,
+		"PUBSUB_EMULATOR_HOST":      pubsubAddr,
+		"GOOGLE_CLOUD_PROJECT":      o.Project,
+		"GENIMG_OUTPUT_BUCKET":      o.OutputBucket,
+		"GENIMG_UPLOAD_BUCKETS":     o.InputBucket,
+		"GENIMG_INPUT_BUCKETS":      o.InputBucket,
+		"GENIMG_REQUESTS_TOPIC":     o.RequestsTopic,
+		"GENIMG_COMPLETION_TOPIC":   o.CompletionTopic,
+		"GENIMG_EVENT_SOURCE":       "//genimg.dev/projects/" + o.Project,
+	}
+	if modelURL != "" {
+		env["GOOGLE_GEMINI_BASE_URL"] = modelURL
+		env["GEMINI_API_KEY"] = "local-stand-in"
+		env["GOOGLE_GENAI_USE_VERTEXAI"] = "false"
+	}
+	for k, v := range o.Env {
+		env[k] = v
+	}
+	return env
+}
+
+// ServeFunctions serves only the functions, configured for the emulators
+// and stand-in of a stack started elsewhere with the same options and
+// ExternalFunctions pointing here: the functions then run in a process of
+// their own, whose memory and CPU can be measured alone. It blocks.
+func ServeFunctions(o Options) error {
+	d := Defaults()
+	if o.Host == "" {
+		o.Host = d.Host
+	}
+	hostPort := func(p int) string { return net.JoinHostPort(o.Host, strconv.Itoa(p)) }
+	modelURL := ""
+	if !o.UseRealModel {
+		modelURL = "http://" + hostPort(o.ModelPort)
+	}
+	for k, v := range o.functionsEnv("http://"+hostPort(o.StoragePort), hostPort(o.PubSubPort), modelURL) {
+		os.Setenv(k, v)
+	}
+	return funcframework.StartHostPort(o.Host, strconv.Itoa(o.FunctionsPort))
 }
 
 // provision creates the buckets, topics, subscriptions and the input
