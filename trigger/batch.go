@@ -128,7 +128,7 @@ func decodeItem(raw []byte, where, source string, position ...string) BatchItem 
 // submission gets a new id.
 func BatchFromHTTP(r *http.Request, maxBytes int64) (b Batch, ok bool, err error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || (mt != "application/json" && mt != formURLEncoded) {
 			return Batch{}, false, nil // FromHTTP says what is wrong with it
 		}
 	}

@@ -1,6 +1,7 @@
 package trigger
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -15,6 +16,9 @@ import (
 
 	"github.com/genimg/genimg/job"
 )
+
+// formURLEncoded is what curl -d labels a body with by default.
+const formURLEncoded = "application/x-www-form-urlencoded"
 
 // IdempotencyKeyHeader carries an HTTP caller's job id.
 const IdempotencyKeyHeader = "Idempotency-Key"
@@ -34,10 +38,15 @@ func FromHTTP(r *http.Request, maxBytes int64) (job.Job, error) {
 	}
 	var j job.Job
 	switch mediaType {
-	case "", "application/json":
+	case "", "application/json", formURLEncoded:
 		data, err := io.ReadAll(body)
 		if err != nil {
 			return job.Job{}, bodyError(err, maxBytes)
+		}
+		// curl -d sends a JSON body labelled as a form: take it as the
+		// JSON it is, but nothing else under that label.
+		if mediaType == formURLEncoded && !bytes.HasPrefix(bytes.TrimSpace(data), []byte("{")) {
+			return job.Job{}, fmt.Errorf("%w: a form body is not a job: send JSON (Content-Type: application/json) or multipart/form-data", job.ErrInvalid)
 		}
 		if j, err = job.Decode(data); err != nil {
 			return job.Job{}, err

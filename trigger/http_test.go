@@ -58,6 +58,8 @@ func TestFromHTTP(t *testing.T) {
 		{name: "not json", body: bytes.NewBufferString(`prompt=a fox`), ctype: "application/json", wantErr: job.ErrInvalid},
 		{name: "too large", body: bytes.NewBufferString(`{"prompt": "` + strings.Repeat("x", 2000) + `"}`), max: 1000, wantErr: job.ErrTooLarge, wantText: "1000 bytes"},
 		{name: "wrong type", body: bytes.NewBufferString(`a`), ctype: "text/plain", wantErr: job.ErrInvalid, wantText: "multipart/form-data"},
+		{name: "curl -d default type", body: bytes.NewBufferString(` {"prompt": "a fox"}`), ctype: "application/x-www-form-urlencoded", want: job.Job{Prompt: "a fox"}},
+		{name: "a real form", body: bytes.NewBufferString(`prompt=a+fox`), ctype: "application/x-www-form-urlencoded", wantErr: job.ErrInvalid, wantText: "application/json"},
 		{name: "multipart fields and file", body: mp, ctype: mpType,
 			want: job.Job{Prompt: "make it snow", AspectRatio: "1:1", Images: []job.Image{{Data: pngHead, MIMEType: "application/octet-stream"}}}},
 		{name: "multipart job part and file", body: mpJob, ctype: mpJobType,
