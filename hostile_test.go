@@ -149,7 +149,7 @@ func TestHugeHTTPBody(t *testing.T) {
 	}
 	sent := body.n.Load()
 	t.Logf("the function read %.1f MiB of a 200 MiB body before answering %d", float64(sent)/(1<<20), resp.StatusCode)
-	if sent > 48<<20 {
+	if sent > 64<<20 { // the 32 MiB limit plus what is in flight in socket buffers
 		t.Errorf("the function read %d MiB of a 200 MB body; it should stop near the 32 MiB limit", sent>>20)
 	}
 	if stack.model.Calls() != calls {
