@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 
 	"google.golang.org/genai"
 
@@ -271,53 +270,12 @@ func (c *Client) batchResult(i int, key string, resp *genai.GenerateContentRespo
 		return br
 	}
 	res := &Result{Attempts: 1}
-	readAnswer(res, resp)
+	// The same reading as an online answer's, with the images in memory:
+	// batch answers arrive whole, in the batch's results.
+	fillResult(res, resp, &callState{mem: &memorySink{}})
 	res.CostUSD = c.Cost(res.Usage, true)
 	br.Result = res
 	return br
-}
-
-// readAnswer reads a batch answer into res. It is the batch lane's copy of
-// what Generate reads (fillResult, which streams images and is being
-// reworked): same fields, same outcome rules.
-func readAnswer(res *Result, resp *genai.GenerateContentResponse) {
-	res.ModelVersion, res.ResponseID = resp.ModelVersion, resp.ResponseID
-	var texts []string
-	for i, cand := range resp.Candidates {
-		if cand == nil {
-			continue
-		}
-		if i == 0 {
-			res.FinishReason, res.FinishMessage = string(cand.FinishReason), cand.FinishMessage
-			res.SafetyRatings = ratings(cand.SafetyRatings)
-		}
-		if cand.Content == nil {
-			continue
-		}
-		for _, p := range cand.Content.Parts {
-			switch {
-			case p == nil || p.Thought:
-			case p.InlineData != nil && len(p.InlineData.Data) > 0:
-				res.Images = append(res.Images, job.Image{Data: p.InlineData.Data, MIMEType: p.InlineData.MIMEType})
-			case p.Text != "":
-				texts = append(texts, p.Text)
-			}
-		}
-	}
-	res.Text = strings.Join(texts, "\n")
-	var block string
-	if pf := resp.PromptFeedback; pf != nil {
-		res.PromptFeedback = &job.PromptFeedback{BlockReason: string(pf.BlockReason), BlockReasonMessage: pf.BlockReasonMessage, SafetyRatings: ratings(pf.SafetyRatings)}
-		block = string(pf.BlockReason)
-	}
-	if u := resp.UsageMetadata; u != nil {
-		res.Usage = job.Usage{
-			PromptTokens: u.PromptTokenCount, CandidatesTokens: u.CandidatesTokenCount, TotalTokens: u.TotalTokenCount,
-			ThoughtsTokens: u.ThoughtsTokenCount, CachedTokens: u.CachedContentTokenCount,
-			PromptTokensByModality: byModality(u.PromptTokensDetails), CandidatesTokensByModality: byModality(u.CandidatesTokensDetails),
-		}
-	}
-	res.Outcome = OutcomeOf(res.FinishReason, block, len(res.Images))
 }
 
 func statusOf(code int) string {
