@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -69,16 +68,12 @@ type batchJob struct {
 // disconnects loses nothing; each job's Location polls its record.
 func (s *Service) submitBatch(w http.ResponseWriter, r *http.Request, b trigger.Batch, webhookID string) {
 	ctx := r.Context()
-	// A caller that disconnects cancels nothing from here on.
-	durable, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Limits.FunctionTimeout)
-	defer cancel()
-	if s.replay != nil {
-		// A signed request is taken once, as for a lone job.
-		if err := s.replay.Check(durable, webhookID); err != nil {
-			writeJobError(w, err)
-			return
-		}
+	durable, cancel, err := s.takeOnce(ctx, webhookID)
+	if err != nil {
+		writeJobError(w, err)
+		return
 	}
+	defer cancel()
 	trig := job.Trigger{Kind: job.HTTP, Source: "request/" + b.Source}
 	ans, err := s.takeBatch(durable, b, trig, time.Time{})
 	if err != nil {
@@ -86,8 +81,7 @@ func (s *Service) submitBatch(w http.ResponseWriter, r *http.Request, b trigger.
 		return
 	}
 	for i := range ans.Jobs {
-		loc := url.URL{Path: r.URL.Path, RawQuery: url.Values{"id": {ans.Jobs[i].JobID}}.Encode()}
-		ans.Jobs[i].Location = loc.String()
+		ans.Jobs[i].Location = location(r, ans.Jobs[i].JobID)
 	}
 	w.Header().Set("Retry-After", "60") // batches take minutes to hours
 	writeJSON(w, http.StatusAccepted, ans)

@@ -102,11 +102,7 @@ func (s *Service) OnMessage(ctx context.Context, e cloudevents.Event) error {
 			return s.ack(ctx, err)
 		}
 	}
-	if d.Batch != nil {
-		return s.ack(ctx, s.takeBatchDelivery(ctx, d))
-	}
-	_, err := s.process(ctx, d)
-	return s.ack(ctx, err)
+	return s.take(ctx, d)
 }
 
 // OnUpload handles one storage object finalized event.
@@ -115,10 +111,16 @@ func (s *Service) OnUpload(ctx context.Context, e cloudevents.Event) error {
 	if err != nil {
 		return s.ack(ctx, err)
 	}
+	return s.take(ctx, d)
+}
+
+// take runs a decoded event delivery: a batch goes to the batch lane, a job
+// through the pipeline.
+func (s *Service) take(ctx context.Context, d trigger.Delivery) error {
 	if d.Batch != nil {
 		return s.ack(ctx, s.takeBatchDelivery(ctx, d))
 	}
-	_, err = s.process(ctx, d)
+	_, err := s.process(ctx, d)
 	return s.ack(ctx, err)
 }
 

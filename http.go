@@ -69,17 +69,12 @@ func (s *Service) submit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// A caller that disconnects cancels nothing from here on.
-	durable, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Limits.FunctionTimeout)
-	defer cancel()
-	if s.replay != nil {
-		// A signed request is taken once: a replayed one is refused even
-		// when its signature is still fresh.
-		if err := s.replay.Check(durable, webhookID); err != nil {
-			writeJobError(w, err)
-			return
-		}
+	durable, cancel, err := s.takeOnce(ctx, webhookID)
+	if err != nil {
+		writeJobError(w, err)
+		return
 	}
+	defer cancel()
 	if err := s.store.StageInputs(durable, j.ID, &j); err != nil {
 		s.writeUnavailable(ctx, w, "staging the job's images", err)
 		return
@@ -225,10 +220,28 @@ func writeRecord(w http.ResponseWriter, rec job.Record) {
 }
 
 func writeAccepted(w http.ResponseWriter, r *http.Request, id string) {
-	loc := url.URL{Path: r.URL.Path, RawQuery: url.Values{"id": {id}}.Encode()}
-	w.Header().Set("Location", loc.String())
+	w.Header().Set("Location", location(r, id))
 	w.Header().Set("Retry-After", "1")
 	writeJSON(w, http.StatusAccepted, map[string]string{"jobId": id, "status": "running"})
+}
+
+// location is where a job's record is polled: this function with ?id=.
+func location(r *http.Request, id string) string {
+	return (&url.URL{Path: r.URL.Path, RawQuery: url.Values{"id": {id}}.Encode()}).String()
+}
+
+// takeOnce makes the rest of a request durable — a caller that disconnects
+// cancels nothing from it on — and refuses a replayed signed request: a
+// signed request is taken once, even while its signature is still fresh.
+func (s *Service) takeOnce(ctx context.Context, webhookID string) (context.Context, context.CancelFunc, error) {
+	durable, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Limits.FunctionTimeout)
+	if s.replay != nil {
+		if err := s.replay.Check(durable, webhookID); err != nil {
+			cancel()
+			return nil, nil, err
+		}
+	}
+	return durable, cancel, nil
 }
 
 // writeJobError answers a job that cannot be taken, with what was wrong.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -49,7 +48,7 @@ func (s *Service) stream(ctx context.Context, w http.ResponseWriter, r *http.Req
 		sent += n
 		return err == nil && rc.Flush() == nil
 	}
-	loc := (&url.URL{Path: r.URL.Path, RawQuery: url.Values{"id": {j.ID}}.Encode()}).String()
+	loc := location(r, j.ID)
 	if !emit("accepted", map[string]string{"jobId": j.ID, "location": loc}) {
 		return
 	}
