@@ -13,8 +13,8 @@ import (
 	"github.com/genimg/genimg/job"
 )
 
-// Completion event attributes beyond the CloudEvents core (contract
-// section 5): subscriptions filter on these.
+// Completion event attributes beyond the CloudEvents core (README, "The
+// completion event"): subscriptions filter on these.
 const (
 	attrOutcome = "ce-outcome"
 	attrTrigger = "ce-trigger"

@@ -12,8 +12,8 @@ import (
 // FuzzLoadConfig feeds operator-written values (buckets, prefix, topics,
 // durations, models, prices, rules) to LoadConfig. Invariants: it never
 // panics; an error names a variable on every line and never prints the
-// secrets; a configuration it accepts keeps the promises of contract
-// section 3 and 6 (no rule can see genimg's outputs, the completion topic
+// secrets; a configuration it accepts keeps genimg's promises about
+// uploads and configuration (no rule can see genimg's outputs, the completion topic
 // is not the requests topic, leases outlast the function, and so on).
 func FuzzLoadConfig(f *testing.F) {
 	f.Add("genimg-output", "images/", "genimg-input", "genimg-requests", "genimg-completions", "12h", "10m", "540s", "120s",

@@ -9,7 +9,7 @@ import (
 )
 
 // A Rule turns images uploaded under a prefix of an upload bucket into edit
-// jobs (contract section 3):
+// jobs (README, "Upload"):
 //
 //	{"bucket": "in", "prefix": "watercolor/", "prompt": "Turn this photo into a watercolor painting", "aspectRatio": "1:1"}
 //

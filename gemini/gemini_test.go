@@ -24,7 +24,7 @@ import (
 
 func TestMain(m *testing.M) {
 	// Nothing may leave this machine: the SDK's credential lookup must
-	// never reach a real metadata server (platform-facts, "Emulators").
+	// never reach a real metadata server.
 	os.Setenv("GCE_METADATA_HOST", "127.0.0.1:9")
 	os.Setenv("METADATA_SERVER_DETECTION", "none")
 	os.Exit(m.Run())

@@ -10,7 +10,7 @@ import (
 )
 
 // request turns a job into the SDK's contents and config. Field placement
-// follows platform-facts: aspectRatio in ImageConfig, systemInstruction,
+// follows the service as checked: aspectRatio in ImageConfig, systemInstruction,
 // safetySettings, cachedContent and labels at the request root (the SDK
 // moves them there).
 func (c *Client) request(j job.Job) ([]*genai.Content, *genai.GenerateContentConfig, error) {

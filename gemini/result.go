@@ -31,7 +31,7 @@ type Result struct {
 	Usage          job.Usage
 	ModelVersion   string
 	ResponseID     string
-	// Outcome is contract section 4's, from OutcomeOf. It is empty when
+	// Outcome is the job's outcome (README, "The job"), from OutcomeOf. It is empty when
 	// Generate returns an error.
 	Outcome job.Outcome
 	// Attempts is the HTTP calls made to the model for this Generate.
@@ -51,7 +51,7 @@ type Result struct {
 // finishOutcomes maps every genai.FinishReason constant of the SDK to an
 // outcome for an answer without an image. TestFinishReasonsComplete keeps it
 // complete against the SDK's source. Safety, prohibited content, blocklist,
-// SPII and recitation stops are "blocked" (contract section 4); everything
+// SPII and recitation stops are "blocked" (README, "The job"); everything
 // else that ends without an image is "no_image".
 var finishOutcomes = map[genai.FinishReason]job.Outcome{
 	genai.FinishReasonUnspecified:            job.NoImage,

@@ -41,7 +41,7 @@ type Capability struct {
 type Size struct{ Width, Height int }
 
 // flashImageRatios are gemini-2.5-flash-image's aspect ratios and output
-// sizes, as checked against the service (platform-facts).
+// sizes, as checked against the service.
 var flashImageRatios = map[string]Size{
 	"1:1": {1024, 1024}, "2:3": {832, 1248}, "3:2": {1248, 832}, "3:4": {864, 1184},
 	"4:3": {1184, 864}, "4:5": {896, 1152}, "5:4": {1152, 896}, "9:16": {768, 1344},

@@ -17,7 +17,7 @@ func TestCapabilityTable(t *testing.T) {
 	if !slices.Contains(models, job.DefaultModel) {
 		t.Errorf("DefaultModel %q is not in the capability table", job.DefaultModel)
 	}
-	// platform-facts: gemini-2.5-flash-image ratios and output sizes.
+	// gemini-2.5-flash-image ratios and output sizes.
 	wantSizes := map[string]job.Size{
 		"1:1": {Width: 1024, Height: 1024}, "2:3": {Width: 832, Height: 1248}, "3:2": {Width: 1248, Height: 832},
 		"3:4": {Width: 864, Height: 1184}, "4:3": {Width: 1184, Height: 864}, "4:5": {Width: 896, Height: 1152},

@@ -23,7 +23,7 @@ import (
 const DefaultModel = "gemini-2.5-flash-image"
 
 // A Job is one request for images: a prompt, optional input images to edit
-// or combine, and the generation settings. It is contract section 2.
+// or combine, and the generation settings. It is the README, "The job".
 type Job struct {
 	// ID is the caller's idempotency key, [A-Za-z0-9._-]{1,128}. The same id
 	// always means the same work.

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// Outcome is how a job ended (contract section 4).
+// Outcome is how a job ended (README, "The job").
 type Outcome string
 
 // The outcomes.

@@ -50,5 +50,5 @@ output "genimg_http" {
 
 output "genimg_pubsub" {
   description = "The same job through the requests topic with the genimg CLI (your own credentials)."
-  value       = "go run ./cmd/genimg generate \"a red fox\" --via pubsub --project ${var.project_id} --bucket ${google_storage_bucket.output.name}"
+  value       = "go run ./cmd/genimg generate \"a red fox\" --via pubsub --project ${var.project_id} --output-bucket ${google_storage_bucket.output.name}"
 }

@@ -1,4 +1,4 @@
-# Uploads: objects here become jobs (contract section 3).
+# Uploads: objects here become jobs (README, "Upload").
 resource "google_storage_bucket" "uploads" {
   name                        = local.upload_bucket
   location                    = var.region

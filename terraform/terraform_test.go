@@ -7,7 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// functionGoFixture registers the contract's entry points the way
+// functionGoFixture registers genimg's entry points the way
 // function.go does, so that the seeded-mistake table does not depend on the
 // state of the real file.
 const functionGoFixture = `package genimg
@@ -320,7 +320,7 @@ func TestRegistered(t *testing.T) {
 		src  string
 		want map[string]bool
 	}{
-		{"contract", functionGoFixture, map[string]bool{"Generate": true, "OnMessage": true, "OnUpload": true, "PollBatches": true}},
+		{"entry points", functionGoFixture, map[string]bool{"Generate": true, "OnMessage": true, "OnUpload": true, "PollBatches": true}},
 		{
 			"other packages' HTTP calls do not count",
 			"package genimg\nimport (\n\"net/http\"\n\"github.com/GoogleCloudPlatform/functions-framework-go/functions\"\n)\nfunc init() { functions.HTTP(\"Generate\", g); http.Handle(\"/x\", nil); other.HTTP(\"Nope\", g) }\n",

@@ -64,7 +64,7 @@ func bucketFromSource(source string) string {
 	return b
 }
 
-// FromObject decides what an uploaded object is (contract section 3), in
+// FromObject decides what an uploaded object is (README, "Upload"), in
 // order: a job file; an image with a prompt in its metadata; an image under
 // an upload rule's prefix. Anything else, and anything genimg wrote, is
 // ignored.

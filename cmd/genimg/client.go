@@ -32,7 +32,7 @@ import (
 	"github.com/genimg/genimg/job"
 )
 
-// The local stack's endpoints and names (contract section 7): what genimg
+// The local stack's endpoints and names (README, "The two commands"): what genimg
 // talks to when nothing else is configured.
 const (
 	localURL          = "http://127.0.0.1:8080/Generate"
@@ -190,7 +190,7 @@ type event struct {
 	Received   time.Time
 }
 
-// key identifies an event for deduplication (contract section 5).
+// key identifies an event for deduplication (README, "The completion event").
 func (e event) key() string { return e.Attributes["ce-source"] + " " + e.Attributes["ce-id"] }
 
 // A subscription is a temporary subscription to the completion topic,

@@ -33,7 +33,7 @@ func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer c.Close()
 
 	// Filters run in Pub/Sub on the extension attributes genimg sets for
-	// exactly this (contract section 5).
+	// exactly this (README, "The completion event").
 	var filters []string
 	if *outcome != "" {
 		filters = append(filters, fmt.Sprintf(`attributes.ce-outcome = %q`, *outcome))

@@ -139,7 +139,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	// Only retries that ran out on a transient cause may run again
-	// (contract section 4); anything else would pay for a known answer.
+	// (README, "The job"); anything else would pay for a known answer.
 	if rec.Outcome != job.Failed || rec.Error == nil || !rec.Error.Retryable {
 		why := string(rec.Outcome)
 		if rec.Error != nil {

@@ -435,7 +435,7 @@ func (h *Handler) quotaError(day bool, b Behavior) *APIError {
 	)
 }
 
-// Token accounting (platform-facts): text ≈ characters/4, 258 tokens per
+// Token accounting: text ≈ characters/4, 258 tokens per
 // input image, 1290 per output image.
 const (
 	tokensPerInputImage  = 258

@@ -129,7 +129,7 @@ func (h *Handler) serveResource(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// extend lays the features of issue 9 over a generateContent answer:
+// extend lays batch, caching and structured output over a generateContent answer:
 // JSON text for structured output, and cached tokens counted from the
 // cache's content.
 func (h *Handler) extend(resp *response, req *GenerateContentRequest, b Behavior) {

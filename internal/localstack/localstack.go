@@ -31,7 +31,7 @@ import (
 )
 
 // Options name every endpoint and resource of the stack. The zero value of
-// a port means a free port; Defaults are the contract's.
+// a port means a free port; Defaults are the documented ones.
 type Options struct {
 	Host                                   string
 	FunctionsPort, StoragePort, PubSubPort int
@@ -66,7 +66,7 @@ type Options struct {
 	ExternalFunctions string
 }
 
-// Defaults are the contract's local stack (section 7).
+// Defaults are the local stack's documented endpoints and names (README).
 func Defaults() Options {
 	return Options{
 		Host: "127.0.0.1", FunctionsPort: 8080, StoragePort: 4443, PubSubPort: 8085, ModelPort: 8090,
