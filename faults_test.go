@@ -362,6 +362,10 @@ func TestModelFaults(t *testing.T) {
 				if rec.Outcome != job.Failed || rec.Error == nil || !rec.Error.Retryable || rec.Error.Code != "unavailable" {
 					t.Errorf("record: outcome %s, error %+v; want a retryable failure", rec.Outcome, rec.Error)
 				}
+				// The record counts the calls the earlier deliveries made.
+				if rec.Attempts < 1 {
+					t.Errorf("record counts %d attempts; earlier deliveries made model calls", rec.Attempts)
+				}
 				if m.Calls() != calls {
 					t.Errorf("the stale delivery made %d model calls", m.Calls()-calls)
 				}

@@ -51,13 +51,6 @@ func (s *Service) process(ctx context.Context, d trigger.Delivery) (job.Record, 
 	if d.Err != nil {
 		return s.failUnclaimed(ctx, rec, d.Err)
 	}
-	if age := start.Sub(d.Time); !d.Time.IsZero() && age > s.cfg.Limits.MaxEventAge {
-		// Retryable: the work itself may be fine; an explicit resubmission
-		// runs it. Recording it now means the platform never drops it
-		// silently at 24 h.
-		return s.failUnclaimed(ctx, rec, fmt.Errorf("%w: the delivery is %s old, over the maximum event age %s (GENIMG_MAX_EVENT_AGE); resubmit the job to run it",
-			job.ErrTransient, age.Round(1e9), s.cfg.Limits.MaxEventAge))
-	}
 	if err := j.Validate(s.policy); err != nil {
 		return s.failUnclaimed(ctx, rec, err)
 	}
@@ -79,6 +72,13 @@ func (s *Service) process(ctx context.Context, d trigger.Delivery) (job.Record, 
 		return s.commit(ctx, claim, *claim.Draft)
 	}
 	rec.Attempts, rec.CostUSD = claim.PriorCalls, claim.PriorCost
+	if age := start.Sub(d.Time); !d.Time.IsZero() && age > s.cfg.Limits.MaxEventAge {
+		// Retryable: the work itself may be fine; an explicit resubmission
+		// runs it. Recording it now means the platform never drops it
+		// silently at 24 h, and the record counts what earlier attempts paid.
+		return s.commit(ctx, claim, failed(rec, fmt.Errorf("%w: the delivery is %s old, over the maximum event age %s (GENIMG_MAX_EVENT_AGE); resubmit the job to run it",
+			job.ErrTransient, age.Round(1e9), s.cfg.Limits.MaxEventAge), s.now()))
+	}
 
 	if err := s.store.Resolve(ctx, &j); err != nil {
 		if job.Retryable(err) {
@@ -181,7 +181,7 @@ func (s *Service) commit(ctx context.Context, c *storage.Claim, rec job.Record) 
 }
 
 // failUnclaimed records a job that failed before it could be claimed
-// (undecodable, invalid, too old). The record is create-only: a job that
+// (undecodable or invalid). The record is create-only: a job that
 // already has a record keeps it, and it is republished — unless that
 // record is of different work, which makes this a conflict.
 func (s *Service) failUnclaimed(ctx context.Context, rec job.Record, cause error) (job.Record, error) {
