@@ -127,3 +127,25 @@ func TestWebhookSignatures(t *testing.T) {
 		t.Errorf("signed GET: %d, want 200", got)
 	}
 }
+
+// A paused pipeline turns new HTTP jobs away at once: 429 with Retry-After,
+// nothing queued.
+func TestPausedRefusesHTTPJobs(t *testing.T) {
+	cfg, err := config.FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Spend.Paused = true
+	in := newInstance(t, cfg, "paused")
+	id := uniq(t)
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, stack.functions+"/"+in.path+"/Generate",
+		strings.NewReader(fmt.Sprintf(`{"id": %q, "prompt": "a fox"}`, id)))
+	req.Header.Set("Content-Type", "application/json")
+	resp, body := do(t, req)
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "paused") {
+		t.Fatalf("status %d, Retry-After %q: %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	if r, _ := getJob(t, "/Generate?id="+id); r.StatusCode != http.StatusNotFound {
+		t.Errorf("the refused job exists: GET answered %d", r.StatusCode)
+	}
+}

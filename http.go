@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"cloud.google.com/go/pubsub/v2"
 
 	"github.com/genimg/genimg/job"
+	"github.com/genimg/genimg/spend"
 	"github.com/genimg/genimg/storage"
 	"github.com/genimg/genimg/trigger"
 	"github.com/genimg/genimg/webhook"
@@ -69,6 +71,18 @@ func (s *Service) submit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// Paused, or the budget spent: say so now, rather than queue work that
+	// cannot run.
+	if err := s.spend.Check(ctx); err != nil {
+		var limit *spend.LimitError
+		if !errors.As(err, &limit) {
+			s.writeUnavailable(ctx, w, "reading the spend ledger", err)
+			return
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(limit.RetryAfter.Seconds()))))
+		writeError(w, http.StatusTooManyRequests, limit.Error())
+		return
+	}
 	durable, cancel, err := s.takeOnce(ctx, webhookID)
 	if err != nil {
 		writeJobError(w, err)

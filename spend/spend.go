@@ -360,6 +360,34 @@ func (g *Guard) Admit(ctx context.Context, estimateUSD float64) (release func(co
 	}, nil
 }
 
+// Check reports, without admitting anything, whether a call would be
+// refused now for the kill switch or a spent budget (not the rate, which
+// frees up within seconds): a *LimitError, or nil. Front doors use it to
+// turn new work away at once rather than queue what cannot run.
+func (g *Guard) Check(ctx context.Context) error {
+	if g.cfg.Paused {
+		return &LimitError{Reason: ReasonPaused, RetryAfter: pausedRetryAfter}
+	}
+	if err := g.fresh(ctx); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	if g.paused {
+		g.mu.Unlock()
+		return &LimitError{Reason: ReasonPaused, RetryAfter: pausedRetryAfter}
+	}
+	now := g.now().UTC()
+	lerr, first := g.overBudget(now, hourKey(now), dayKey(now), 0)
+	g.mu.Unlock()
+	if lerr == nil {
+		return nil
+	}
+	if first {
+		g.raise(ctx, now, lerr)
+	}
+	return lerr
+}
+
 // add changes this instance's spend in an hour. Callers hold mu.
 func (g *Guard) add(hour string, usd float64) {
 	if usd == 0 {

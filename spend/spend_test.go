@@ -272,6 +272,9 @@ func TestKillSwitch(t *testing.T) {
 		if le := limitOf(t, admit(i)); le.Reason != spend.ReasonPaused {
 			t.Errorf("guard %d while paused: %v, want paused", i, le)
 		}
+		if le := limitOf(t, guards[i].Check(ctx)); le.Reason != spend.ReasonPaused {
+			t.Errorf("guard %d Check while paused: %v, want paused", i, le)
+		}
 	}
 	if err := spend.Resume(ctx, srv.Client, bucket); err != nil {
 		t.Fatal(err)
@@ -281,9 +284,39 @@ func TestKillSwitch(t *testing.T) {
 	}
 	clk.Set(clk.Now().Add(spend.DefaultRefreshInterval))
 	for i := range guards {
+		if err := guards[i].Check(ctx); err != nil {
+			t.Errorf("guard %d Check after Resume: %v", i, err)
+		}
 		if err := admit(i); err != nil {
 			t.Errorf("guard %d after Resume: %v", i, err)
 		}
+	}
+}
+
+// TestCheckBudget: Check refuses once a budget is spent, without counting
+// anything itself.
+func TestCheckBudget(t *testing.T) {
+	srv := storagetest.NewServer(t, bucket)
+	ctx := t.Context()
+	clk := &clock{t: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
+	g := spend.New(srv.Client, bucket, config.Spend{HourlyUSD: 0.05}, spend.WithClock(clk.Now), spend.WithFlushInterval(0))
+	for range 3 {
+		if err := g.Check(ctx); err != nil {
+			t.Fatalf("Check with nothing spent: %v", err)
+		}
+	}
+	release, err := g.Admit(ctx, 0.04)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release(0.06) // the call cost more than its estimate: the budget is spent
+	le := limitOf(t, g.Check(ctx))
+	if le.Reason != spend.ReasonBudget || le.Window != spend.WindowHour || le.RetryAfter != time.Hour {
+		t.Errorf("Check over budget = %+v", le)
+	}
+	clk.Set(clk.Now().Add(time.Hour))
+	if err := g.Check(ctx); err != nil {
+		t.Errorf("Check in the next hour: %v", err)
 	}
 }
 
