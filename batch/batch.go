@@ -83,10 +83,13 @@ type Finisher interface {
 	Finish(ctx context.Context, f Finished) error
 }
 
-// Model is what the lane needs of the model client (*gemini.Client).
+// Model is what the lane needs of the model client (*gemini.Client). The
+// lane passes every call gemini.InCloudStorage with the chunk's directory,
+// gs://OUTPUT/batches/<chunk>/, where a Vertex AI batch keeps its input and
+// predictions (the Gemini API ignores it).
 type Model interface {
-	SubmitBatch(ctx context.Context, model, displayName string, jobs []job.Job, inlineLimit int) (gemini.Submitted, error)
-	GetBatch(ctx context.Context, name string) (gemini.BatchStatus, error)
+	SubmitBatch(ctx context.Context, model, displayName string, jobs []job.Job, inlineLimit int, opts ...gemini.BatchOption) (gemini.Submitted, error)
+	GetBatch(ctx context.Context, name string, opts ...gemini.BatchOption) (gemini.BatchStatus, error)
 }
 
 // Lane submits and polls batches. It is safe for concurrent use.
@@ -332,7 +335,7 @@ func (l *Lane) send(ctx context.Context, st *State) error {
 		}
 		jobs = append(jobs, j)
 	}
-	sub, err := l.model.SubmitBatch(ctx, st.Model, "genimg "+st.ID, jobs, l.cfg.InlineBytes)
+	sub, err := l.model.SubmitBatch(ctx, st.Model, "genimg "+st.ID, jobs, l.cfg.InlineBytes, l.inStorage(st.ID))
 	if err != nil {
 		return err
 	}
@@ -410,7 +413,7 @@ func (l *Lane) pollChunk(ctx context.Context, st *State, fin Finisher, rep *Poll
 		rep.Open++
 		return nil
 	}
-	bs, err := l.model.GetBatch(ctx, st.Name)
+	bs, err := l.model.GetBatch(ctx, st.Name, l.inStorage(st.ID))
 	if err != nil {
 		return err
 	}

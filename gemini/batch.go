@@ -78,14 +78,16 @@ type BatchResult struct {
 // inline while their total stays under inlineLimit bytes (0:
 // DefaultInlineLimit), else as a JSONL file uploaded with the Files API.
 // displayName names the batch (genimg uses its chunk id).
-func (c *Client) SubmitBatch(ctx context.Context, model, displayName string, jobs []job.Job, inlineLimit int) (Submitted, error) {
-	if c.backend != job.GeminiAPI {
-		// Vertex AI batches read JSONL from Cloud Storage and write
-		// predictions there; genimg does not build that lane yet.
-		return Submitted{}, fmt.Errorf("%w: gemini: the batch lane runs on the Gemini API only, not on %s", job.ErrPermanent, c.backend)
-	}
+//
+// On Vertex AI the requests always go as JSONL through Cloud Storage
+// (InCloudStorage, required there; batch_vertex.go): inlineLimit is unused
+// and Submitted.InputFile is the input's gs:// URI.
+func (c *Client) SubmitBatch(ctx context.Context, model, displayName string, jobs []job.Job, inlineLimit int, opts ...BatchOption) (Submitted, error) {
 	if len(jobs) == 0 {
 		return Submitted{}, fmt.Errorf("%w: gemini: an empty batch", job.ErrInvalid)
+	}
+	if c.backend == job.VertexAI {
+		return c.submitVertex(ctx, model, displayName, jobs, batchOpts(opts))
 	}
 	if inlineLimit <= 0 {
 		inlineLimit = DefaultInlineLimit
@@ -93,13 +95,8 @@ func (c *Client) SubmitBatch(ctx context.Context, model, displayName string, job
 	inlined := make([]*genai.InlinedRequest, 0, len(jobs))
 	var lines bytes.Buffer
 	for i, j := range jobs {
-		switch {
-		case j.ID == "":
-			return Submitted{}, fmt.Errorf("%w: gemini: batch job %d has no id to key its answer by", job.ErrInvalid, i)
-		case j.Model != model:
-			return Submitted{}, fmt.Errorf("%w: gemini: batch job %s runs on %s, not the batch's %s", job.ErrInvalid, j.ID, j.Model, model)
-		case j.Context != nil:
-			return Submitted{}, fmt.Errorf("%w: gemini: batch job %s: resolve its context to a cache first", job.ErrInvalid, j.ID)
+		if err := checkBatchJob(i, j, model); err != nil {
+			return Submitted{}, err
 		}
 		contents, cfg, err := c.request(j)
 		if err != nil {
@@ -177,8 +174,10 @@ func restRequest(contents []*genai.Content, cfg *genai.GenerateContentConfig) ma
 }
 
 // GetBatch reads a batch's state and, when it succeeded, its answers:
-// inline, or downloaded from its responses file.
-func (c *Client) GetBatch(ctx context.Context, name string) (BatchStatus, error) {
+// inline, or downloaded from its responses file; on Vertex AI, read from
+// its predictions in Cloud Storage (InCloudStorage, the same as at
+// submission).
+func (c *Client) GetBatch(ctx context.Context, name string, opts ...BatchOption) (BatchStatus, error) {
 	callCtx := ctx
 	if c.cfg.CallTimeout > 0 {
 		var cancel context.CancelFunc
@@ -196,6 +195,19 @@ func (c *Client) GetBatch(ctx context.Context, name string) (BatchStatus, error)
 	}
 	if bj.Error != nil {
 		st.Error = bj.Error.Message
+	}
+	if c.backend == job.VertexAI {
+		// A Vertex AI batch that ended partly done still wrote the
+		// predictions it has.
+		if !st.Done {
+			return st, nil
+		}
+		results, err := c.vertexResults(callCtx, bj, batchOpts(opts))
+		if err != nil {
+			return st, err
+		}
+		st.Results = results
+		return st, nil
 	}
 	if !st.Done || bj.Dest == nil {
 		return st, nil

@@ -52,7 +52,11 @@
 // or forced with SetBatchState), files (the resumable upload under
 // /upload/v1beta/files, GET files/{id} and :download) and context caches
 // (POST, GET, DELETE cachedContents; expiry by TTL on the SetClock clock;
-// generateContent naming an expired cache answers 403) — see resources.go.
+// generateContent naming an expired cache answers 403) — see resources.go —
+// and Vertex AI batch prediction jobs (POST, GET and :cancel
+// projects/{p}/locations/{l}/batchPredictionJobs; JSONL input read and
+// predictions written through Options.ReadGCS and WriteGCS) — see
+// batch_vertex.go.
 //
 // Go tests can script the next answers instead with Server.Enqueue, and read
 // what was sent with Server.Requests.
@@ -106,6 +110,12 @@ type Options struct {
 	// CacheImages is how many encoded PNGs to keep (default 16, about
 	// 30 MB); negative disables the cache.
 	CacheImages int
+	// ReadGCS and WriteGCS reach Cloud Storage for Vertex AI batch
+	// prediction jobs (batch_vertex.go): their JSONL input is read, and
+	// their predictions written, through them. Tests wire them to
+	// fake-gcs-server; without them a Vertex AI batch fails.
+	ReadGCS  func(uri string) ([]byte, error)
+	WriteGCS func(uri string, data []byte) error
 }
 
 // A Request is one request the stand-in received.

@@ -28,6 +28,8 @@ type resources struct {
 	caches  map[string]*cache
 	deleted map[string]bool // deleted caches' names
 	creates int             // caches created
+	vertex  map[string]*vertexBatch
+	vorder  []string // Vertex AI batch names in creation order
 }
 
 // init makes the maps; callers hold mu.
@@ -35,6 +37,7 @@ func (r *resources) init() {
 	if r.batches == nil {
 		r.batches, r.files, r.uploads, r.caches = map[string]*batch{}, map[string]*file{}, map[string]*file{}, map[string]*cache{}
 		r.deleted = map[string]bool{}
+		r.vertex = map[string]*vertexBatch{}
 	}
 	if r.now == nil {
 		r.now = time.Now
@@ -70,6 +73,10 @@ var (
 // whether it wrote the answer.
 func (h *Handler) serveResource(w http.ResponseWriter, r *http.Request) bool {
 	p := r.URL.Path
+	if vertexBatchPath.MatchString(p) { // batch_vertex.go
+		h.serveVertexBatch(w, r)
+		return true
+	}
 	var m []string
 	switch {
 	case geminiPath.MatchString(p):
@@ -174,6 +181,12 @@ func writeJSON(w http.ResponseWriter, v any) {
 // without latency, hanging or scripted failures: an answer, or the error a
 // lone call would have got.
 func (h *Handler) generateOne(model string, raw json.RawMessage) (*response, Behavior, *APIError) {
+	return h.generateOneOn(Request{Backend: job.GeminiAPI}, model, raw)
+}
+
+// generateOneOn is generateOne on the backend (and Vertex AI project and
+// location) of at.
+func (h *Handler) generateOneOn(at Request, model string, raw json.RawMessage) (*response, Behavior, *APIError) {
 	// A batch request may name its model; generateContent's body may not.
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &fields); err != nil {
@@ -190,11 +203,11 @@ func (h *Handler) generateOne(model string, raw json.RawMessage) (*response, Beh
 	if apiErr != nil {
 		return nil, Behavior{}, apiErr
 	}
-	req := Request{Backend: job.GeminiAPI, Model: model, Body: body, Decoded: decoded}
+	req := Request{Backend: at.Backend, Project: at.Project, Location: at.Location, Model: model, Body: body, Decoded: decoded}
 	if apiErr := h.checkModel(req); apiErr != nil {
 		return nil, Behavior{}, apiErr
 	}
-	v, apiErr := validate(decoded, job.GeminiAPI, model)
+	v, apiErr := validate(decoded, at.Backend, model)
 	if apiErr != nil {
 		return nil, Behavior{}, apiErr
 	}
