@@ -63,6 +63,8 @@ type callState struct {
 	// finishMessages are the candidates' finishMessage, which the SDK drops
 	// on the Gemini API backend.
 	finishMessages []string
+	// inline are the inputs spliced into the request body (request.go).
+	inline []inlineInput
 }
 
 // answerTransport runs the first pass over every successful answer to a
@@ -71,8 +73,15 @@ type callState struct {
 type answerTransport struct{ base http.RoundTripper }
 
 func (t answerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.base.RoundTrip(req)
 	st, _ := req.Context().Value(callKey{}).(*callState)
+	if st != nil && len(st.inline) > 0 && req.Body != nil {
+		spliced, err := spliceRequest(req, st.inline)
+		if err != nil {
+			return nil, err
+		}
+		req = spliced
+	}
+	resp, err := t.base.RoundTrip(req)
 	if err != nil || st == nil || resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return resp, err
 	}

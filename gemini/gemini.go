@@ -174,11 +174,13 @@ func (c *Client) generate(ctx context.Context, j job.Job, sink ImageSink) (*Resu
 	if err != nil {
 		return res, err
 	}
+	inline := spliceInline(contents)
 	start := c.now()
 	budget := c.cfg.RetryBudget
 	maxAttempts := max(c.cfg.MaxAttempts, 1)
 	for {
 		st := newCallState(sink)
+		st.inline = inline
 		resp, err := c.call(st.context(ctx), j.Model, contents, gcfg, res)
 		if err == nil {
 			err = fillResult(res, resp, st)

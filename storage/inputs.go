@@ -12,6 +12,7 @@ import (
 	"image"
 	_ "image/jpeg" // DecodeConfig for the accepted input types
 	_ "image/png"
+	"io"
 	"regexp"
 	"slices"
 	"strings"
@@ -208,24 +209,16 @@ func readRange(ctx context.Context, obj *gcs.ObjectHandle, off, n int64) ([]byte
 		return nil, err
 	}
 	defer r.Close()
-	buf := bytes.NewBuffer(make([]byte, 0, n))
-	// Never more than asked for, whatever the server sends.
-	if _, err := buf.ReadFrom(limitReader{r, n}); err != nil {
+	// Never more than asked for, whatever the server sends, and one
+	// allocation of exactly that (bytes.Buffer.ReadFrom would double a full
+	// buffer to look for the end: ≈ 2 MB more per 1 MiB input). A shorter
+	// object (a tail range past its start) yields what there is.
+	buf := make([]byte, n)
+	k, err := io.ReadFull(r, buf)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 		return nil, err
 	}
-	return buf.Bytes(), nil
-}
-
-type limitReader struct {
-	r interface{ Read([]byte) (int, error) }
-	n int64
-}
-
-func (l limitReader) Read(p []byte) (int, error) {
-	if int64(len(p)) > l.n {
-		p = p[:l.n]
-	}
-	return l.r.Read(p)
+	return buf[:k], nil
 }
 
 func (s *Store) checkInline(i int, img *job.Image, capab job.Capability) (Input, error) {
