@@ -1,5 +1,7 @@
 // Package batch is genimg's batch lane: jobs submitted together to the
-// Gemini Batch API at the batch price, and split back into the online
+// Gemini Batch API (or, on Vertex AI, as a batch prediction job reading and
+// writing JSONL under gs://OUTPUT/batches/<chunk>/) at the batch price, and
+// split back into the online
 // lane's per-job images, records and completion events when the batch is
 // done.
 //
