@@ -49,18 +49,20 @@ func TestInlineInputsSpliced(t *testing.T) {
 	a := testPNG(t, 300, 200, true)
 	b := testPNG(t, 31, 17, true)
 	tests := []struct {
-		name   string
-		inputs [][]byte
+		name    string
+		backend job.Backend
+		inputs  [][]byte
 	}{
-		{"one large", [][]byte{a}},
-		{"two", [][]byte{b, a}},
-		{"same twice", [][]byte{b, b}},
+		{"one large", job.GeminiAPI, [][]byte{a}},
+		{"two", job.GeminiAPI, [][]byte{b, a}},
+		{"same twice", job.GeminiAPI, [][]byte{b, b}},
+		{"vertex two", job.VertexAI, [][]byte{a, b}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := geminitest.NewServer()
 			t.Cleanup(srv.Close)
-			c, _ := newClient(t, srv, job.GeminiAPI, nil)
+			c, _ := newClient(t, srv, tt.backend, nil)
 			j := job.Job{Model: job.DefaultModel, Prompt: "edit \"" + base64.StdEncoding.EncodeToString([]byte("\x00genimg-inline-input:")) + "\""}
 			for _, in := range tt.inputs {
 				j.Images = append(j.Images, job.Image{Data: in, MIMEType: "image/png"})
