@@ -110,7 +110,11 @@ func (s *Service) process(ctx context.Context, d trigger.Delivery) (job.Record, 
 		release(0)
 		return job.Record{}, err
 	}
-	res, err := s.generate(ctx, j, outputs)
+	// On the job's shared context cache when it names one; a JSON answer
+	// checked against the job's schema.
+	res, err := s.contexts.GenerateWith(ctx, j, func(ctx context.Context, run job.Job) (*gemini.Result, error) {
+		return s.model.GenerateTo(ctx, run, outputs)
+	})
 	release(res.CostUSD)
 	rec.Attempts += res.Attempts
 	rec.CostUSD += res.CostUSD
@@ -130,41 +134,6 @@ func (s *Service) process(ctx context.Context, d trigger.Delivery) (job.Record, 
 		return job.Record{}, err
 	}
 	return s.commit(ctx, claim, rec)
-}
-
-// generate makes the job's model call, its images streamed to outputs: on
-// its shared context's cache when it names one (created, or recreated once
-// if the service says it expired), and with a JSON answer checked against
-// the job's schema. The Result is never nil; it sums every call made.
-func (s *Service) generate(ctx context.Context, j job.Job, outputs gemini.ImageSink) (*gemini.Result, error) {
-	run := j
-	cache, err := s.contexts.Resolve(ctx, &run, "")
-	if err != nil {
-		return &gemini.Result{}, err
-	}
-	res, err := s.model.GenerateTo(ctx, run, outputs)
-	if res == nil {
-		res = &gemini.Result{}
-	}
-	if err != nil && cache.Name != "" && gemini.CacheExpired(err) {
-		slog.InfoContext(ctx, "context cache expired; recreating", "context", j.Context.Name)
-		run = j
-		if _, err := s.contexts.Resolve(ctx, &run, cache.Name); err != nil {
-			return res, err
-		}
-		again, err2 := s.model.GenerateTo(ctx, run, outputs)
-		if again == nil {
-			again = &gemini.Result{}
-		}
-		again.Attempts += res.Attempts
-		again.ModelTime += res.ModelTime
-		again.CostUSD += res.CostUSD
-		res, err = again, err2
-	}
-	if err == nil {
-		gemini.Structure(j, res)
-	}
-	return res, err
 }
 
 // commit stores the record (or finds the one that won) and publishes it.

@@ -74,26 +74,30 @@ func NewContexts(c *Client, store CacheStore, resolve Resolver) *Contexts {
 // SetClock replaces time.Now for expiry decisions (tests).
 func (x *Contexts) SetClock(now func() time.Time) { x.now = now }
 
-// Generate is the pipeline's model call for any job: a job naming a shared
-// context runs on its cache (created or recreated as needed, its cached
-// tokens counted in the usage and priced at the cached rate), and a job
-// asking for JSON gets its answer checked (Structure). The Result sums the
+// Generate is the model call for any job: a job naming a shared context
+// runs on its cache (created or recreated as needed, its cached tokens
+// counted in the usage and priced at the cached rate), and a job asking
+// for JSON gets its answer checked (Structure). The Result sums the
 // attempts, time and cost of every call made, as Client.Generate's does.
 func (x *Contexts) Generate(ctx context.Context, j job.Job) (*Result, error) {
-	if j.Context == nil {
-		res, err := x.client.Generate(ctx, j)
-		if err == nil {
-			Structure(j, res)
-		}
-		return res, err
-	}
+	return x.GenerateWith(ctx, j, x.client.Generate)
+}
+
+// GenerateWith is Generate with the call itself given, e.g. Client.GenerateTo
+// with the job's image sink. call runs on the job with its shared context
+// replaced by the cache's name; if the service says the cache is gone, the
+// cache is recreated and call runs once more. The Result is never nil.
+func (x *Contexts) GenerateWith(ctx context.Context, j job.Job, call func(context.Context, job.Job) (*Result, error)) (*Result, error) {
 	run := j
 	entry, err := x.Resolve(ctx, &run, "")
 	if err != nil {
 		return &Result{}, err
 	}
-	res, err := x.client.Generate(ctx, run)
-	if err != nil && CacheExpired(err) {
+	res, err := call(ctx, run)
+	if res == nil {
+		res = &Result{}
+	}
+	if err != nil && entry.Name != "" && CacheExpired(err) {
 		// The cache expired (or was deleted) under us: recreate it and try
 		// once more; a second miss is the job's error.
 		slog.InfoContext(ctx, "context cache expired; recreating", "context", j.Context.Name, "cache", entry.Name)
@@ -101,9 +105,13 @@ func (x *Contexts) Generate(ctx context.Context, j job.Job) (*Result, error) {
 		if _, rerr := x.Resolve(ctx, &run, entry.Name); rerr != nil {
 			return res, rerr
 		}
-		again, err2 := x.client.Generate(ctx, run)
+		again, err2 := call(ctx, run)
+		if again == nil {
+			again = &Result{}
+		}
 		again.Attempts += res.Attempts
 		again.ModelTime += res.ModelTime
+		again.CostUSD += res.CostUSD
 		res, err = again, err2
 	}
 	if err == nil {
