@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -336,4 +338,48 @@ func newTestClients(t *testing.T) *clients {
 	}
 	t.Cleanup(c.Close)
 	return c
+}
+
+func TestBackfill(t *testing.T) {
+	dir := t.TempDir()
+	put := func(name, ctype string, data []byte) {
+		w := stack.Storage.Bucket(stack.InputBucket).Object(name).NewWriter(t.Context())
+		w.ContentType = ctype
+		w.Write(data)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	png, err := os.ReadFile(testPNG(t, dir, 16, 16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := "backfill-" + strings.ReplaceAll(t.Name(), "/", "-") + "/"
+	for i := range 3 {
+		put(fmt.Sprintf("%sphoto-%d.png", prefix, i), "image/png", png)
+	}
+	put(prefix+"notes.txt", "text/plain", []byte("not an image"))
+
+	rules := fmt.Sprintf(`[{"bucket": %q, "prefix": %q, "prompt": "restore"}]`, stack.InputBucket, prefix)
+	stdout, _, err := genimg(t, "backfill", "--rules", rules, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Objects int
+		CostUSD float64
+		Rules   []struct{ Objects, Skipped int }
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("%v: %s", err, stdout)
+	}
+	// One job: 1290 image tokens at $30/M, one input image (258 tokens)
+	// and "restore" (2 tokens) at $0.30/M.
+	perJob := 1290*30e-6 + 258*0.3e-6 + 2*0.3e-6
+	if rep.Objects != 3 || len(rep.Rules) != 1 || rep.Rules[0].Skipped != 1 || math.Abs(rep.CostUSD-3*perJob) > 1e-9 {
+		t.Errorf("report %+v, want 3 images, 1 skipped, $%.7f", rep, 3*perJob)
+	}
+	if _, _, err := genimg(t, "backfill", "--rules", `[{"bucket": "x", "prefix": "nope"}]`); err == nil {
+		t.Error("a rule without a prompt or a prefix ending in / was accepted")
+	}
 }

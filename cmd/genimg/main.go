@@ -12,6 +12,7 @@
 //	go run ./cmd/genimg get JOB [--from storage]
 //	go run ./cmd/genimg replay JOB [--job job.json]
 //	go run ./cmd/genimg load --local -n 200 -c 200 --latency 2s --via pubsub
+//	go run ./cmd/genimg backfill --rules rules.json
 //
 // Every subcommand takes --url (the Generate function), --project,
 // --input-bucket, --output-bucket, --requests-topic and --completion-topic;
@@ -73,6 +74,7 @@ Usage:
   genimg get JOB [--from http|storage] [--out DIR] [--json]
   genimg replay JOB [--job FILE] [--via pubsub|http] [--out DIR]
   genimg load -n N -c C --via http|pubsub|upload [--local] [--latency 2s] [--error-rate 0.05]
+  genimg backfill --rules RULES [--json]     (what running upload rules over existing objects would cost)
 
 Run "genimg COMMAND -h" for a command's flags. Against Google Cloud, an
 IAM-protected function needs --token (or GENIMG_ID_TOKEN) or --impersonate SA:
@@ -91,6 +93,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"get":      runGet,
 		"replay":   runReplay,
 		"load":     runLoad,
+		"backfill": runBackfill,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
