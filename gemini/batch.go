@@ -111,12 +111,8 @@ func (c *Client) SubmitBatch(ctx context.Context, model, displayName string, job
 		lines.WriteByte('\n')
 	}
 
-	callCtx := ctx
-	if c.cfg.CallTimeout > 0 {
-		var cancel context.CancelFunc
-		callCtx, cancel = context.WithTimeout(ctx, c.cfg.CallTimeout)
-		defer cancel()
-	}
+	callCtx, cancel := c.callDeadline(ctx)
+	defer cancel()
 	sub := Submitted{Bytes: lines.Len()}
 	src := &genai.BatchJobSource{InlinedRequests: inlined}
 	if lines.Len() >= inlineLimit {
@@ -178,12 +174,8 @@ func restRequest(contents []*genai.Content, cfg *genai.GenerateContentConfig) ma
 // its predictions in Cloud Storage (InCloudStorage, the same as at
 // submission).
 func (c *Client) GetBatch(ctx context.Context, name string, opts ...BatchOption) (BatchStatus, error) {
-	callCtx := ctx
-	if c.cfg.CallTimeout > 0 {
-		var cancel context.CancelFunc
-		callCtx, cancel = context.WithTimeout(ctx, c.cfg.CallTimeout)
-		defer cancel()
-	}
+	callCtx, cancel := c.callDeadline(ctx)
+	defer cancel()
 	bj, err := c.genai.Batches.Get(callCtx, name, nil)
 	if err != nil {
 		return BatchStatus{}, fmt.Errorf("reading batch %s: %w", name, classify(err, c.key))

@@ -102,12 +102,8 @@ func (c *Client) submitVertex(ctx context.Context, model, displayName string, jo
 		lines.Write(line)
 		lines.WriteByte('\n')
 	}
-	callCtx := ctx
-	if c.cfg.CallTimeout > 0 {
-		var cancel context.CancelFunc
-		callCtx, cancel = context.WithTimeout(ctx, c.cfg.CallTimeout)
-		defer cancel()
-	}
+	callCtx, cancel := c.callDeadline(ctx)
+	defer cancel()
 	input := o.dir + "/input.jsonl"
 	// Written before the job is created: an overwrite by a retried
 	// submission writes the same bytes.

@@ -218,12 +218,8 @@ func (x *Contexts) create(ctx context.Context, j job.Job, fp string) (CacheEntry
 		}
 		cfg.Contents = []*genai.Content{{Role: genai.RoleUser, Parts: contents[0].Parts[1:]}}
 	}
-	callCtx := ctx
-	if c.cfg.CallTimeout > 0 {
-		var cancel context.CancelFunc
-		callCtx, cancel = context.WithTimeout(ctx, c.cfg.CallTimeout)
-		defer cancel()
-	}
+	callCtx, cancel := c.callDeadline(ctx)
+	defer cancel()
 	cc, err := c.genai.Caches.Create(callCtx, j.Model, cfg)
 	if err != nil {
 		return CacheEntry{}, fmt.Errorf("context %s: creating its cache: %w", sc.Name, classify(err, c.key))

@@ -234,12 +234,8 @@ func (c *Client) call(ctx context.Context, model string, contents []*genai.Conte
 		return nil, ctx.Err()
 	}
 	defer func() { <-c.sem }()
-	callCtx := ctx
-	if c.cfg.CallTimeout > 0 {
-		var cancel context.CancelFunc
-		callCtx, cancel = context.WithTimeout(ctx, c.cfg.CallTimeout)
-		defer cancel()
-	}
+	callCtx, cancel := c.callDeadline(ctx)
+	defer cancel()
 	t0 := c.now()
 	res.Attempts++
 	resp, err := c.genai.Models.GenerateContent(callCtx, model, contents, gcfg)
@@ -268,6 +264,15 @@ func logFailedCall(ctx context.Context, err, classified error) {
 	}
 	slog.WarnContext(ctx, "model call failed", "status", status,
 		"retryable", errors.Is(classified, job.ErrTransient), "perDayQuota", PerDayQuota(classified), "error", classified)
+}
+
+// callDeadline bounds one call to the service by GENIMG_MODEL_TIMEOUT,
+// shorter than the function's own deadline: the SDK sets none.
+func (c *Client) callDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	if c.cfg.CallTimeout <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, c.cfg.CallTimeout)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

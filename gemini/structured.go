@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -167,7 +168,7 @@ func conforms(at string, v any, s any) error {
 			}
 		}
 		props, _ := node["properties"].(map[string]any)
-		for _, k := range sortedKeys(props) {
+		for _, k := range slices.Sorted(maps.Keys(props)) {
 			if pv, has := val[k]; has {
 				if err := conforms(at+"."+k, pv, props[k]); err != nil {
 					return err
@@ -210,13 +211,4 @@ func kind(v any) string {
 	default:
 		return "NULL"
 	}
-}
-
-func sortedKeys(m map[string]any) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -188,7 +189,7 @@ func checkSchemaNode(at string, v any, depth int) error {
 		if props, ok = p.(map[string]any); !ok {
 			return fmt.Errorf("%sproperties: expected an object of schemas", where())
 		}
-		for _, name := range sortedKeys(props) {
+		for _, name := range slices.Sorted(maps.Keys(props)) {
 			if err := checkSchemaNode(at+"properties."+name, props[name], depth+1); err != nil {
 				return err
 			}
@@ -212,15 +213,6 @@ func checkSchemaNode(at string, v any, depth int) error {
 		}
 	}
 	return nil
-}
-
-func sortedKeys(m map[string]any) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
 }
 
 func jsonKind(v any) string {
