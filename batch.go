@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/genimg/genimg/batch"
+	"github.com/genimg/genimg/internal/batch"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/storage"
 	"github.com/genimg/genimg/trigger"

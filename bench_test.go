@@ -20,8 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/genimg/genimg/config"
 	"github.com/genimg/genimg/gemini/geminitest"
+	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/trigger"
 )

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/internal/config"
+	"github.com/genimg/genimg/internal/webhook"
 	"github.com/genimg/genimg/job"
-	"github.com/genimg/genimg/webhook"
 )
 
 // Structured output: the answer's JSON lands in the record when it

@@ -21,9 +21,9 @@ import (
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 
-	"github.com/genimg/genimg/config"
 	"github.com/genimg/genimg/gemini"
 	"github.com/genimg/genimg/gemini/geminitest"
+	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/storage"
 	"github.com/genimg/genimg/storage/storagetest"

@@ -16,11 +16,11 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 
+	"github.com/genimg/genimg/internal/spend"
+	"github.com/genimg/genimg/internal/webhook"
 	"github.com/genimg/genimg/job"
-	"github.com/genimg/genimg/spend"
 	"github.com/genimg/genimg/storage"
 	"github.com/genimg/genimg/trigger"
-	"github.com/genimg/genimg/webhook"
 )
 
 // Generate handles the webhook: POST a job, GET ?id= a job's record.

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/genimg/genimg/gemini"
+	"github.com/genimg/genimg/internal/spend"
 	"github.com/genimg/genimg/job"
-	"github.com/genimg/genimg/spend"
 	"github.com/genimg/genimg/storage"
 	"github.com/genimg/genimg/trigger"
 )

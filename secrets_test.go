@@ -22,10 +22,10 @@ import (
 	gcs "cloud.google.com/go/storage"
 	"google.golang.org/api/iterator"
 
-	"github.com/genimg/genimg/config"
-	"github.com/genimg/genimg/delivery"
+	"github.com/genimg/genimg/internal/config"
+	"github.com/genimg/genimg/internal/delivery"
+	"github.com/genimg/genimg/internal/webhook"
 	"github.com/genimg/genimg/job"
-	"github.com/genimg/genimg/webhook"
 )
 
 // syncBuffer is a bytes.Buffer safe for concurrent writers.

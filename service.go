@@ -11,13 +11,13 @@ import (
 	gcs "cloud.google.com/go/storage"
 	"google.golang.org/api/option"
 
-	"github.com/genimg/genimg/batch"
-	"github.com/genimg/genimg/config"
 	"github.com/genimg/genimg/gemini"
+	"github.com/genimg/genimg/internal/batch"
+	"github.com/genimg/genimg/internal/config"
+	"github.com/genimg/genimg/internal/spend"
+	"github.com/genimg/genimg/internal/webhook"
 	"github.com/genimg/genimg/job"
-	"github.com/genimg/genimg/spend"
 	"github.com/genimg/genimg/storage"
-	"github.com/genimg/genimg/webhook"
 )
 
 // A Service is one instance of genimg: its configuration and the clients it

@@ -8,8 +8,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/genimg/genimg/config"
 	"github.com/genimg/genimg/gemini/geminitest"
+	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
 )
 

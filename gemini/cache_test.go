@@ -9,9 +9,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/genimg/genimg/config"
 	"github.com/genimg/genimg/gemini"
 	"github.com/genimg/genimg/gemini/geminitest"
+	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/storage/storagetest"
 )

@@ -1,7 +1,7 @@
 package gemini
 
 import (
-	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
 )
 

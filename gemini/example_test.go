@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/genimg/genimg/config"
 	"github.com/genimg/genimg/gemini"
 	"github.com/genimg/genimg/gemini/geminitest"
+	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
 )
 

@@ -24,7 +24,7 @@ import (
 
 	"google.golang.org/genai"
 
-	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
 )
 

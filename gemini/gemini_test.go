@@ -17,8 +17,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/genai"
 
-	"github.com/genimg/genimg/config"
 	"github.com/genimg/genimg/gemini/geminitest"
+	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
 )
 

@@ -9,7 +9,7 @@ import (
 	"cloud.google.com/go/storage"
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 
-	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
 	gstorage "github.com/genimg/genimg/storage"
 	"github.com/genimg/genimg/storage/storagetest"

@@ -19,7 +19,7 @@ import (
 
 	gcs "cloud.google.com/go/storage"
 
-	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/storage/storagetest"
 )

@@ -35,7 +35,7 @@ import (
 	gcs "cloud.google.com/go/storage"
 	"google.golang.org/api/googleapi"
 
-	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
 )
 

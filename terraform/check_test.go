@@ -21,7 +21,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/internal/config"
 )
 
 // tree is the deployment as files: the .tf (and .hcl) files of this

@@ -7,7 +7,7 @@ package trigger
 import (
 	"time"
 
-	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
 )
 

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/trigger"
 )
 

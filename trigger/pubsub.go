@@ -8,7 +8,7 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
-	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
 )
 

@@ -9,9 +9,9 @@ import (
 	"os"
 	"strings"
 
-	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/internal/config"
+	"github.com/genimg/genimg/internal/spend"
 	"github.com/genimg/genimg/job"
-	"github.com/genimg/genimg/spend"
 )
 
 // runBackfill prices running upload rules over what is already in their

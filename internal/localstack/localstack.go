@@ -26,8 +26,8 @@ import (
 	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 
-	"github.com/genimg/genimg/delivery"
 	"github.com/genimg/genimg/gemini/geminitest"
+	"github.com/genimg/genimg/internal/delivery"
 )
 
 // Options name every endpoint and resource of the stack. The zero value of

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/genimg/genimg/webhook"
+	"github.com/genimg/genimg/internal/webhook"
 )
 
 // FuzzVerify: whatever the headers and body, Verify never panics, refuses

@@ -7,8 +7,8 @@ import (
 
 	gcs "cloud.google.com/go/storage"
 
-	"github.com/genimg/genimg/config"
-	"github.com/genimg/genimg/spend"
+	"github.com/genimg/genimg/internal/config"
+	"github.com/genimg/genimg/internal/spend"
 )
 
 // The pipeline asks the guard before each model call and tells it what

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/internal/config"
 )
 
 const (

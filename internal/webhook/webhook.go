@@ -30,7 +30,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/internal/config"
 )
 
 // Header names of the Standard Webhooks specification.

@@ -16,9 +16,9 @@ import (
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/internal/config"
+	"github.com/genimg/genimg/internal/spend"
 	"github.com/genimg/genimg/job"
-	"github.com/genimg/genimg/spend"
 	"github.com/genimg/genimg/storage/storagetest"
 )
 

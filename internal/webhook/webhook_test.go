@@ -10,8 +10,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/genimg/genimg/config"
-	"github.com/genimg/genimg/webhook"
+	"github.com/genimg/genimg/internal/config"
+	"github.com/genimg/genimg/internal/webhook"
 )
 
 // The reference vector of the Standard Webhooks libraries (svix and

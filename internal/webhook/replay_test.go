@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/genimg/genimg/internal/webhook"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/storage"
 	"github.com/genimg/genimg/storage/storagetest"
-	"github.com/genimg/genimg/webhook"
 )
 
 func TestMain(m *testing.M) {

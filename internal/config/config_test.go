@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
 	"github.com/google/go-cmp/cmp"
 )

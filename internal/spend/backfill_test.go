@@ -9,9 +9,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
-	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/internal/config"
+	"github.com/genimg/genimg/internal/spend"
 	"github.com/genimg/genimg/job"
-	"github.com/genimg/genimg/spend"
 	"github.com/genimg/genimg/storage"
 	"github.com/genimg/genimg/storage/storagetest"
 )

@@ -5,8 +5,8 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/genimg/genimg/config"
-	"github.com/genimg/genimg/webhook"
+	"github.com/genimg/genimg/internal/config"
+	"github.com/genimg/genimg/internal/webhook"
 )
 
 // A client signs its request; the function verifies it.

@@ -15,10 +15,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/api/iterator"
 
-	"github.com/genimg/genimg/batch"
-	"github.com/genimg/genimg/config"
 	"github.com/genimg/genimg/gemini"
 	"github.com/genimg/genimg/gemini/geminitest"
+	"github.com/genimg/genimg/internal/batch"
+	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/storage/storagetest"
 )

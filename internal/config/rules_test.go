@@ -3,7 +3,7 @@ package config_test
 import (
 	"testing"
 
-	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
 	"github.com/google/go-cmp/cmp"
 )

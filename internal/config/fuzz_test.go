@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/genimg/genimg/config"
+	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
 )
 
