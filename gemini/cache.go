@@ -5,13 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
-	gcs "cloud.google.com/go/storage"
 	"google.golang.org/genai"
 
 	"github.com/genimg/genimg/job"
@@ -32,11 +30,14 @@ type CacheEntry struct {
 	Tokens int32 `json:"tokens,omitempty"`
 }
 
-// A CacheStore shares cache entries between instances, keyed by context
-// name. GCSCacheStore keeps them in Cloud Storage.
+// A CacheStore shares cache entries between instances as JSON documents
+// keyed by context name; storage.CacheRecords keeps them in Cloud Storage.
+// LoadCache answers nil, nil when there is no entry. Last writer wins: two
+// instances that both created a cache each keep working with their own,
+// and later jobs share the one recorded.
 type CacheStore interface {
-	LoadCache(ctx context.Context, context string) (CacheEntry, bool, error)
-	SaveCache(ctx context.Context, e CacheEntry) error
+	LoadCache(ctx context.Context, context string) ([]byte, error)
+	SaveCache(ctx context.Context, context string, entry []byte) error
 }
 
 // A Resolver turns a job's gs:// images into what the backend takes (bytes
@@ -156,10 +157,14 @@ func (x *Contexts) Resolve(ctx context.Context, j *job.Job, stale string) (Cache
 	if !ok || !usable(e) {
 		ok = false
 		if x.store != nil {
-			se, found, err := x.store.LoadCache(ctx, sc.Name)
+			var se CacheEntry
+			data, err := x.store.LoadCache(ctx, sc.Name)
+			if err == nil && data != nil {
+				err = json.Unmarshal(data, &se)
+			}
 			if err != nil {
 				slog.WarnContext(ctx, "context cache record unreadable; creating a cache", "context", sc.Name, "error", err)
-			} else if found && usable(se) {
+			} else if data != nil && usable(se) {
 				e, ok = se, true
 			}
 		}
@@ -171,7 +176,8 @@ func (x *Contexts) Resolve(ctx context.Context, j *job.Job, stale string) (Cache
 		}
 		e = created
 		if x.store != nil {
-			if err := x.store.SaveCache(ctx, e); err != nil {
+			data, _ := json.Marshal(e) // plain fields: cannot fail
+			if err := x.store.SaveCache(ctx, e.Context, data); err != nil {
 				// The cache works without the shared record; other
 				// instances create their own.
 				slog.WarnContext(ctx, "context cache record not saved", "context", sc.Name, "error", err)
@@ -233,61 +239,4 @@ func (x *Contexts) create(ctx context.Context, j job.Job, fp string) (CacheEntry
 	}
 	slog.InfoContext(ctx, "context cache created", "context", sc.Name, "cache", cc.Name, "expires", e.ExpireTime, "tokens", e.Tokens)
 	return e, nil
-}
-
-// GCSCacheStore keeps cache entries at gs://BUCKET/caches/<context>.json,
-// so that every instance reuses one cache per context.
-type GCSCacheStore struct {
-	client *gcs.Client
-	bucket string
-}
-
-// NewGCSCacheStore stores entries in bucket (the output bucket).
-func NewGCSCacheStore(client *gcs.Client, bucket string) *GCSCacheStore {
-	return &GCSCacheStore{client: client, bucket: bucket}
-}
-
-func cacheObject(name string) string { return "caches/" + name + ".json" }
-
-// LoadCache reads a context's entry; found is false when there is none.
-func (s *GCSCacheStore) LoadCache(ctx context.Context, name string) (CacheEntry, bool, error) {
-	r, err := s.client.Bucket(s.bucket).Object(cacheObject(name)).NewReader(ctx)
-	if errors.Is(err, gcs.ErrObjectNotExist) {
-		return CacheEntry{}, false, nil
-	}
-	if err != nil {
-		return CacheEntry{}, false, fmt.Errorf("%w: reading %s: %w", job.ErrTransient, cacheObject(name), err)
-	}
-	defer r.Close()
-	b, err := io.ReadAll(io.LimitReader(r, 1<<20))
-	if err != nil {
-		return CacheEntry{}, false, fmt.Errorf("%w: reading %s: %w", job.ErrTransient, cacheObject(name), err)
-	}
-	var e CacheEntry
-	if err := json.Unmarshal(b, &e); err != nil {
-		return CacheEntry{}, false, fmt.Errorf("%w: %s is not a cache entry: %v", job.ErrPermanent, cacheObject(name), err)
-	}
-	return e, true, nil
-}
-
-// SaveCache writes a context's entry. Last writer wins: two instances that
-// both created a cache each keep working with their own, and later jobs
-// share the one recorded.
-func (s *GCSCacheStore) SaveCache(ctx context.Context, e CacheEntry) error {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
-	w := s.client.Bucket(s.bucket).Object(cacheObject(e.Context)).NewWriter(ctx)
-	w.ContentType = "application/json"
-	w.ChunkSize = 256 << 10
-	w.Metadata = map[string]string{job.MetaGeneratedBy: job.Generator}
-	if _, err := w.Write(b); err != nil {
-		_ = w.Close()
-		return fmt.Errorf("%w: writing %s: %w", job.ErrTransient, cacheObject(e.Context), err)
-	}
-	if err := w.Close(); err != nil {
-		return fmt.Errorf("%w: writing %s: %w", job.ErrTransient, cacheObject(e.Context), err)
-	}
-	return nil
 }

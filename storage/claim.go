@@ -64,12 +64,8 @@ type lease struct {
 	CallCost float64 `json:"callCostUsd"`
 }
 
-const (
-	claimFile  = "claim.json"
-	resultFile = "result.json"
-	// maxStateBytes bounds reads of claim, draft and record objects.
-	maxStateBytes = 4 << 20
-)
+// maxStateBytes bounds reads of claim, draft and record objects.
+const maxStateBytes = 4 << 20
 
 // Claim takes the job for this attempt. It answers:
 //   - (nil, rec, nil) when a record with the same fingerprint exists: the job

@@ -34,6 +34,9 @@ import (
 
 	gcs "cloud.google.com/go/storage"
 	"google.golang.org/api/googleapi"
+	"google.golang.org/api/option"
+
+	"github.com/googleapis/gax-go/v2"
 
 	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
@@ -67,9 +70,6 @@ func IsGenerated(metadata map[string]string) bool {
 	return metadata[MetaGeneratedBy] == GeneratedBy
 }
 
-// ErrNotFound is returned by Status for a job id genimg has never seen.
-var ErrNotFound = errors.New("job not found")
-
 // DefaultChunkSize is the upload buffer per writer when the configuration
 // leaves it unset: the client's own default is 16 MiB per writer, enough to
 // exhaust a small instance under concurrency, and 0 would disable retries.
@@ -83,6 +83,8 @@ const DefaultUploadRetryDeadline = 32 * time.Second
 // concurrent use; build one per instance and share it.
 type Store struct {
 	client  *gcs.Client
+	owned   bool // Close closes client
+	output  *Objects
 	cfg     config.Storage
 	limits  config.Limits
 	backend job.Backend
@@ -131,8 +133,45 @@ func New(client *gcs.Client, cfg config.Storage, limits config.Limits, backend j
 	if s.owner == "" {
 		s.owner = "instance-" + randomHex(6)
 	}
+	s.output = NewObjects(client, cfg.OutputBucket, s.cfg.ChunkSize, s.retryDeadline)
 	return s
 }
+
+// Dial builds a Store on a client of its own, made with clientOpts (the
+// emulator is found through STORAGE_EMULATOR_HOST, as the client library
+// defines it). Close closes the client.
+func Dial(ctx context.Context, cfg config.Storage, limits config.Limits, backend job.Backend, clientOpts []option.ClientOption, opts ...Option) (*Store, error) {
+	// JSON reads: the XML path fails against fake-gcs-server unless its
+	// public host matches, and costs nothing here.
+	client, err := gcs.NewClient(ctx, append([]option.ClientOption{gcs.WithJSONReads()}, clientOpts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("cloud storage client: %w", err)
+	}
+	s := New(client, cfg, limits, backend, opts...)
+	s.owned = true
+	return s, nil
+}
+
+// WithRetry replaces the client's retry backoff and attempts (tests make
+// faults surface in milliseconds, not after the default 1 s doubling).
+func WithRetry(backoff gax.Backoff, attempts int) Option {
+	return func(s *Store) {
+		s.client.SetRetry(gcs.WithBackoff(backoff), gcs.WithMaxAttempts(attempts))
+	}
+}
+
+// Close closes the client if the Store made it (Dial).
+func (s *Store) Close() error {
+	if s.owned {
+		return s.client.Close()
+	}
+	return nil
+}
+
+// Output is the output bucket through the write primitive, for the state
+// that is not a job's (spend ledgers, the kill switch, cache records, batch
+// chunks, webhook ids).
+func (s *Store) Output() *Objects { return s.output }
 
 func randomHex(n int) string {
 	b := make([]byte, n)

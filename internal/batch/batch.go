@@ -34,27 +34,22 @@
 package batch
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"sort"
 	"strings"
 	"time"
 
-	gcs "cloud.google.com/go/storage"
-	"google.golang.org/api/googleapi"
-	"google.golang.org/api/iterator"
-
 	"github.com/genimg/genimg/gemini"
 	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
+	"github.com/genimg/genimg/storage"
 )
 
 // An Entry is one job of a batch submission and where it came from.
@@ -97,8 +92,7 @@ type Model interface {
 // Lane submits and polls batches. It is safe for concurrent use.
 type Lane struct {
 	model    Model
-	client   *gcs.Client
-	bucket   string
+	objects  *storage.Objects
 	cfg      config.Batch
 	resolve  gemini.Resolver
 	contexts *gemini.Contexts
@@ -121,10 +115,10 @@ func WithContexts(x *gemini.Contexts) Option { return func(l *Lane) { l.contexts
 // WithClock replaces time.Now (tests).
 func WithClock(now func() time.Time) Option { return func(l *Lane) { l.now = now } }
 
-// New builds a lane on the model client, keeping state in bucket (the
+// New builds a lane on the model client, keeping state in objects (the
 // output bucket).
-func New(model Model, client *gcs.Client, bucket string, cfg config.Batch, opts ...Option) *Lane {
-	l := &Lane{model: model, client: client, bucket: bucket, cfg: cfg, now: time.Now, submitGrace: 2 * time.Minute}
+func New(model Model, objects *storage.Objects, cfg config.Batch, opts ...Option) *Lane {
+	l := &Lane{model: model, objects: objects, cfg: cfg, now: time.Now, submitGrace: 2 * time.Minute}
 	if l.cfg.Chunk < 1 {
 		l.cfg.Chunk = 16
 	}
@@ -208,7 +202,7 @@ func (l *Lane) Submit(ctx context.Context, entries []Entry) (SubmitReport, error
 			continue
 		}
 		seen[id] = fp
-		done, err := l.exists(ctx, "jobs/"+id+"/result.json")
+		done, err := l.exists(ctx, storage.RecordObject(id))
 		if err != nil {
 			return rep, err
 		}
@@ -260,7 +254,7 @@ func (l *Lane) submitChunk(ctx context.Context, model string, entries []Entry, r
 	if _, err := l.readState(ctx, id); err == nil {
 		rep.Existing = append(rep.Existing, id)
 		return nil
-	} else if !errors.Is(err, gcs.ErrObjectNotExist) {
+	} else if !errors.Is(err, storage.ErrNotFound) {
 		return err
 	}
 	var kept []Entry
@@ -546,79 +540,64 @@ func (l *Lane) expire(ctx context.Context, st *State, fin Finisher, why string, 
 
 // ---- Cloud Storage ----
 
-func stateObject(id string) string { return "batches/" + id + ".json" }
+// maxStateBytes bounds a chunk state's read.
+const maxStateBytes = 4 << 20
 
-// metadata marks every object the lane writes as genimg's (loop guard).
-var metadata = map[string]string{job.MetaGeneratedBy: job.Generator}
+// inStorage places a chunk's Vertex AI batch in the output bucket, under
+// gs://OUTPUT/batches/<chunk>/ (input.jsonl, output/).
+func (l *Lane) inStorage(chunk string) gemini.BatchOption {
+	return gemini.InCloudStorage(storage.NewBatchFiles(l.objects), "gs://"+l.objects.Bucket()+"/"+storage.BatchDir(chunk))
+}
 
 func (l *Lane) list(ctx context.Context) ([]string, error) {
-	it := l.client.Bucket(l.bucket).Objects(ctx, &gcs.Query{Prefix: "batches/", Delimiter: "/"})
 	var ids []string
-	for {
-		a, err := it.Next()
-		if errors.Is(err, iterator.Done) {
-			return ids, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%w: listing batches/: %w", job.ErrTransient, err)
-		}
-		if id, ok := strings.CutSuffix(strings.TrimPrefix(a.Name, "batches/"), ".json"); ok && id != "" && !strings.Contains(id, "/") {
+	err := l.objects.List(ctx, storage.BatchesPrefix, "/", func(a storage.Attrs) error {
+		if id, ok := strings.CutSuffix(strings.TrimPrefix(a.Name, storage.BatchesPrefix), ".json"); ok && id != "" && !strings.Contains(id, "/") {
 			ids = append(ids, id)
 		}
-	}
+		return nil
+	})
+	return ids, err
 }
 
 func (l *Lane) exists(ctx context.Context, name string) (bool, error) {
-	_, err := l.client.Bucket(l.bucket).Object(name).Attrs(ctx)
+	_, err := l.objects.Stat(ctx, name)
 	switch {
 	case err == nil:
 		return true, nil
-	case errors.Is(err, gcs.ErrObjectNotExist):
+	case errors.Is(err, storage.ErrNotFound):
 		return false, nil
 	default:
-		return false, fmt.Errorf("%w: reading %s: %w", job.ErrTransient, name, err)
+		return false, err
 	}
 }
 
+// readState reads a chunk's state; an error wrapping storage.ErrNotFound
+// when there is none.
 func (l *Lane) readState(ctx context.Context, id string) (*State, error) {
-	r, err := l.client.Bucket(l.bucket).Object(stateObject(id)).NewReader(ctx)
-	if errors.Is(err, gcs.ErrObjectNotExist) {
+	b, a, err := l.objects.Get(ctx, storage.BatchStateObject(id), maxStateBytes)
+	if err != nil {
 		return nil, err
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: reading %s: %w", job.ErrTransient, stateObject(id), err)
-	}
-	defer r.Close()
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return nil, fmt.Errorf("%w: reading %s: %w", job.ErrTransient, stateObject(id), err)
 	}
 	var st State
 	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("%w: %s is not a batch state: %v", job.ErrPermanent, stateObject(id), err)
+		return nil, fmt.Errorf("%w: %s is not a batch state: %v", job.ErrPermanent, storage.BatchStateObject(id), err)
 	}
-	st.gen = r.Attrs.Generation
+	st.gen = a.Generation
 	return &st, nil
 }
 
-// put writes data under cond; created is false on a 412.
-func (l *Lane) put(ctx context.Context, name string, data []byte, cond gcs.Conditions) (gen int64, created bool, err error) {
-	w := l.client.Bucket(l.bucket).Object(name).If(cond).NewWriter(ctx)
-	w.ContentType = "application/json"
-	w.ChunkSize = 256 << 10
-	w.Metadata = metadata
-	if _, err := w.Write(data); err != nil {
-		_ = w.Close()
-		return 0, false, fmt.Errorf("%w: writing %s: %w", job.ErrTransient, name, err)
+// put writes data under cond; created is false when another writer's
+// object stood in the way (storage.Objects reads a 412 back first).
+func (l *Lane) put(ctx context.Context, name string, data []byte, cond storage.Precondition) (gen int64, created bool, err error) {
+	a, err := l.objects.Put(ctx, name, data, storage.Put{If: cond, ContentType: "application/json"})
+	switch {
+	case errors.Is(err, storage.ErrPrecondition):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, err
 	}
-	if err := w.Close(); err != nil {
-		var ge *googleapi.Error
-		if errors.As(err, &ge) && ge.Code == 412 {
-			return 0, false, nil
-		}
-		return 0, false, fmt.Errorf("%w: writing %s: %w", job.ErrTransient, name, err)
-	}
-	return w.Attrs().Generation, true, nil
+	return a.Generation, true, nil
 }
 
 func (l *Lane) createState(ctx context.Context, st *State) (bool, error) {
@@ -626,7 +605,7 @@ func (l *Lane) createState(ctx context.Context, st *State) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	gen, created, err := l.put(ctx, stateObject(st.ID), b, gcs.Conditions{DoesNotExist: true})
+	gen, created, err := l.put(ctx, storage.BatchStateObject(st.ID), b, storage.CreateOnly)
 	if created {
 		st.gen = gen
 	}
@@ -640,11 +619,11 @@ func (l *Lane) writeState(ctx context.Context, st *State) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	cond := gcs.Conditions{GenerationMatch: st.gen}
+	cond := storage.IfGeneration(st.gen)
 	if st.gen == 0 {
-		cond = gcs.Conditions{DoesNotExist: true}
+		cond = storage.CreateOnly
 	}
-	gen, ok, err := l.put(ctx, stateObject(st.ID), b, cond)
+	gen, ok, err := l.put(ctx, storage.BatchStateObject(st.ID), b, cond)
 	if err != nil {
 		return false, err
 	}
@@ -659,27 +638,24 @@ func (l *Lane) writeState(ctx context.Context, st *State) (bool, error) {
 // another chunk owns it; it returns the owner. A resubmission takes the
 // reservation over from the chunk it replaces.
 func (l *Lane) reserve(ctx context.Context, jobID, chunk string, takeover bool) (string, error) {
-	name := "jobs/" + jobID + "/batch.json"
+	name := storage.BatchMarkerObject(jobID)
 	b, _ := json.Marshal(map[string]string{"chunk": chunk})
-	cond := gcs.Conditions{DoesNotExist: true}
+	cond := storage.CreateOnly
 	if takeover {
-		a, err := l.client.Bucket(l.bucket).Object(name).Attrs(ctx)
-		if err == nil {
-			cond = gcs.Conditions{GenerationMatch: a.Generation}
+		if a, err := l.objects.Stat(ctx, name); err == nil {
+			cond = storage.IfGeneration(a.Generation)
 		}
 	}
 	_, created, err := l.put(ctx, name, b, cond)
 	if err != nil || created {
 		return chunk, err
 	}
-	r, err := l.client.Bucket(l.bucket).Object(name).NewReader(ctx)
+	data, _, err := l.objects.Get(ctx, name, maxStateBytes)
 	if err != nil {
-		return "", fmt.Errorf("%w: reading %s: %w", job.ErrTransient, name, err)
+		return "", err
 	}
-	defer r.Close()
 	var owner struct{ Chunk string }
-	data, _ := io.ReadAll(r)
-	if err := json.NewDecoder(bytes.NewReader(data)).Decode(&owner); err != nil || owner.Chunk == "" {
+	if err := json.Unmarshal(data, &owner); err != nil || owner.Chunk == "" {
 		return chunk, nil // unreadable: nobody's
 	}
 	return owner.Chunk, nil

@@ -18,6 +18,7 @@ import (
 	"github.com/genimg/genimg/internal/batch"
 	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
+	"github.com/genimg/genimg/storage"
 	"github.com/genimg/genimg/storage/storagetest"
 )
 
@@ -68,7 +69,7 @@ func newEnv(t *testing.T, cfg config.Batch) *env {
 	if cfg.OnExpired == "" {
 		cfg.OnExpired = config.BatchResubmit
 	}
-	return &env{model: model, gcs: g, lane: batch.New(c, g.Client, "genimg-output", cfg), fin: &finisher{}}
+	return &env{model: model, gcs: g, lane: batch.New(c, storage.NewObjects(g.Client, "genimg-output", 0, 0), cfg), fin: &finisher{}}
 }
 
 func jobs(n int, prompt func(i int) string) []batch.Entry {
@@ -254,7 +255,7 @@ func TestBatchPartlyFailedAndSubmitChecks(t *testing.T) {
 func TestBatchExpired(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	e := newEnv(t, config.Batch{Chunk: 10, MaxAge: time.Hour, OnExpired: config.BatchResubmit, MaxResubmits: 1})
-	e.lane = batch.New(laneModel(t, e), e.gcs.Client, "genimg-output",
+	e.lane = batch.New(laneModel(t, e), storage.NewObjects(e.gcs.Client, "genimg-output", 0, 0),
 		config.Batch{Chunk: 10, MaxAge: time.Hour, OnExpired: config.BatchResubmit, MaxResubmits: 1},
 		batch.WithClock(func() time.Time { return now }))
 	e.model.SetBatchPolls(100)

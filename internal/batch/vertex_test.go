@@ -20,6 +20,7 @@ import (
 	"github.com/genimg/genimg/internal/batch"
 	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
+	"github.com/genimg/genimg/storage"
 	"github.com/genimg/genimg/storage/storagetest"
 )
 
@@ -80,7 +81,7 @@ func TestVertexBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lane := batch.New(c, g.Client, bucket, config.Batch{Chunk: 16, MaxAge: time.Hour, OnExpired: config.BatchResubmit, MaxResubmits: 1})
+	lane := batch.New(c, storage.NewObjects(g.Client, bucket, 0, 0), config.Batch{Chunk: 16, MaxAge: time.Hour, OnExpired: config.BatchResubmit, MaxResubmits: 1})
 	fin := &finisher{}
 	model.SetBatchPolls(1)
 

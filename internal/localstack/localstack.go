@@ -8,10 +8,8 @@ package localstack
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -23,11 +21,15 @@ import (
 	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"cloud.google.com/go/pubsub/v2/pstest"
 	gcs "cloud.google.com/go/storage"
-	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
 	"github.com/fsouza/fake-gcs-server/fakestorage"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/genimg/genimg/gemini/geminitest"
+	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/internal/delivery"
+	"github.com/genimg/genimg/internal/instance"
 )
 
 // Options name every endpoint and resource of the stack. The zero value of
@@ -89,6 +91,12 @@ type Stack struct {
 	PubSub  *pubsub.Client
 	// Requests and Uploads are the deliveries to OnMessage and OnUpload.
 	Requests, Uploads *delivery.Pusher
+	// Functions is the instance the stack serves (nil with
+	// ExternalFunctions).
+	Functions *instance.Instance
+	// Env is the configuration the stack gives its functions, over the
+	// process environment (Config).
+	Env map[string]string
 
 	cancel  context.CancelFunc
 	closers []func()
@@ -98,9 +106,11 @@ type Stack struct {
 // stand-in.
 const uploadsTopic = "genimg-upload-notifications"
 
-// Start brings the stack up. It sets the process environment the functions
-// and client libraries read (STORAGE_EMULATOR_HOST, PUBSUB_EMULATOR_HOST,
-// GENIMG_*), so one process holds one stack.
+// Start brings the stack up. The functions are built from explicit
+// configuration (Config: the stack's settings over the process
+// environment), never from a process-wide setting, so that one process can
+// hold several stacks: the first is served at the functions port's root,
+// the others under /iN/ on the same server (FunctionsURL says where).
 func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	d := Defaults()
 	if o.Host == "" {
@@ -137,23 +147,25 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}()
 
 	// Nothing leaves this machine: Google client libraries must never probe
-	// the metadata server for credentials or a project.
-	setenv := map[string]string{"GCE_METADATA_HOST": "127.0.0.1:9", "METADATA_SERVER_DETECTION": "none"}
-	for k, v := range setenv {
-		os.Setenv(k, v)
-	}
+	// the metadata server for credentials or a project. These are the
+	// libraries' own settings, not genimg's, and the same for every stack.
+	os.Setenv("GCE_METADATA_HOST", "127.0.0.1:9")
+	os.Setenv("METADATA_SERVER_DETECTION", "none")
 
 	// Pub/Sub first: fake-gcs-server publishes notifications to it.
-	psPort, err := port(o.Host, o.PubSubPort)
+	psPort, err := freePort(o.Host, o.PubSubPort)
 	if err != nil {
 		return nil, fmt.Errorf("pub/sub emulator: %w", err)
 	}
 	ps := pstest.NewServerWithAddress(net.JoinHostPort(o.Host, strconv.Itoa(psPort)))
 	s.closers = append(s.closers, func() { ps.Close() })
 	s.PubSubAddr = ps.Addr
+	// fake-gcs-server publishes bucket notifications to the Pub/Sub
+	// emulator it finds in its process environment when it is created: the
+	// emulator's own setting, read once, not genimg's configuration.
 	os.Setenv("PUBSUB_EMULATOR_HOST", ps.Addr)
 
-	gcsPort, err := port(o.Host, o.StoragePort)
+	gcsPort, err := freePort(o.Host, o.StoragePort)
 	if err != nil {
 		return nil, fmt.Errorf("cloud storage emulator: %w", err)
 	}
@@ -166,11 +178,10 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}
 	s.closers = append(s.closers, fake.Stop)
 	s.StorageURL = fake.URL()
-	os.Setenv("STORAGE_EMULATOR_HOST", s.StorageURL)
 
 	modelURL := ""
 	if !o.UseRealModel {
-		modelPort, err := port(o.Host, o.ModelPort)
+		modelPort, err := freePort(o.Host, o.ModelPort)
 		if err != nil {
 			return nil, fmt.Errorf("stand-in model: %w", err)
 		}
@@ -182,15 +193,14 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		s.closers = append(s.closers, stop)
 		s.ModelURL, modelURL = url, url
 	}
-	for k, v := range o.functionsEnv(s.StorageURL, ps.Addr, modelURL) {
-		os.Setenv(k, v)
-	}
+	s.Env = o.functionsEnv(s.StorageURL, ps.Addr, modelURL)
 
-	if s.Storage, err = gcs.NewClient(ctx, gcs.WithJSONReads()); err != nil {
+	if s.Storage, err = gcs.NewClient(ctx, gcs.WithJSONReads(), option.WithEndpoint(s.StorageURL+"/storage/v1/"), option.WithoutAuthentication()); err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, func() { s.Storage.Close() })
-	if s.PubSub, err = pubsub.NewClient(ctx, o.Project); err != nil {
+	if s.PubSub, err = pubsub.NewClient(ctx, o.Project, option.WithEndpoint(ps.Addr), option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials()))); err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, func() { s.PubSub.Close() })
@@ -201,20 +211,22 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if o.ExternalFunctions != "" {
 		s.FunctionsURL = strings.TrimSuffix(o.ExternalFunctions, "/")
 	} else {
-		fnPort, err := port(o.Host, o.FunctionsPort)
+		cfg, err := s.Config()
+		if err != nil {
+			return nil, err
+		}
+		in, err := instance.New(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, func() { in.Close() })
+		s.Functions = in
+		url, unmount, err := Mount(o.Host, o.FunctionsPort, in)
 		if err != nil {
 			return nil, fmt.Errorf("functions: %w", err)
 		}
-		s.FunctionsURL = "http://" + net.JoinHostPort(o.Host, strconv.Itoa(fnPort))
-		go func() {
-			// StartHostPort cannot be stopped; it ends with the process.
-			if err := funcframework.StartHostPort(o.Host, strconv.Itoa(fnPort)); err != nil {
-				slog.Error("functions framework stopped", "error", err)
-			}
-		}()
-		if err := waitListening(ctx, net.JoinHostPort(o.Host, strconv.Itoa(fnPort))); err != nil {
-			return nil, err
-		}
+		s.closers = append(s.closers, unmount)
+		s.FunctionsURL = url
 	}
 
 	deadLetter := s.PubSub.Publisher(s.Topic(o.DeadLetterTopic))
@@ -260,11 +272,24 @@ func (o Options) functionsEnv(storageURL, pubsubAddr, modelURL string) map[strin
 	return env
 }
 
+// Config is the configuration of the stack's functions: the stack's own
+// settings (emulators, buckets, topics, the stand-in) and Options.Env over
+// the process environment, so that every GENIMG_* variable set for
+// `go run ./cmd/local` reaches the functions as it would in production.
+func (s *Stack) Config() (config.Config, error) {
+	return config.LoadConfig(func(k string) string {
+		if v, ok := s.Env[k]; ok {
+			return v
+		}
+		return os.Getenv(k)
+	})
+}
+
 // ServeFunctions serves only the functions, configured for the emulators
 // and stand-in of a stack started elsewhere with the same options and
 // ExternalFunctions pointing here: the functions then run in a process of
 // their own, whose memory and CPU can be measured alone. It blocks.
-func ServeFunctions(o Options) error {
+func ServeFunctions(ctx context.Context, o Options) error {
 	d := Defaults()
 	if o.Host == "" {
 		o.Host = d.Host
@@ -274,10 +299,22 @@ func ServeFunctions(o Options) error {
 	if !o.UseRealModel {
 		modelURL = "http://" + hostPort(o.ModelPort)
 	}
-	for k, v := range o.functionsEnv("http://"+hostPort(o.StoragePort), hostPort(o.PubSubPort), modelURL) {
-		os.Setenv(k, v)
+	s := &Stack{Options: o}
+	s.Env = o.functionsEnv("http://"+hostPort(o.StoragePort), hostPort(o.PubSubPort), modelURL)
+	cfg, err := s.Config()
+	if err != nil {
+		return err
 	}
-	return funcframework.StartHostPort(o.Host, strconv.Itoa(o.FunctionsPort))
+	in, err := instance.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	if _, _, err := Mount(o.Host, o.FunctionsPort, in); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return nil
 }
 
 // provision creates the buckets, topics, subscriptions and the input
@@ -332,19 +369,6 @@ func (s *Stack) Close() {
 	}
 }
 
-// port returns p, or a free port when p is zero.
-func port(host string, p int) (int, error) {
-	if p != 0 {
-		return p, nil
-	}
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // serve runs h on addr until stop is called.
 func serve(addr string, h http.Handler) (url string, stop func(), err error) {
 	l, err := net.Listen("tcp", addr)
@@ -354,19 +378,4 @@ func serve(addr string, h http.Handler) (url string, stop func(), err error) {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(l)
 	return "http://" + l.Addr().String(), func() { srv.Close() }, nil
-}
-
-func waitListening(ctx context.Context, addr string) error {
-	for range 500 {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	return errors.New("the functions framework did not start listening on " + addr)
 }

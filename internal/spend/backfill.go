@@ -2,16 +2,12 @@ package spend
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"path"
 	"slices"
 	"strings"
 	"unicode/utf8"
-
-	gcs "cloud.google.com/go/storage"
-	"google.golang.org/api/iterator"
 
 	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
@@ -77,14 +73,15 @@ func EstimateRule(rule config.Rule, prices config.Prices, policy job.Policy) (mo
 	return model, usd, nil
 }
 
-// Backfill lists the objects under each rule's prefix and estimates what
+// Backfill lists the objects under each rule's prefix (objects is any
+// bucket of the client: each rule names its own) and estimates what
 // running the rule over all of them would cost, without calling the model.
 // It counts what the upload path would take for the rule's job: images
 // the model accepts (by content type, else by file extension), not job
 // files, not genimg's own outputs, within policy.MaxImageBytes.
 // config.Rule.DryRun rules are estimated like any other; the caller
 // chooses the rules.
-func Backfill(ctx context.Context, client *gcs.Client, rules []config.Rule, prices config.Prices, policy job.Policy) (Report, error) {
+func Backfill(ctx context.Context, objects *storage.Objects, rules []config.Rule, prices config.Prices, policy job.Policy) (Report, error) {
 	var rep Report
 	for _, rule := range rules {
 		model, per, err := EstimateRule(rule, prices, policy)
@@ -93,21 +90,17 @@ func Backfill(ctx context.Context, client *gcs.Client, rules []config.Rule, pric
 		}
 		c, _ := job.Lookup(model, policy.Backend) // checked by EstimateRule
 		rr := RuleReport{Rule: rule.Name, Bucket: rule.Bucket, Prefix: rule.Prefix, Model: model, PerJobUSD: per}
-		it := client.Bucket(rule.Bucket).Objects(ctx, &gcs.Query{Prefix: rule.Prefix})
-		for {
-			a, err := it.Next()
-			if errors.Is(err, iterator.Done) {
-				break
-			}
-			if err != nil {
-				return Report{}, fmt.Errorf("listing gs://%s/%s: %w", rule.Bucket, rule.Prefix, err)
-			}
+		err = objects.In(rule.Bucket).List(ctx, rule.Prefix, "", func(a storage.Attrs) error {
 			if !takes(a, c, policy) {
 				rr.Skipped++
-				continue
+				return nil
 			}
 			rr.Objects++
 			rr.Bytes += a.Size
+			return nil
+		})
+		if err != nil {
+			return Report{}, err
 		}
 		rr.CostUSD = float64(rr.Objects) * per
 		rep.Rules = append(rep.Rules, rr)
@@ -121,7 +114,7 @@ func Backfill(ctx context.Context, client *gcs.Client, rules []config.Rule, pric
 var imageExt = map[string]string{".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
 // takes reports whether an upload of this object would run the rule.
-func takes(a *gcs.ObjectAttrs, c job.Capability, policy job.Policy) bool {
+func takes(a storage.Attrs, c job.Capability, policy job.Policy) bool {
 	if strings.HasSuffix(a.Name, "/") || strings.HasSuffix(a.Name, ".job.json") || storage.IsGenerated(a.Metadata) {
 		return false
 	}

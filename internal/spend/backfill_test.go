@@ -40,7 +40,7 @@ func TestBackfill(t *testing.T) {
 		{Bucket: "in", Prefix: "sketch/", Name: "sketch", Prompt: "Pencil sketch", SystemInstruction: "Monochrome only.", CandidateCount: 2, DryRun: true}, // 29 chars
 	}
 	policy := job.Policy{Backend: job.GeminiAPI, DefaultModel: "gemini-2.5-flash-image", MaxImageBytes: 10000}
-	got, err := spend.Backfill(t.Context(), srv.Client, rules, config.DefaultPrices(), policy)
+	got, err := spend.Backfill(t.Context(), storage.NewObjects(srv.Client, "in", 0, 0), rules, config.DefaultPrices(), policy)
 	if err != nil {
 		t.Fatalf("Backfill: %v", err)
 	}
@@ -62,7 +62,7 @@ func TestBackfill(t *testing.T) {
 		t.Errorf("Backfill (-want +got):\n%s", diff)
 	}
 
-	_, err = spend.Backfill(t.Context(), srv.Client, []config.Rule{{Bucket: "in", Prefix: "x/", Name: "x", Prompt: "p", Model: "imagen-9"}}, config.DefaultPrices(), policy)
+	_, err = spend.Backfill(t.Context(), storage.NewObjects(srv.Client, "in", 0, 0), []config.Rule{{Bucket: "in", Prefix: "x/", Name: "x", Prompt: "p", Model: "imagen-9"}}, config.DefaultPrices(), policy)
 	if !errors.Is(err, job.ErrInvalid) {
 		t.Errorf("Backfill with an unknown model = %v, want ErrInvalid", err)
 	}

@@ -5,19 +5,18 @@ import (
 	"errors"
 	"log"
 
-	gcs "cloud.google.com/go/storage"
-
 	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/internal/spend"
+	"github.com/genimg/genimg/storage"
 )
 
 // The pipeline asks the guard before each model call and tells it what
 // the call cost afterwards.
 func ExampleGuard_Admit() {
 	ctx := context.Background()
-	var client *gcs.Client // the instance's shared Cloud Storage client
+	var output *storage.Objects // the output bucket, on the instance's shared client
 	cfg, _ := config.FromEnv()
-	guard := spend.New(client, cfg.Storage.OutputBucket, cfg.Spend)
+	guard := spend.New(output, cfg.Spend)
 	defer guard.Close(ctx)
 
 	const estimate = 0.039 // one image at the output image price

@@ -101,24 +101,13 @@ import (
 	"sync"
 	"time"
 
-	gcs "cloud.google.com/go/storage"
-	"google.golang.org/api/iterator"
-
 	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/storage"
 )
 
-// Object names in the output bucket.
-const (
-	// LedgerPrefix is the folder of the per-instance spend ledgers.
-	LedgerPrefix = "spend/"
-	// PauseObject is the kill switch: while it exists, no instance
-	// admits a model call.
-	PauseObject = "control/paused"
-	// MetaSpend is the custom metadata key holding a ledger's USD.
-	MetaSpend = "genimg-spend-usd"
-)
+// MetaSpend is the custom metadata key holding a ledger's USD.
+const MetaSpend = "genimg-spend-usd"
 
 // Defaults of the intervals behind the overshoot bound.
 const (
@@ -165,7 +154,7 @@ func (e *LimitError) Error() string {
 		return fmt.Sprintf("spend budget per %s reached (%.4f of %.2f USD); model calls resume in %s",
 			e.Window, e.SpentUSD, e.BudgetUSD, e.RetryAfter.Round(time.Second))
 	case ReasonPaused:
-		return "model calls are paused (GENIMG_PAUSED or gs://OUTPUT_BUCKET/" + PauseObject + ")"
+		return "model calls are paused (GENIMG_PAUSED or gs://OUTPUT_BUCKET/" + storage.PauseObject + ")"
 	default:
 		return fmt.Sprintf("calls per minute limit reached (GENIMG_CALLS_PER_MINUTE); retry in %s", e.RetryAfter.Round(time.Millisecond))
 	}
@@ -185,8 +174,7 @@ type Alert struct {
 // A Guard admits model calls. It is safe for concurrent use; build one per
 // instance, share it, and Close it on shutdown.
 type Guard struct {
-	client   *gcs.Client
-	bucket   string
+	objects  *storage.Objects
 	cfg      config.Spend
 	instance string
 	now      func() time.Time
@@ -252,10 +240,10 @@ func WithAlert(f func(context.Context, Alert)) Option { return func(g *Guard) { 
 func WithLogger(l *slog.Logger) Option { return func(g *Guard) { g.log = l } }
 
 // New builds a Guard keeping its ledgers and reading the kill switch in
-// bucket (the output bucket), and starts its background flush.
-func New(client *gcs.Client, bucket string, cfg config.Spend, opts ...Option) *Guard {
+// objects (the output bucket), and starts its background flush.
+func New(objects *storage.Objects, cfg config.Spend, opts ...Option) *Guard {
 	g := &Guard{
-		client: client, bucket: bucket, cfg: cfg, now: time.Now, log: slog.Default(),
+		objects: objects, cfg: cfg, now: time.Now, log: slog.Default(),
 		flushInt: DefaultFlushInterval, refresh: DefaultRefreshInterval, maxWait: DefaultMaxWait,
 		burst: math.Max(1, math.Floor(float64(cfg.CallsPerMinute)/60)),
 		own:   map[string]float64{}, dirty: map[string]bool{}, others: map[string]float64{},
@@ -493,16 +481,16 @@ func (g *Guard) fresh(ctx context.Context) error {
 		return fmt.Errorf("reading the spend ledger: %w: %w", job.ErrTransient, err)
 	}
 	paused := false
-	if _, err := g.client.Bucket(g.bucket).Object(PauseObject).Attrs(ctx); err == nil {
+	if _, err := g.objects.Stat(ctx, storage.PauseObject); err == nil {
 		paused = true
-	} else if !errors.Is(err, gcs.ErrObjectNotExist) {
+	} else if !errors.Is(err, storage.ErrNotFound) {
 		return fmt.Errorf("reading the kill switch: %w: %w", job.ErrTransient, err)
 	}
 
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if paused != g.paused {
-		g.log.WarnContext(ctx, "model calls paused by the kill switch", "paused", paused, "object", "gs://"+g.bucket+"/"+PauseObject)
+		g.log.WarnContext(ctx, "model calls paused by the kill switch", "paused", paused, "object", "gs://"+g.objects.Bucket()+"/"+storage.PauseObject)
 	}
 	g.paused = paused
 	g.others, g.listed, g.listedAt = others, day, now
@@ -518,26 +506,20 @@ func (g *Guard) fresh(ctx context.Context) error {
 // list sums the other instances' ledgers of a day by hour.
 func (g *Guard) list(ctx context.Context, day string) (map[string]float64, error) {
 	out := map[string]float64{}
-	it := g.client.Bucket(g.bucket).Objects(ctx, &gcs.Query{Prefix: LedgerPrefix + day + "/"})
-	for {
-		a, err := it.Next()
-		if errors.Is(err, iterator.Done) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, err
-		}
+	err := g.objects.List(ctx, storage.LedgerDay(day), "", func(a storage.Attrs) error {
 		hour, instance, ok := parseLedger(a.Name)
 		if !ok || instance == g.instance {
-			continue // our own figure is known exactly
+			return nil // our own figure is known exactly
 		}
 		v, err := strconv.ParseFloat(a.Metadata[MetaSpend], 64)
 		if err != nil || v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
 			g.log.WarnContext(ctx, "spend ledger unreadable", "object", a.Name)
-			continue
+			return nil
 		}
 		out[hour] += v
-	}
+		return nil
+	})
+	return out, err
 }
 
 // Flush writes this instance's changed ledgers now.
@@ -570,18 +552,11 @@ func (g *Guard) write(ctx context.Context, hour string, usd float64) error {
 	// Only this instance writes its ledger, and each write carries the
 	// whole figure: no precondition is needed, and a retried write is
 	// harmless.
-	w := g.client.Bucket(g.bucket).Object(LedgerPrefix + hour + "/" + g.instance).NewWriter(ctx)
-	w.ChunkSize = storage.DefaultChunkSize
-	w.ContentType = "text/plain"
-	w.Metadata = map[string]string{
-		MetaSpend:               strconv.FormatFloat(math.Max(usd, 0), 'f', -1, 64),
-		storage.MetaGeneratedBy: storage.GeneratedBy, // never an upload job
-	}
-	if _, err := w.Write([]byte(strconv.FormatFloat(usd, 'f', -1, 64))); err != nil {
-		_ = w.Close()
-		return fmt.Errorf("writing the spend ledger %s: %w", hour, err)
-	}
-	if err := w.Close(); err != nil {
+	_, err := g.objects.Put(ctx, storage.LedgerObject(hour, g.instance), []byte(strconv.FormatFloat(usd, 'f', -1, 64)), storage.Put{
+		If: storage.Overwrite, ContentType: "text/plain",
+		Metadata: map[string]string{MetaSpend: strconv.FormatFloat(math.Max(usd, 0), 'f', -1, 64)},
+	})
+	if err != nil {
 		return fmt.Errorf("writing the spend ledger %s: %w", hour, err)
 	}
 	return nil
@@ -604,26 +579,17 @@ func (g *Guard) flushLoop() {
 }
 
 // Pause sets the kill switch for every instance: it creates
-// gs://bucket/control/paused. Instances see it within their refresh
-// interval.
-func Pause(ctx context.Context, client *gcs.Client, bucket string) error {
-	w := client.Bucket(bucket).Object(PauseObject).NewWriter(ctx)
-	w.ContentType = "text/plain"
-	w.Metadata = map[string]string{storage.MetaGeneratedBy: storage.GeneratedBy}
-	if _, err := w.Write([]byte("model calls paused; delete this object to resume\n")); err != nil {
-		_ = w.Close()
-		return err
-	}
-	return w.Close()
+// gs://OUTPUT_BUCKET/control/paused in objects. Instances see it within
+// their refresh interval.
+func Pause(ctx context.Context, objects *storage.Objects) error {
+	_, err := objects.Put(ctx, storage.PauseObject, []byte("model calls paused; delete this object to resume\n"),
+		storage.Put{If: storage.Overwrite, ContentType: "text/plain"})
+	return err
 }
 
 // Resume clears the kill switch set by Pause.
-func Resume(ctx context.Context, client *gcs.Client, bucket string) error {
-	err := client.Bucket(bucket).Object(PauseObject).Delete(ctx)
-	if errors.Is(err, gcs.ErrObjectNotExist) {
-		return nil
-	}
-	return err
+func Resume(ctx context.Context, objects *storage.Objects) error {
+	return objects.Delete(ctx, storage.PauseObject, 0)
 }
 
 func randomHex(n int) string {
@@ -638,7 +604,7 @@ func dayKey(t time.Time) string  { return t.Format("2006-01-02") }
 
 // parseLedger splits spend/<day>/<HH>/<instance>.
 func parseLedger(name string) (hour, instance string, ok bool) {
-	rest, ok := strings.CutPrefix(name, LedgerPrefix)
+	rest, ok := strings.CutPrefix(name, storage.SpendPrefix)
 	if !ok {
 		return "", "", false
 	}

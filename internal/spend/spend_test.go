@@ -19,6 +19,7 @@ import (
 	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/internal/spend"
 	"github.com/genimg/genimg/job"
+	"github.com/genimg/genimg/storage"
 	"github.com/genimg/genimg/storage/storagetest"
 )
 
@@ -72,7 +73,7 @@ func TestBudgetAcrossInstances(t *testing.T) {
 	var guards []*spend.Guard
 	for range instances {
 		c, _ := srv.NewClient(t)
-		g := spend.New(c, bucket, cfg, spend.WithFlushInterval(interval), spend.WithRefreshInterval(interval),
+		g := spend.New(storage.NewObjects(c, bucket, 0, 0), cfg, spend.WithFlushInterval(interval), spend.WithRefreshInterval(interval),
 			spend.WithBurst(1), spend.WithMaxWait(2*time.Second), spend.WithLogger(slog.New(slog.DiscardHandler)))
 		t.Cleanup(func() { g.Close(context.Background()) })
 		guards = append(guards, g)
@@ -157,8 +158,8 @@ func TestWindowRollover(t *testing.T) {
 	opts := []spend.Option{spend.WithClock(clk.Now), spend.WithFlushInterval(0), spend.WithRefreshInterval(0), spend.WithLogger(logger),
 		spend.WithAlert(func(_ context.Context, a spend.Alert) { amu.Lock(); alerts = append(alerts, a); amu.Unlock() })}
 	other, _ := srv.NewClient(t)
-	a := spend.New(srv.Client, bucket, cfg, opts...)
-	b := spend.New(other, bucket, cfg, opts...)
+	a := spend.New(storage.NewObjects(srv.Client, bucket, 0, 0), cfg, opts...)
+	b := spend.New(storage.NewObjects(other, bucket, 0, 0), cfg, opts...)
 	ctx := t.Context()
 
 	type step struct {
@@ -241,7 +242,7 @@ func TestKillSwitch(t *testing.T) {
 	srv := storagetest.NewServer(t, bucket)
 	ctx := t.Context()
 
-	byEnv := spend.New(srv.Client, bucket, config.Spend{Paused: true}, spend.WithFlushInterval(0))
+	byEnv := spend.New(storage.NewObjects(srv.Client, bucket, 0, 0), config.Spend{Paused: true}, spend.WithFlushInterval(0))
 	if _, err := byEnv.Admit(ctx, 0.04); limitOf(t, err).Reason != spend.ReasonPaused || limitOf(t, err).RetryAfter <= 0 {
 		t.Errorf("Admit with GENIMG_PAUSED = %v, want paused with a RetryAfter", err)
 	}
@@ -249,8 +250,8 @@ func TestKillSwitch(t *testing.T) {
 	clk := &clock{t: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
 	other, _ := srv.NewClient(t)
 	guards := []*spend.Guard{
-		spend.New(srv.Client, bucket, config.Spend{HourlyUSD: 5}, spend.WithClock(clk.Now), spend.WithFlushInterval(0)),
-		spend.New(other, bucket, config.Spend{}, spend.WithClock(clk.Now), spend.WithFlushInterval(0)),
+		spend.New(storage.NewObjects(srv.Client, bucket, 0, 0), config.Spend{HourlyUSD: 5}, spend.WithClock(clk.Now), spend.WithFlushInterval(0)),
+		spend.New(storage.NewObjects(other, bucket, 0, 0), config.Spend{}, spend.WithClock(clk.Now), spend.WithFlushInterval(0)),
 	}
 	admit := func(i int) error {
 		release, err := guards[i].Admit(ctx, 0.04)
@@ -264,7 +265,7 @@ func TestKillSwitch(t *testing.T) {
 			t.Fatalf("guard %d before pausing: %v", i, err)
 		}
 	}
-	if err := spend.Pause(ctx, srv.Client, bucket); err != nil {
+	if err := spend.Pause(ctx, storage.NewObjects(srv.Client, bucket, 0, 0)); err != nil {
 		t.Fatal(err)
 	}
 	clk.Set(clk.Now().Add(spend.DefaultRefreshInterval))
@@ -276,10 +277,10 @@ func TestKillSwitch(t *testing.T) {
 			t.Errorf("guard %d Check while paused: %v, want paused", i, le)
 		}
 	}
-	if err := spend.Resume(ctx, srv.Client, bucket); err != nil {
+	if err := spend.Resume(ctx, storage.NewObjects(srv.Client, bucket, 0, 0)); err != nil {
 		t.Fatal(err)
 	}
-	if err := spend.Resume(ctx, srv.Client, bucket); err != nil {
+	if err := spend.Resume(ctx, storage.NewObjects(srv.Client, bucket, 0, 0)); err != nil {
 		t.Errorf("Resume when not paused = %v, want nil", err)
 	}
 	clk.Set(clk.Now().Add(spend.DefaultRefreshInterval))
@@ -299,7 +300,7 @@ func TestCheckBudget(t *testing.T) {
 	srv := storagetest.NewServer(t, bucket)
 	ctx := t.Context()
 	clk := &clock{t: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
-	g := spend.New(srv.Client, bucket, config.Spend{HourlyUSD: 0.05}, spend.WithClock(clk.Now), spend.WithFlushInterval(0))
+	g := spend.New(storage.NewObjects(srv.Client, bucket, 0, 0), config.Spend{HourlyUSD: 0.05}, spend.WithClock(clk.Now), spend.WithFlushInterval(0))
 	for range 3 {
 		if err := g.Check(ctx); err != nil {
 			t.Fatalf("Check with nothing spent: %v", err)
@@ -326,7 +327,7 @@ func TestRateLimit(t *testing.T) {
 	srv := storagetest.NewServer(t, bucket)
 	ctx := t.Context()
 	clk := &clock{t: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
-	g := spend.New(srv.Client, bucket, config.Spend{CallsPerMinute: 120}, spend.WithClock(clk.Now),
+	g := spend.New(storage.NewObjects(srv.Client, bucket, 0, 0), config.Spend{CallsPerMinute: 120}, spend.WithClock(clk.Now),
 		spend.WithFlushInterval(0), spend.WithMaxWait(0)) // 2/s, burst 2
 	var got []string
 	for _, at := range []time.Duration{0, 0, 0, 250 * time.Millisecond, 500 * time.Millisecond, 500 * time.Millisecond, 1500 * time.Millisecond} {
@@ -346,7 +347,7 @@ func TestRateLimit(t *testing.T) {
 	}
 
 	// With a maximum wait, Admit waits for the token instead of refusing.
-	w := spend.New(srv.Client, bucket, config.Spend{CallsPerMinute: 600}, spend.WithFlushInterval(0),
+	w := spend.New(storage.NewObjects(srv.Client, bucket, 0, 0), config.Spend{CallsPerMinute: 600}, spend.WithFlushInterval(0),
 		spend.WithBurst(1), spend.WithMaxWait(time.Second)) // one per 100 ms
 	start := time.Now()
 	for range 4 {
@@ -365,7 +366,7 @@ func TestRateLimit(t *testing.T) {
 // refused retryably, not admitted blind.
 func TestLedgerUnavailable(t *testing.T) {
 	srv := storagetest.NewServer(t, bucket)
-	g := spend.New(srv.Client, bucket, config.Spend{DailyUSD: 1}, spend.WithFlushInterval(0))
+	g := spend.New(storage.NewObjects(srv.Client, bucket, 0, 0), config.Spend{DailyUSD: 1}, spend.WithFlushInterval(0))
 	srv.Transport.Inject(storagetest.Fault{Status: 503})
 	_, err := g.Admit(t.Context(), 0.04)
 	if err == nil || !errors.Is(err, job.ErrTransient) {

@@ -3,30 +3,13 @@ package webhook
 import (
 	"container/list"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
-	gcs "cloud.google.com/go/storage"
-	"google.golang.org/api/googleapi"
-
-	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/storage"
 )
-
-// Prefix is the folder of the output bucket where the Replay guard
-// records webhook ids. The deployment gives it a lifecycle rule that
-// deletes objects under it after one day (the shortest age a rule can
-// have); a record only needs to outlive twice the tolerance.
-const Prefix = "webhooks/"
-
-// metaOwner marks which Check wrote a record, so that a create-only write
-// the client retried after a lost answer is recognised as its own.
-const metaOwner = "genimg-webhook-owner"
 
 // DefaultMemory is how many ids a Replay guard remembers in memory.
 const DefaultMemory = 10000
@@ -46,8 +29,7 @@ const DefaultMemory = 10000
 // anyway. A caller without a job id gets a new job per accepted request, so
 // accepting a replay would pay twice.
 type Replay struct {
-	client *gcs.Client
-	bucket string
+	objects *storage.Objects
 	// keep is how long an id must be remembered: a request is accepted
 	// while its timestamp is within tolerance, so a replay of it can come
 	// up to 2 × tolerance after the first arrival.
@@ -86,24 +68,19 @@ func WithTimeout(d time.Duration) ReplayOption {
 	return func(r *Replay) { r.timeout = d }
 }
 
-// NewReplay builds a Replay guard recording ids in bucket (the output
-// bucket) for requests accepted within tolerance.
-func NewReplay(client *gcs.Client, bucket string, tolerance time.Duration, opts ...ReplayOption) *Replay {
+// NewReplay builds a Replay guard recording ids in objects (the output
+// bucket, under storage.WebhooksPrefix: the deployment gives it a lifecycle
+// rule that deletes records after a day, and a record only needs to outlive
+// twice the tolerance) for requests accepted within tolerance.
+func NewReplay(objects *storage.Objects, tolerance time.Duration, opts ...ReplayOption) *Replay {
 	r := &Replay{
-		client: client, bucket: bucket, keep: 2 * tolerance, now: time.Now,
+		objects: objects, keep: 2 * tolerance, now: time.Now,
 		timeout: DefaultCheckTimeout, max: DefaultMemory, order: list.New(), byHash: map[string]*list.Element{},
 	}
 	for _, o := range opts {
 		o(r)
 	}
 	return r
-}
-
-// ObjectName is where the record of a webhook id lives: the id is hashed,
-// so that no caller-chosen text becomes an object name.
-func ObjectName(id string) string {
-	sum := sha256.Sum256([]byte(id))
-	return Prefix + hex.EncodeToString(sum[:])
 }
 
 // Check records id as used. It returns nil the first time an id is seen
@@ -113,45 +90,29 @@ func ObjectName(id string) string {
 // write the bucket. Call it only after Verify succeeded, so that
 // unauthenticated requests cannot fill the bucket.
 func (r *Replay) Check(ctx context.Context, id string) error {
-	name := ObjectName(id)
-	hash := name[len(Prefix):]
+	name := storage.WebhookObject(id)
+	hash := name[len(storage.WebhooksPrefix):]
 	if r.remembered(hash) {
 		return fmt.Errorf("%w: %s was seen by this instance", ErrReplay, HeaderID)
 	}
-
-	nonce := make([]byte, 12)
-	_, _ = rand.Read(nonce) // crypto/rand.Read never fails (Go 1.24+)
-	owner := hex.EncodeToString(nonce)
-	obj := r.client.Bucket(r.bucket).Object(name)
-	// The deadline also cancels an abandoned Writer: it never commits later.
+	// The deadline bounds the write with the client's retries: the caller
+	// is waiting on an HTTP request.
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	w := obj.If(gcs.Conditions{DoesNotExist: true}).NewWriter(ctx)
-	w.ChunkSize = storage.DefaultChunkSize // never 0: that turns off the client's retries
-	w.ContentType = "text/plain"
-	w.Metadata = map[string]string{
-		storage.MetaGeneratedBy: storage.GeneratedBy, // never an upload job
-		metaOwner:               owner,
-	}
-	err := w.Close()
+	_, err := r.objects.Put(ctx, name, nil, storage.Put{If: storage.CreateOnly, ContentType: "text/plain"})
 	switch {
 	case err == nil:
 		r.remember(hash)
 		return nil
-	case isPrecondition(err):
-		// Someone holds the id, or our own first try committed and the
-		// client's retry met it: read it back before calling it a replay.
-		attrs, aerr := obj.Attrs(ctx)
-		if aerr != nil {
-			return classify(aerr)
-		}
+	case errors.Is(err, storage.ErrPrecondition):
 		r.remember(hash)
-		if attrs.Metadata[metaOwner] == owner {
-			return nil
+		first := ""
+		if a, serr := r.objects.Stat(ctx, name); serr == nil {
+			first = " (first seen " + a.Created.UTC().Format(time.RFC3339) + ")"
 		}
-		return fmt.Errorf("%w: %s was already used (first seen %s)", ErrReplay, HeaderID, attrs.Created.UTC().Format(time.RFC3339))
+		return fmt.Errorf("%w: %s was already used%s", ErrReplay, HeaderID, first)
 	default:
-		return classify(err)
+		return fmt.Errorf("webhook replay record: %w", err)
 	}
 }
 
@@ -186,21 +147,4 @@ func (r *Replay) remember(hash string) {
 		r.order.Remove(last)
 		delete(r.byHash, last.Value.(*seen).hash)
 	}
-}
-
-func isPrecondition(err error) bool {
-	var ge *googleapi.Error
-	return errors.As(err, &ge) && ge.Code == 412
-}
-
-// classify wraps a Cloud Storage error in genimg's categories, once, here.
-func classify(err error) error {
-	var ge *googleapi.Error
-	if errors.As(err, &ge) && (ge.Code == 401 || ge.Code == 403) {
-		// A missing permission is the deployment's, not fixed by a retry.
-		return fmt.Errorf("webhook replay record: %w: %w", job.ErrPermanent, err)
-	}
-	// Anything else (5xx, 429, network, deadline) may pass: the caller
-	// retries the request.
-	return fmt.Errorf("webhook replay record: %w: %w", job.ErrTransient, err)
 }

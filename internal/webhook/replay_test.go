@@ -30,8 +30,8 @@ const bucket = "genimg-output"
 func TestReplayAcrossInstances(t *testing.T) {
 	srv := storagetest.NewServer(t, bucket)
 	other, _ := srv.NewClient(t)
-	a := webhook.NewReplay(srv.Client, bucket, 5*time.Minute)
-	b := webhook.NewReplay(other, bucket, 5*time.Minute)
+	a := webhook.NewReplay(storage.NewObjects(srv.Client, bucket, 0, 0), 5*time.Minute)
+	b := webhook.NewReplay(storage.NewObjects(other, bucket, 0, 0), 5*time.Minute)
 	ctx := t.Context()
 
 	steps := []struct {
@@ -59,15 +59,15 @@ func TestReplayAcrossInstances(t *testing.T) {
 
 	// The record is create-only, named by the id's hash, marked as
 	// genimg's own (never an upload job).
-	obj, err := srv.Fake.GetObject(bucket, webhook.ObjectName("msg_1"))
+	obj, err := srv.Fake.GetObject(bucket, storage.WebhookObject("msg_1"))
 	if err != nil {
 		t.Fatalf("record of msg_1: %v", err)
 	}
 	if !storage.IsGenerated(obj.Metadata) {
 		t.Errorf("record metadata %v lacks the loop-guard marker", obj.Metadata)
 	}
-	if got, want := webhook.ObjectName("msg_1"), "webhooks/"; got[:len(want)] != want || len(got) != len(want)+64 {
-		t.Errorf("ObjectName = %q, want webhooks/<64 hex>", got)
+	if got, want := storage.WebhookObject("msg_1"), "webhooks/"; got[:len(want)] != want || len(got) != len(want)+64 {
+		t.Errorf("WebhookObject = %q, want webhooks/<64 hex>", got)
 	}
 }
 
@@ -78,7 +78,7 @@ func TestReplayConcurrent(t *testing.T) {
 	var guards []*webhook.Replay
 	for range 3 {
 		c, _ := srv.NewClient(t)
-		guards = append(guards, webhook.NewReplay(c, bucket, time.Minute))
+		guards = append(guards, webhook.NewReplay(storage.NewObjects(c, bucket, 0, 0), time.Minute))
 	}
 	for n := range 3 {
 		id := fmt.Sprintf("msg_race_%d", n)
@@ -112,8 +112,8 @@ func TestReplayConcurrent(t *testing.T) {
 // call its own first delivery a replay.
 func TestReplayDroppedAnswer(t *testing.T) {
 	srv := storagetest.NewServer(t, bucket)
-	g := webhook.NewReplay(srv.Client, bucket, time.Minute)
-	srv.Transport.Inject(storagetest.Fault{Match: storagetest.MatchUpload(webhook.ObjectName("msg_lost")), DropResponse: true, Times: 1})
+	g := webhook.NewReplay(storage.NewObjects(srv.Client, bucket, 0, 0), time.Minute)
+	srv.Transport.Inject(storagetest.Fault{Match: storagetest.MatchUpload(storage.WebhookObject("msg_lost")), DropResponse: true, Times: 1})
 	if err := g.Check(t.Context(), "msg_lost"); err != nil {
 		t.Fatalf("Check after a dropped answer = %v, want nil", err)
 	}
@@ -129,7 +129,7 @@ func TestReplayDroppedAnswer(t *testing.T) {
 // neither accepted nor called a replay: transient, the caller retries.
 func TestReplayStorageDown(t *testing.T) {
 	srv := storagetest.NewServer(t, bucket)
-	g := webhook.NewReplay(srv.Client, bucket, time.Minute, webhook.WithTimeout(300*time.Millisecond))
+	g := webhook.NewReplay(storage.NewObjects(srv.Client, bucket, 0, 0), time.Minute, webhook.WithTimeout(300*time.Millisecond))
 	srv.Transport.Inject(storagetest.Fault{Status: 503})
 	err := g.Check(t.Context(), "msg_down")
 	if !errors.Is(err, job.ErrTransient) || errors.Is(err, webhook.ErrReplay) {
@@ -151,7 +151,7 @@ func TestReplayStorageDown(t *testing.T) {
 func TestReplayMemory(t *testing.T) {
 	srv := storagetest.NewServer(t, bucket)
 	now := time.Unix(1_800_000_000, 0)
-	g := webhook.NewReplay(srv.Client, bucket, time.Minute, webhook.WithReplayClock(func() time.Time { return now }), webhook.WithMemory(2))
+	g := webhook.NewReplay(storage.NewObjects(srv.Client, bucket, 0, 0), time.Minute, webhook.WithReplayClock(func() time.Time { return now }), webhook.WithMemory(2))
 	ctx := t.Context()
 	if err := g.Check(ctx, "m1"); err != nil {
 		t.Fatal(err)

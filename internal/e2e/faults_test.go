@@ -1,4 +1,4 @@
-package genimg
+package e2e
 
 import (
 	"context"

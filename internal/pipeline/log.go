@@ -1,4 +1,4 @@
-package genimg
+package pipeline
 
 import (
 	"context"
@@ -12,8 +12,8 @@ import (
 
 type jobIDKey struct{}
 
-// withJobID puts the job id in ctx, so every log line of the job carries it.
-func withJobID(ctx context.Context, id string) context.Context {
+// WithJobID puts the job id in ctx, so every log line of the job carries it.
+func WithJobID(ctx context.Context, id string) context.Context {
 	if id == "" {
 		return ctx
 	}

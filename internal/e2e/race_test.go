@@ -1,6 +1,6 @@
 //go:build race
 
-package genimg
+package e2e
 
 // raceEnabled: the race detector slows everything several times over.
 const raceEnabled = true

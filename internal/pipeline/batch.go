@@ -1,11 +1,10 @@
-package genimg
+package pipeline
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"strconv"
 	"time"
 
@@ -25,35 +24,35 @@ import (
 
 // Statuses of a job in a batch answer.
 const (
-	// batchSubmitted: in a model batch, submitted now or by an earlier
+	// BatchSubmitted: in a model batch, submitted now or by an earlier
 	// delivery of the same submission; GET ?id= answers 202 until done.
-	batchSubmitted = "submitted"
-	// batchDone: the job already has a record; nothing was submitted.
-	batchDone = "done"
-	// batchDuplicate: the id came twice in the submission, or is already
+	BatchSubmitted = "submitted"
+	// BatchDone: the job already has a record; nothing was submitted.
+	BatchDone = "done"
+	// BatchDuplicate: the id came twice in the submission, or is already
 	// in another batch; it runs once.
-	batchDuplicate = "duplicate"
-	// batchFailed: the job is invalid (or the model refused its batch): it
+	BatchDuplicate = "duplicate"
+	// BatchFailed: the job is invalid (or the model refused its batch): it
 	// is recorded failed, with its error.
-	batchFailed = "failed"
-	// batchConflict: the id already stands for different work.
-	batchConflict = "conflict"
+	BatchFailed = "failed"
+	// BatchConflict: the id already stands for different work.
+	BatchConflict = "conflict"
 )
 
-// batchAnswer is what a batch submission became: the HTTP answer (202) and
+// BatchAnswer is what a batch submission became: the HTTP answer (202) and
 // the log line of an event's batch.
-type batchAnswer struct {
+type BatchAnswer struct {
 	// Batch names the submission: the Idempotency-Key, a new id, the
 	// message's delivery id or the uploaded object.
 	Batch string     `json:"batch"`
-	Jobs  []batchJob `json:"jobs"`
+	Jobs  []BatchJob `json:"jobs"`
 	// Submitted is the lane's report: chunks submitted now (or found from
 	// an earlier delivery) and the jobs it did not submit, with why.
 	Submitted batch.SubmitReport `json:"submitted"`
 }
 
-// batchJob is one job of a batch answer, in submission order.
-type batchJob struct {
+// BatchJob is one job of a batch answer, in submission order.
+type BatchJob struct {
 	Index int    `json:"index"`
 	JobID string `json:"jobId"`
 	// Status is one of submitted, done, duplicate, failed, conflict.
@@ -63,45 +62,13 @@ type batchJob struct {
 	Error    *job.Error `json:"error,omitempty"`
 }
 
-// submitBatch answers POST {"batch": [...]}: every job recorded failed or
-// submitted to the batch lane before the answer (202), so that a caller who
-// disconnects loses nothing; each job's Location polls its record.
-func (s *Service) submitBatch(w http.ResponseWriter, r *http.Request, b trigger.Batch, webhookID string) {
-	ctx := r.Context()
-	durable, cancel, err := s.takeOnce(ctx, webhookID)
-	if err != nil {
-		writeJobError(w, err)
-		return
-	}
-	defer cancel()
-	trig := job.Trigger{Kind: job.HTTP, Source: "request/" + b.Source}
-	ans, err := s.takeBatch(durable, b, trig, time.Time{})
-	if err != nil {
-		s.writeUnavailable(ctx, w, "submitting the batch", err)
-		return
-	}
-	for i := range ans.Jobs {
-		ans.Jobs[i].Location = location(r, ans.Jobs[i].JobID)
-	}
-	w.Header().Set("Retry-After", "60") // batches take minutes to hours
-	writeJSON(w, http.StatusAccepted, ans)
-}
-
-// takeBatchDelivery takes a batch that came as a Pub/Sub message or an
-// upload. Its error is transient (redeliver); the ids are derived from the
-// delivery, so the redelivery submits nothing twice.
-func (s *Service) takeBatchDelivery(ctx context.Context, d trigger.Delivery) error {
-	_, err := s.takeBatch(ctx, *d.Batch, d.Trigger, d.Time)
-	return err
-}
-
-// takeBatch validates each job of b, records the invalid ones failed,
+// TakeBatch validates each job of b, records the invalid ones failed,
 // stages inline images, and submits the rest to the lane. It returns an
 // error only when a job's fate could not be decided (Cloud Storage or the
 // model unavailable): a transient error, for a retry of the whole
 // submission, which is idempotent.
-func (s *Service) takeBatch(ctx context.Context, b trigger.Batch, trig job.Trigger, when time.Time) (batchAnswer, error) {
-	ans := batchAnswer{Batch: b.Source, Jobs: make([]batchJob, len(b.Items))}
+func (s *Service) TakeBatch(ctx context.Context, b trigger.Batch, trig job.Trigger, when time.Time) (BatchAnswer, error) {
+	ans := BatchAnswer{Batch: b.Source, Jobs: make([]BatchJob, len(b.Items))}
 	var (
 		entries []batch.Entry
 		itemOf  []int // entries[k] is b.Items[itemOf[k]]
@@ -109,7 +76,7 @@ func (s *Service) takeBatch(ctx context.Context, b trigger.Batch, trig job.Trigg
 	for i, it := range b.Items {
 		bj := &ans.Jobs[i]
 		bj.Index, bj.JobID = i, it.ID
-		jctx := withJobID(ctx, it.ID)
+		jctx := WithJobID(ctx, it.ID)
 		j := it.Job
 		j.ID = it.ID
 		j.Normalize(s.policy)
@@ -148,7 +115,7 @@ func (s *Service) takeBatch(ctx context.Context, b trigger.Batch, trig job.Trigg
 			}
 			continue
 		}
-		bj.Status = batchSubmitted
+		bj.Status = BatchSubmitted
 		entries = append(entries, batch.Entry{Job: j, Trigger: trig})
 		itemOf = append(itemOf, i)
 	}
@@ -180,15 +147,15 @@ func (s *Service) takeBatch(ctx context.Context, b trigger.Batch, trig job.Trigg
 		counts[bj.Status]++
 	}
 	slog.InfoContext(ctx, "batch taken", "batch", b.Source, "trigger", string(trig.Kind), "jobs", len(b.Items),
-		"submitted", counts[batchSubmitted], "failed", counts[batchFailed], "conflicts", counts[batchConflict],
-		"duplicates", counts[batchDuplicate], "done", counts[batchDone],
+		"submitted", counts[BatchSubmitted], "failed", counts[BatchFailed], "conflicts", counts[BatchConflict],
+		"duplicates", counts[BatchDuplicate], "done", counts[BatchDone],
 		"chunks", ans.Submitted.Chunks, "existing", ans.Submitted.Existing, "pending", ans.Submitted.Pending)
 	return ans, nil
 }
 
 // applyReport turns the lane's report into each job's status, and records
 // failed the jobs whose batch the model refused for good.
-func (s *Service) applyReport(ctx context.Context, ans *batchAnswer, b trigger.Batch, entries []batch.Entry, itemOf []int, trig job.Trigger, when time.Time) error {
+func (s *Service) applyReport(ctx context.Context, ans *BatchAnswer, b trigger.Batch, entries []batch.Entry, itemOf []int, trig job.Trigger, when time.Time) error {
 	rep := ans.Submitted
 	done := map[string]bool{}
 	for _, id := range rep.Done {
@@ -213,7 +180,7 @@ func (s *Service) applyReport(ctx context.Context, ans *batchAnswer, b trigger.B
 	for k, e := range entries {
 		i, id := itemOf[k], e.Job.ID
 		bj := &ans.Jobs[i]
-		jctx := withJobID(ctx, id)
+		jctx := WithJobID(ctx, id)
 		first := !seen[id]
 		seen[id] = true
 		switch {
@@ -232,9 +199,9 @@ func (s *Service) applyReport(ctx context.Context, ans *batchAnswer, b trigger.B
 				return err
 			}
 		case done[id]:
-			bj.Status = batchDone
+			bj.Status = BatchDone
 		case !first, dups[id] > repeats[id]:
-			bj.Status = batchDuplicate
+			bj.Status = BatchDuplicate
 		}
 	}
 	return nil
@@ -242,17 +209,17 @@ func (s *Service) applyReport(ctx context.Context, ans *batchAnswer, b trigger.B
 
 // failBatchJob records an invalid batch job failed, through the pipeline's
 // own path for a delivery that is not a valid job.
-func (s *Service) failBatchJob(ctx context.Context, bj *batchJob, it trigger.BatchItem, trig job.Trigger, when time.Time, cause error) error {
-	rec, err := s.process(ctx, trigger.Delivery{ID: it.ID, Job: it.Job, Trigger: trig, Time: when, Err: cause})
-	if err != nil && !errors.Is(err, errIgnored) {
+func (s *Service) failBatchJob(ctx context.Context, bj *BatchJob, it trigger.BatchItem, trig job.Trigger, when time.Time, cause error) error {
+	rec, err := s.Run(ctx, trigger.Delivery{ID: it.ID, Job: it.Job, Trigger: trig, Time: when, Err: cause})
+	if err != nil && !errors.Is(err, ErrIgnored) {
 		return err
 	}
-	bj.Status, bj.Error = batchFailed, rec.Error
+	bj.Status, bj.Error = BatchFailed, rec.Error
 	if bj.Error == nil {
 		bj.Error = job.ErrorOf(cause)
 	}
 	if rec.Error != nil && rec.Error.Code == job.Code(job.ErrConflict) {
-		bj.Status = batchConflict
+		bj.Status = BatchConflict
 	}
 	return nil
 }
@@ -260,8 +227,8 @@ func (s *Service) failBatchJob(ctx context.Context, bj *batchJob, it trigger.Bat
 // batchConflict reports a job whose id stands for different work. An HTTP
 // caller reads it in the answer (as a lone job's 409); an event's batch
 // publishes a failed event, not stored, as the online lane does.
-func (s *Service) batchConflict(ctx context.Context, bj *batchJob, j job.Job, trig job.Trigger, when time.Time, cause error) error {
-	bj.Status, bj.Error = batchConflict, job.ErrorOf(cause)
+func (s *Service) batchConflict(ctx context.Context, bj *BatchJob, j job.Job, trig job.Trigger, when time.Time, cause error) error {
+	bj.Status, bj.Error = BatchConflict, job.ErrorOf(cause)
 	if trig.Kind == job.HTTP {
 		slog.InfoContext(ctx, "batch job rejected", "error", cause)
 		return nil
@@ -282,11 +249,11 @@ func (s *Service) newRecord(j job.Job, trig job.Trigger) job.Record {
 	}
 }
 
-// inBatch reports whether a job without a record or claim is waiting in
+// InBatch reports whether a job without a record or claim is waiting in
 // a model batch: the lane reserves each job it submits with
 // jobs/<id>/batch.json (package batch). An unreadable answer is "no".
-func (s *Service) inBatch(ctx context.Context, id string) bool {
-	_, err := s.gcs.Bucket(s.cfg.Storage.OutputBucket).Object("jobs/" + id + "/batch.json").Attrs(ctx)
+func (s *Service) InBatch(ctx context.Context, id string) bool {
+	_, err := s.output.Stat(ctx, storage.BatchMarkerObject(id))
 	return err == nil
 }
 
@@ -300,33 +267,19 @@ func (s *Service) tooOld(when time.Time) error {
 	return nil
 }
 
-// PollBatches handles Cloud Scheduler's call: it checks every open batch,
-// finishes the jobs of those that are done, and answers what it did (the
-// lane's PollReport, 200). It takes no input, so IAM on the function (the
-// scheduler's OIDC token) is its only gate, with or without a webhook
-// secret.
-func (s *Service) PollBatches(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost && r.Method != http.MethodGet {
-		w.Header().Set("Allow", "GET, POST")
-		writeError(w, http.StatusMethodNotAllowed, "use POST (Cloud Scheduler) or GET to poll the open batches")
-		return
-	}
-	// A poll that is cut off keeps what it finished (the lane saves its
-	// progress) and the next one resumes: stop before the function's
-	// timeout rather than be killed mid-write.
-	limit := max(s.cfg.Limits.FunctionTimeout-10*time.Second, s.cfg.Limits.FunctionTimeout/2)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), limit)
-	defer cancel()
+// PollBatches checks every open batch and finishes the jobs of those that
+// are done, with the online lane's steps. A poll that is cut off keeps what
+// it finished (the lane saves its progress) and the next one resumes.
+func (s *Service) PollBatches(ctx context.Context) (batch.PollReport, error) {
 	rep, err := s.lane.Poll(ctx, batchFinisher{s})
 	if err != nil {
-		s.writeUnavailable(r.Context(), w, "listing the open batches", err)
-		return
+		return rep, err
 	}
 	if len(rep.Finished)+len(rep.Failed) > 0 || len(rep.Errors) > 0 || len(rep.Expired)+len(rep.Stuck) > 0 {
 		slog.InfoContext(ctx, "batches polled", "checked", rep.Checked, "open", rep.Open, "finished", len(rep.Finished),
 			"failed", len(rep.Failed), "duplicates", rep.Duplicates, "expired", rep.Expired, "stuck", rep.Stuck, "errors", len(rep.Errors))
 	}
-	writeJSON(w, http.StatusOK, rep)
+	return rep, nil
 }
 
 // batchFinisher finishes batch answers with the online lane's steps.
@@ -339,7 +292,7 @@ type batchFinisher struct{ s *Service }
 func (f batchFinisher) Finish(ctx context.Context, fin batch.Finished) error {
 	s := f.s
 	j := fin.Job
-	ctx = withJobID(ctx, j.ID)
+	ctx = WithJobID(ctx, j.ID)
 	rec := s.newRecord(j, fin.Trigger)
 	info := fin.Batch
 	rec.Batch = &info

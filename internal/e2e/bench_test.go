@@ -1,4 +1,4 @@
-package genimg
+package e2e
 
 import (
 	"bytes"
@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/genimg/genimg/gemini/geminitest"
-	"github.com/genimg/genimg/internal/config"
+	"github.com/genimg/genimg/internal/pipeline"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/trigger"
 )
@@ -46,12 +46,12 @@ func BenchmarkPipeline(b *testing.B) {
 	}))
 	b.Cleanup(model.Close)
 
-	cfg, err := config.FromEnv()
+	cfg, err := stack.Config()
 	if err != nil {
 		b.Fatal(err)
 	}
 	cfg.Model.BaseURL = model.URL
-	s, err := New(b.Context(), cfg)
+	s, err := pipeline.New(b.Context(), cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func BenchmarkPipeline(b *testing.B) {
 			for b.Loop() {
 				n++
 				id := "bench-" + run + "-" + bc.name + "-" + strconv.Itoa(n)
-				rec, err := s.process(b.Context(), trigger.Delivery{ID: id, Job: bc.job,
+				rec, err := s.Run(b.Context(), trigger.Delivery{ID: id, Job: bc.job,
 					Trigger: job.Trigger{Kind: "pubsub", Source: id}})
 				if err != nil || rec.Outcome != job.Succeeded || len(rec.Outputs) != 1 {
 					b.Fatalf("process: %v, outcome %q, %d outputs", err, rec.Outcome, len(rec.Outputs))
@@ -219,12 +219,12 @@ func TestStartupChild(t *testing.T) {
 		t.Fatalf("first job: %d %v %q", resp.StatusCode, err, rec.Outcome)
 	}
 	answered := time.Now()
-	cfg, err := config.FromEnv()
+	cfg, err := stack.Config()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t0 := time.Now()
-	s, err := New(t.Context(), cfg)
+	s, err := pipeline.New(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package genimg
+package pipeline
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"cloud.google.com/go/pubsub/v2"
 
 	"github.com/genimg/genimg/job"
+	"github.com/genimg/genimg/trigger"
 )
 
 // Completion event attributes beyond the CloudEvents core (README, "The
@@ -56,6 +57,24 @@ func (s *Service) publish(ctx context.Context, rec job.Record) error {
 	}
 	if _, err := s.events.Publish(ctx, msg).Get(ctx); err != nil {
 		return fmt.Errorf("%w: publishing the completion event to %s: %v", job.ErrTransient, s.cfg.Topics.Completion, err)
+	}
+	return nil
+}
+
+// Enqueue puts an HTTP job on the requests topic, where OnMessage runs it:
+// once the topic has taken it, the job is durable. source names the
+// request in the record's trigger.
+func (s *Service) Enqueue(ctx context.Context, j job.Job, source string) error {
+	data, err := json.Marshal(j)
+	if err != nil {
+		return fmt.Errorf("%w: encoding the job: %v", job.ErrPermanent, err)
+	}
+	msg := &pubsub.Message{Data: data, Attributes: map[string]string{
+		trigger.AttrTrigger: string(job.HTTP),
+		trigger.AttrSource:  source,
+	}}
+	if _, err := s.requests.Publish(ctx, msg).Get(ctx); err != nil {
+		return fmt.Errorf("%w: queueing the job on %s: %v", job.ErrTransient, s.cfg.Topics.Requests, err)
 	}
 	return nil
 }

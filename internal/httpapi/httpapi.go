@@ -1,4 +1,8 @@
-package genimg
+// Package httpapi is genimg's front door: the Generate function (submit a
+// job or a batch, read a job's record, wait for it, stream its progress)
+// and the batch lane's PollBatches. It makes each job durable before it
+// answers, and leaves the running of jobs to the pipeline.
+package httpapi
 
 import (
 	"bytes"
@@ -14,8 +18,8 @@ import (
 	"strconv"
 	"time"
 
-	"cloud.google.com/go/pubsub/v2"
-
+	"github.com/genimg/genimg/internal/config"
+	"github.com/genimg/genimg/internal/pipeline"
 	"github.com/genimg/genimg/internal/spend"
 	"github.com/genimg/genimg/internal/webhook"
 	"github.com/genimg/genimg/job"
@@ -23,13 +27,43 @@ import (
 	"github.com/genimg/genimg/trigger"
 )
 
+// An API serves genimg's HTTP functions for one pipeline Service.
+type API struct {
+	svc    *pipeline.Service
+	cfg    config.Config
+	policy job.Policy
+	store  *storage.Store
+	spend  *spend.Guard
+	// key and replay verify signed callers when GENIMG_WEBHOOK_SECRET is
+	// set; key is nil otherwise.
+	key    webhook.Key
+	replay *webhook.Replay
+}
+
+// New builds the API of svc.
+func New(svc *pipeline.Service) (*API, error) {
+	cfg := svc.Config()
+	a := &API{svc: svc, cfg: cfg, policy: svc.Policy(), store: svc.Store(), spend: svc.Spend()}
+	if cfg.Webhook.Secret != "" {
+		key, err := webhook.ParseKey(cfg.Webhook.Secret)
+		if err != nil {
+			return nil, fmt.Errorf("GENIMG_WEBHOOK_SECRET: %w", err)
+		}
+		a.key = key
+		a.replay = webhook.NewReplay(svc.Output(), cfg.Webhook.Tolerance)
+	}
+	return a, nil
+}
+
+func (a *API) now() time.Time { return a.svc.Now() }
+
 // Generate handles the webhook: POST a job, GET ?id= a job's record.
-func (s *Service) Generate(w http.ResponseWriter, r *http.Request) {
+func (a *API) Generate(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodPost:
-		s.submit(w, r)
+		a.submit(w, r)
 	case http.MethodGet, http.MethodHead:
-		s.status(w, r)
+		a.status(w, r)
 	default:
 		w.Header().Set("Allow", "GET, HEAD, POST")
 		writeError(w, http.StatusMethodNotAllowed, "use POST to submit a job or GET ?id=JOB for its record")
@@ -41,21 +75,21 @@ func (s *Service) Generate(w http.ResponseWriter, r *http.Request) {
 // waits for the record. The caller may disconnect at any moment and CPU is
 // throttled once a response is sent, so no work is left for after the
 // answer: OnMessage runs the job.
-func (s *Service) submit(w http.ResponseWriter, r *http.Request) {
-	webhookID, err := s.authenticate(w, r)
+func (a *API) submit(w http.ResponseWriter, r *http.Request) {
+	webhookID, err := a.authenticate(w, r)
 	if err != nil {
 		writeJobError(w, err)
 		return
 	}
 	// {"batch": [...]} goes to the batch lane, each job on its own.
-	if b, ok, err := trigger.BatchFromHTTP(r, s.cfg.Limits.MaxRequestBytes); err != nil {
+	if b, ok, err := trigger.BatchFromHTTP(r, a.cfg.Limits.MaxRequestBytes); err != nil {
 		writeJobError(w, err)
 		return
 	} else if ok {
-		s.submitBatch(w, r, b, webhookID)
+		a.submitBatch(w, r, b, webhookID)
 		return
 	}
-	j, err := trigger.FromHTTP(r, s.cfg.Limits.MaxRequestBytes)
+	j, err := trigger.FromHTTP(r, a.cfg.Limits.MaxRequestBytes)
 	if err != nil {
 		writeJobError(w, err)
 		return
@@ -63,9 +97,9 @@ func (s *Service) submit(w http.ResponseWriter, r *http.Request) {
 	if j.ID == "" {
 		j.ID = trigger.NewID()
 	}
-	ctx := withJobID(r.Context(), j.ID)
-	j.Normalize(s.policy)
-	if err := j.Validate(s.policy); err != nil {
+	ctx := pipeline.WithJobID(r.Context(), j.ID)
+	j.Normalize(a.policy)
+	if err := j.Validate(a.policy); err != nil {
 		slog.InfoContext(ctx, "job rejected", "error", err)
 		writeJobError(w, err)
 		return
@@ -73,31 +107,31 @@ func (s *Service) submit(w http.ResponseWriter, r *http.Request) {
 
 	// Paused, or the budget spent: say so now, rather than queue work that
 	// cannot run.
-	if err := s.spend.Check(ctx); err != nil {
+	if err := a.spend.Check(ctx); err != nil {
 		var limit *spend.LimitError
 		if !errors.As(err, &limit) {
-			s.writeUnavailable(ctx, w, "reading the spend ledger", err)
+			a.writeUnavailable(ctx, w, "reading the spend ledger", err)
 			return
 		}
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(limit.RetryAfter.Seconds()))))
 		writeError(w, http.StatusTooManyRequests, limit.Error())
 		return
 	}
-	durable, cancel, err := s.takeOnce(ctx, webhookID)
+	durable, cancel, err := a.takeOnce(ctx, webhookID)
 	if err != nil {
 		writeJobError(w, err)
 		return
 	}
 	defer cancel()
-	if err := s.store.StageInputs(durable, j.ID, &j); err != nil {
-		s.writeUnavailable(ctx, w, "staging the job's images", err)
+	if err := a.store.StageInputs(durable, j.ID, &j); err != nil {
+		a.writeUnavailable(ctx, w, "staging the job's images", err)
 		return
 	}
 	fp := j.Fingerprint()
-	rec, _, _, err := s.store.Status(durable, j.ID)
+	rec, _, _, err := a.store.Status(durable, j.ID)
 	switch {
 	case err != nil && !errors.Is(err, storage.ErrNotFound):
-		s.writeUnavailable(ctx, w, "reading the job's state", err)
+		a.writeUnavailable(ctx, w, "reading the job's state", err)
 		return
 	case rec != nil && rec.Fingerprint != fp:
 		writeError(w, http.StatusConflict, fmt.Sprintf("job id %s was already used for a different job; use a new id", j.ID))
@@ -107,45 +141,36 @@ func (s *Service) submit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	data, err := json.Marshal(j)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "encoding the job")
-		return
-	}
-	msg := &pubsub.Message{Data: data, Attributes: map[string]string{
-		trigger.AttrTrigger: string(job.HTTP),
-		trigger.AttrSource:  "request/" + trigger.NewID(),
-	}}
-	if _, err := s.requests.Publish(durable, msg).Get(durable); err != nil {
-		s.writeUnavailable(ctx, w, "queueing the job", err)
+	if err := a.svc.Enqueue(durable, j, "request/"+trigger.NewID()); err != nil {
+		a.writeUnavailable(ctx, w, "queueing the job", err)
 		return
 	}
 	slog.InfoContext(ctx, "job queued", "trigger", "http")
 
 	wait, async := trigger.Prefer(r.Header)
 	if wait == 0 {
-		wait = s.cfg.Limits.HTTPWait
+		wait = a.cfg.Limits.HTTPWait
 	}
 	// Leave the function a few seconds to answer before its own timeout.
-	wait = min(wait, s.cfg.Limits.FunctionTimeout-5*time.Second)
+	wait = min(wait, a.cfg.Limits.FunctionTimeout-5*time.Second)
 	switch {
 	case wantsStream(r):
-		s.stream(ctx, w, r, j, fp, wait)
+		a.stream(ctx, w, r, j, fp, wait)
 	case async || wait <= 0:
 		writeAccepted(w, r, j.ID)
 	default:
-		s.await(ctx, w, r, j.ID, fp, wait)
+		a.await(ctx, w, r, j.ID, fp, wait)
 	}
 }
 
 // await polls the job's record until it is there or wait runs out. The
 // record lives in Cloud Storage, so any instance's work is seen.
-func (s *Service) await(ctx context.Context, w http.ResponseWriter, r *http.Request, id, fp string, wait time.Duration) {
+func (a *API) await(ctx context.Context, w http.ResponseWriter, r *http.Request, id, fp string, wait time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	delay := 100 * time.Millisecond
 	for {
-		rec, _, _, err := s.store.Status(ctx, id)
+		rec, _, _, err := a.store.Status(ctx, id)
 		switch {
 		case rec != nil && rec.Fingerprint != fp:
 			writeError(w, http.StatusConflict, fmt.Sprintf("job id %s was already used for a different job; use a new id", id))
@@ -167,9 +192,9 @@ func (s *Service) await(ctx context.Context, w http.ResponseWriter, r *http.Requ
 }
 
 // status answers GET ?id=JOB: the record (200), running (202) or unknown (404).
-func (s *Service) status(w http.ResponseWriter, r *http.Request) {
+func (a *API) status(w http.ResponseWriter, r *http.Request) {
 	// Only callers allowed to submit may read records.
-	if _, err := s.authenticate(w, r); err != nil {
+	if _, err := a.authenticate(w, r); err != nil {
 		writeJobError(w, err)
 		return
 	}
@@ -178,18 +203,18 @@ func (s *Service) status(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "give ?id=JOB with a job id of 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' or '-'")
 		return
 	}
-	rec, _, running, err := s.store.Status(r.Context(), id)
+	rec, _, running, err := a.store.Status(r.Context(), id)
 	switch {
 	case rec != nil:
 		writeRecord(w, *rec)
 	case running:
 		writeAccepted(w, r, id)
-	case errors.Is(err, storage.ErrNotFound) && s.inBatch(r.Context(), id):
+	case errors.Is(err, storage.ErrNotFound) && a.svc.InBatch(r.Context(), id):
 		writeAccepted(w, r, id) // submitted to a model batch, not answered yet
 	case errors.Is(err, storage.ErrNotFound):
 		writeError(w, http.StatusNotFound, "no job with id "+id)
 	default:
-		s.writeUnavailable(r.Context(), w, "reading the job's state", err)
+		a.writeUnavailable(r.Context(), w, "reading the job's state", err)
 	}
 }
 
@@ -197,20 +222,20 @@ func (s *Service) status(w http.ResponseWriter, r *http.Request) {
 // GENIMG_WEBHOOK_SECRET is set (callers outside Google Cloud IAM), and
 // returns the webhook id. It reads the body, bounded, and puts it back for
 // decoding. Without a secret, IAM on the function is the only gate.
-func (s *Service) authenticate(w http.ResponseWriter, r *http.Request) (string, error) {
-	if s.webhookKey == nil {
+func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (string, error) {
+	if a.key == nil {
 		return "", nil
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxRequestBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxRequestBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return "", fmt.Errorf("%w: the request body is over %d bytes", job.ErrTooLarge, s.cfg.Limits.MaxRequestBytes)
+			return "", fmt.Errorf("%w: the request body is over %d bytes", job.ErrTooLarge, a.cfg.Limits.MaxRequestBytes)
 		}
 		return "", fmt.Errorf("%w: reading the request body: %v", job.ErrInvalid, err)
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	id, err := webhook.Verify(s.webhookKey, r.Header, body, s.now(), s.cfg.Webhook.Tolerance)
+	id, err := webhook.Verify(a.key, r.Header, body, a.now(), a.cfg.Webhook.Tolerance)
 	if err != nil {
 		slog.WarnContext(r.Context(), "webhook signature refused", "error", err)
 		w.Header().Set("WWW-Authenticate", `Webhook realm="genimg"`)
@@ -247,10 +272,10 @@ func location(r *http.Request, id string) string {
 // takeOnce makes the rest of a request durable — a caller that disconnects
 // cancels nothing from it on — and refuses a replayed signed request: a
 // signed request is taken once, even while its signature is still fresh.
-func (s *Service) takeOnce(ctx context.Context, webhookID string) (context.Context, context.CancelFunc, error) {
-	durable, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Limits.FunctionTimeout)
-	if s.replay != nil {
-		if err := s.replay.Check(durable, webhookID); err != nil {
+func (a *API) takeOnce(ctx context.Context, webhookID string) (context.Context, context.CancelFunc, error) {
+	durable, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.Limits.FunctionTimeout)
+	if a.replay != nil {
+		if err := a.replay.Check(durable, webhookID); err != nil {
 			cancel()
 			return nil, nil, err
 		}
@@ -263,7 +288,7 @@ func writeJobError(w http.ResponseWriter, err error) {
 	writeError(w, statusOf(err), err.Error())
 }
 
-func (s *Service) writeUnavailable(ctx context.Context, w http.ResponseWriter, doing string, err error) {
+func (a *API) writeUnavailable(ctx context.Context, w http.ResponseWriter, doing string, err error) {
 	slog.ErrorContext(ctx, "cannot take the job now", "doing", doing, "error", err)
 	w.Header().Set("Retry-After", strconv.Itoa(5))
 	writeError(w, http.StatusServiceUnavailable, "genimg cannot take the job now ("+doing+"); retry later with the same id")

@@ -1,4 +1,4 @@
-package genimg
+package e2e
 
 import (
 	"bytes"
@@ -49,7 +49,7 @@ func storageEvent(t *testing.T, bucket, name string, generation int64, contentTy
 	var sample struct {
 		Data map[string]any `json:"data"`
 	}
-	b, err := os.ReadFile(filepath.Join("testdata", "events", "storage-cloudevent.json"))
+	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "events", "storage-cloudevent.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +279,7 @@ func TestGoldenRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join("testdata", "golden", "completion.json")
+	path := filepath.Join("..", "..", "testdata", "golden", "completion.json")
 	if *update {
 		os.MkdirAll(filepath.Dir(path), 0o755)
 		if err := os.WriteFile(path, append(got, '\n'), 0o644); err != nil {

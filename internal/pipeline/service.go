@@ -1,21 +1,27 @@
-package genimg
+// Package pipeline is genimg's one run of a job — claim, inputs, admit,
+// model, outputs, record, event — shared by every trigger and by the batch
+// lane's finisher. A Service holds one instance's configuration and clients;
+// the functions (function.go, internal/httpapi) decode their input and hand
+// it here.
+package pipeline
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
-	gcs "cloud.google.com/go/storage"
 	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/genimg/genimg/gemini"
 	"github.com/genimg/genimg/internal/batch"
 	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/internal/spend"
-	"github.com/genimg/genimg/internal/webhook"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/storage"
 )
@@ -26,7 +32,7 @@ import (
 type Service struct {
 	cfg    config.Config
 	policy job.Policy
-	gcs    *gcs.Client
+	output *storage.Objects
 	store  *storage.Store
 	model  model
 	// contexts resolves jobs' shared contexts to context caches.
@@ -37,11 +43,7 @@ type Service struct {
 	requests *pubsub.Publisher
 	events   *pubsub.Publisher
 	spend    *spend.Guard
-	// webhookKey and replay verify signed HTTP callers when
-	// GENIMG_WEBHOOK_SECRET is set; webhookKey is nil otherwise.
-	webhookKey webhook.Key
-	replay     *webhook.Replay
-	now        func() time.Time
+	now      func() time.Time
 }
 
 // model is what the pipeline needs of the Gemini client: a call whose
@@ -94,51 +96,43 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 	for _, opt := range opts {
 		opt(&o)
 	}
-	gcsClient, err := gcs.NewClient(ctx, append([]option.ClientOption{gcs.WithJSONReads()}, o.gcsOpts...)...)
-	if err != nil {
-		return nil, fmt.Errorf("cloud storage client: %w", err)
-	}
-	ps, err := pubsub.NewClient(ctx, cfg.Topics.Project, o.pubsubOpts...)
-	if err != nil {
-		gcsClient.Close()
-		return nil, fmt.Errorf("pub/sub client: %w", err)
-	}
-	m, err := gemini.New(ctx, cfg.Model, cfg.Prices, o.geminiOpts...)
-	if err != nil {
-		gcsClient.Close()
-		ps.Close()
-		return nil, fmt.Errorf("gemini client: %w", err)
-	}
 	// Upload jobs read the uploaded object, HTTP jobs their staged images:
 	// the store may read every bucket the job policy allows.
 	storeCfg := cfg.Storage
 	storeCfg.InputBuckets = cfg.ReadableBuckets()
-	store := storage.New(gcsClient, storeCfg, cfg.Limits, cfg.Model.Backend, o.storeOpts...)
+	gcsOpts, psOpts := emulators(cfg)
+	store, err := storage.Dial(ctx, storeCfg, cfg.Limits, cfg.Model.Backend, append(gcsOpts, o.gcsOpts...), o.storeOpts...)
+	if err != nil {
+		return nil, err
+	}
+	ps, err := pubsub.NewClient(ctx, cfg.Topics.Project, append(psOpts, o.pubsubOpts...)...)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("pub/sub client: %w", err)
+	}
+	m, err := gemini.New(ctx, cfg.Model, cfg.Prices, o.geminiOpts...)
+	if err != nil {
+		store.Close()
+		ps.Close()
+		return nil, fmt.Errorf("gemini client: %w", err)
+	}
+	output := store.Output()
 	s := &Service{
 		cfg:      cfg,
 		policy:   cfg.Policy(),
-		gcs:      gcsClient,
+		output:   output,
 		store:    store,
-		contexts: gemini.NewContexts(m, gemini.NewGCSCacheStore(gcsClient, cfg.Storage.OutputBucket), store),
+		contexts: gemini.NewContexts(m, storage.NewCacheRecords(output), store),
 		model:    m,
 		pubsub:   ps,
 		requests: ps.Publisher(cfg.Topics.Requests),
 		events:   ps.Publisher(cfg.Topics.Completion),
-		spend:    spend.New(gcsClient, cfg.Storage.OutputBucket, cfg.Spend),
+		spend:    spend.New(output, cfg.Spend),
 		now:      o.now,
 	}
 	// Batch jobs' gs:// images are read like online ones; their shared
 	// contexts resolve to the same caches.
-	s.lane = batch.New(m, gcsClient, cfg.Storage.OutputBucket, cfg.Batch, batch.WithResolver(store), batch.WithContexts(s.contexts))
-	if cfg.Webhook.Secret != "" {
-		key, err := webhook.ParseKey(cfg.Webhook.Secret)
-		if err != nil {
-			s.Close()
-			return nil, fmt.Errorf("GENIMG_WEBHOOK_SECRET: %w", err)
-		}
-		s.webhookKey = key
-		s.replay = webhook.NewReplay(gcsClient, cfg.Storage.OutputBucket, cfg.Webhook.Tolerance)
-	}
+	s.lane = batch.New(m, output, cfg.Batch, batch.WithResolver(store), batch.WithContexts(s.contexts))
 	// Completion events are awaited before a delivery is acknowledged:
 	// send each at once rather than waiting to batch.
 	s.events.PublishSettings.DelayThreshold = time.Millisecond
@@ -147,6 +141,24 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 	return s, nil
 }
 
+// Config is the configuration the Service was built with.
+func (s *Service) Config() config.Config { return s.cfg }
+
+// Policy is what the configuration allows of a job.
+func (s *Service) Policy() job.Policy { return s.policy }
+
+// Store is the job store: state, inputs and outputs in Cloud Storage.
+func (s *Service) Store() *storage.Store { return s.store }
+
+// Output is the output bucket, for state that is not a job's.
+func (s *Service) Output() *storage.Objects { return s.output }
+
+// Spend is the spend guard.
+func (s *Service) Spend() *spend.Guard { return s.spend }
+
+// Now is the Service's clock.
+func (s *Service) Now() time.Time { return s.now() }
+
 // Close stops the publishers and closes the clients.
 func (s *Service) Close() error {
 	s.requests.Stop()
@@ -154,5 +166,22 @@ func (s *Service) Close() error {
 	// The spend ledger's last flush, so other instances count this one's spend.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return errors.Join(s.spend.Close(ctx), s.pubsub.Close(), s.gcs.Close())
+	return errors.Join(s.spend.Close(ctx), s.pubsub.Close(), s.store.Close())
+}
+
+// emulators points the clients at the emulators the configuration names
+// (STORAGE_EMULATOR_HOST, PUBSUB_EMULATOR_HOST), so that a Service built
+// from explicit configuration needs nothing from the process environment.
+func emulators(cfg config.Config) (gcsOpts, psOpts []option.ClientOption) {
+	if h := cfg.Storage.EmulatorHost; h != "" {
+		if !strings.Contains(h, "://") {
+			h = "http://" + h
+		}
+		gcsOpts = []option.ClientOption{option.WithEndpoint(strings.TrimSuffix(h, "/") + "/storage/v1/"), option.WithoutAuthentication()}
+	}
+	if h := cfg.Topics.EmulatorHost; h != "" {
+		psOpts = []option.ClientOption{option.WithEndpoint(h), option.WithoutAuthentication(),
+			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials()))}
+	}
+	return gcsOpts, psOpts
 }

@@ -1,22 +1,17 @@
-package genimg
+package e2e
 
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	gcs "cloud.google.com/go/storage"
-	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
-	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/googleapis/gax-go/v2"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
@@ -24,46 +19,22 @@ import (
 	"github.com/genimg/genimg/gemini"
 	"github.com/genimg/genimg/gemini/geminitest"
 	"github.com/genimg/genimg/internal/config"
+	"github.com/genimg/genimg/internal/instance"
+	"github.com/genimg/genimg/internal/localstack"
+	"github.com/genimg/genimg/internal/pipeline"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/storage"
 	"github.com/genimg/genimg/storage/storagetest"
 )
 
-// Extra pipeline instances, each a Service of its own (own clients, own
-// fault-injecting transports, own clock) sharing the stack's emulators.
-// They are served by the real functions framework: the slots below are
-// registered before TestMain starts the local stack, so its framework
-// server serves them at /instN/Generate, /instN/OnMessage and
-// /instN/OnUpload, and a test puts its instance in a free slot.
-const instanceSlots = 24
-
-var slots [instanceSlots]struct {
-	svc  atomic.Pointer[Service]
-	busy bool
-}
-
-var slotMu sync.Mutex
-
-func init() {
-	ctx := context.Background()
-	for i := range instanceSlots {
-		sl := &slots[i]
-		p := fmt.Sprintf("/inst%d/", i)
-		for _, err := range []error{
-			funcframework.RegisterHTTPFunctionContext(ctx, p+"Generate", func(w http.ResponseWriter, r *http.Request) { sl.svc.Load().Generate(w, r) }),
-			funcframework.RegisterCloudEventFunctionContext(ctx, p+"OnMessage", func(ctx context.Context, e cloudevents.Event) error { return sl.svc.Load().OnMessage(ctx, e) }),
-			funcframework.RegisterCloudEventFunctionContext(ctx, p+"OnUpload", func(ctx context.Context, e cloudevents.Event) error { return sl.svc.Load().OnUpload(ctx, e) }),
-		} {
-			if err != nil {
-				panic(err)
-			}
-		}
-	}
-}
+// Extra pipeline instances, each an Instance of its own (own clients, own
+// fault-injecting transports, own clock) sharing the stack's emulators,
+// served by the real functions framework under a path of their own
+// (localstack.Mount).
 
 // A testInstance is one extra pipeline instance and its handles.
 type testInstance struct {
-	*Service
+	*instance.Instance
 	// path is the instance's functions under the framework, "instN", for
 	// postEvent: path+"/OnMessage".
 	path string
@@ -90,7 +61,7 @@ func (in *testInstance) advance(d time.Duration) { in.skew.Add(int64(d)) }
 // with a private stand-in model and short timeouts, for extra instances.
 func baseConfig(t *testing.T, model *geminitest.Server) config.Config {
 	t.Helper()
-	cfg, err := config.FromEnv()
+	cfg, err := stack.Config()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,48 +99,35 @@ func newInstance(t *testing.T, cfg config.Config, name string) *testInstance {
 		}
 		return invoke(ctx, method, req, reply, cc, opts...)
 	}
-	svc, err := New(context.Background(), cfg,
-		WithStorageOptions(
+	svc, err := instance.New(context.Background(), cfg,
+		pipeline.WithStorageOptions(
 			option.WithEndpoint(strings.TrimSuffix(stack.StorageURL, "/")+"/storage/v1/"),
 			option.WithoutAuthentication(),
 			option.WithHTTPClient(&http.Client{Transport: in.gcsFaults}),
 		),
-		WithPubSubOptions(option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(publishGate))),
-		WithGeminiOptions(
+		pipeline.WithPubSubOptions(option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(publishGate))),
+		pipeline.WithGeminiOptions(
 			gemini.WithHTTPClient(&http.Client{Transport: in.modelFaults}),
 			gemini.WithBackoff(5*time.Millisecond, 50*time.Millisecond),
 		),
-		WithStoreOptions(storage.WithClock(in.now), storage.WithOwner(name), storage.WithUploadRetryDeadline(uploadDeadline())),
-		WithClock(in.now),
+		// Storage faults should surface in milliseconds, not after the
+		// client's default backoff (1 s, doubling).
+		pipeline.WithStoreOptions(storage.WithClock(in.now), storage.WithOwner(name), storage.WithUploadRetryDeadline(uploadDeadline()),
+			storage.WithRetry(gax.Backoff{Initial: time.Millisecond, Max: 10 * time.Millisecond, Multiplier: 2}, 3)),
+		pipeline.WithClock(in.now),
 	)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Storage faults should surface in milliseconds, not after the
-	// client's default backoff (1 s, doubling).
-	svc.gcs.SetRetry(gcs.WithBackoff(gax.Backoff{Initial: time.Millisecond, Max: 10 * time.Millisecond, Multiplier: 2}), gcs.WithMaxAttempts(3))
-	in.Service = svc
-
-	slotMu.Lock()
-	n := -1
-	for i := range slots {
-		if !slots[i].busy {
-			slots[i].busy, n = true, i
-			break
-		}
+	in.Instance = svc
+	url, unmount, err := localstack.Mount("127.0.0.1", 0, svc)
+	if err != nil {
+		t.Fatal(err)
 	}
-	slotMu.Unlock()
-	if n < 0 {
-		t.Fatal("no free instance slot; raise instanceSlots")
-	}
-	slots[n].svc.Store(svc)
-	in.path = fmt.Sprintf("inst%d", n)
+	in.path = strings.TrimPrefix(url, stack.functions+"/")
 	t.Cleanup(func() {
+		unmount()
 		svc.Close()
-		slots[n].svc.Store(nil)
-		slotMu.Lock()
-		slots[n].busy = false
-		slotMu.Unlock()
 	})
 	return in
 }

@@ -1,4 +1,4 @@
-package genimg
+package e2e
 
 import (
 	"encoding/json"
@@ -15,6 +15,7 @@ import (
 	"github.com/genimg/genimg/gemini"
 	"github.com/genimg/genimg/internal/batch"
 	"github.com/genimg/genimg/internal/config"
+	"github.com/genimg/genimg/internal/pipeline"
 	"github.com/genimg/genimg/job"
 )
 
@@ -96,13 +97,13 @@ func checkBatchRecord(t *testing.T, e event, outcome job.Outcome, trig job.Trigg
 }
 
 // postBatch POSTs a batch and decodes the 202 answer.
-func postBatch(t *testing.T, body string, header map[string]string) batchAnswer {
+func postBatch(t *testing.T, body string, header map[string]string) pipeline.BatchAnswer {
 	t.Helper()
 	resp, b := postJSON(t, body, header)
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("status %d: %s", resp.StatusCode, b)
 	}
-	var ans batchAnswer
+	var ans pipeline.BatchAnswer
 	if err := json.Unmarshal(b, &ans); err != nil {
 		t.Fatalf("answer: %v: %s", err, b)
 	}
@@ -137,10 +138,10 @@ func TestBatchOverHTTP(t *testing.T) {
 	}
 	var ids []string
 	for i, bj := range ans.Jobs {
-		want := batchJob{Index: i, JobID: job.DeriveID("batch", key, fmt.Sprint(i)), Status: batchSubmitted}
+		want := pipeline.BatchJob{Index: i, JobID: job.DeriveID("batch", key, fmt.Sprint(i)), Status: pipeline.BatchSubmitted}
 		want.Location = "/Generate?id=" + want.JobID
 		if i == 20 {
-			want.Status, want.Error = batchFailed, bj.Error
+			want.Status, want.Error = pipeline.BatchFailed, bj.Error
 			if bj.Error == nil || bj.Error.Code != "invalid_argument" || !strings.Contains(bj.Error.Message, "16:9") {
 				t.Errorf("invalid job's error %+v", bj.Error)
 			}

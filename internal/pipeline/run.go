@@ -1,4 +1,4 @@
-package genimg
+package pipeline
 
 import (
 	"context"
@@ -14,26 +14,26 @@ import (
 	"github.com/genimg/genimg/trigger"
 )
 
-// errIgnored marks a delivery that is not a job: acknowledged, no record.
-var errIgnored = errors.New("not a job")
+// ErrIgnored marks a delivery that is not a job: acknowledged, no record.
+var ErrIgnored = errors.New("not a job")
 
-// process runs one delivery to its end: claim → read inputs → model →
+// Run runs one delivery to its end: claim → read inputs → model →
 // write outputs → write record → publish event. It is the same for every
 // trigger. It returns the record, published; or a transient error, for
-// the platform to redeliver; or errIgnored. A permanent failure is a
+// the platform to redeliver; or ErrIgnored. A permanent failure is a
 // failed record, not an error.
-func (s *Service) process(ctx context.Context, d trigger.Delivery) (job.Record, error) {
-	ctx = withJobID(ctx, d.ID)
+func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, error) {
+	ctx = WithJobID(ctx, d.ID)
 	if d.Ignore != "" {
 		slog.InfoContext(ctx, "delivery ignored", "reason", d.Ignore, "source", d.Trigger.Source)
-		return job.Record{}, errIgnored
+		return job.Record{}, ErrIgnored
 	}
 	if d.DryRun != nil {
 		// A dry-run rule counts what a backfill would cost; the sum of
 		// these lines' costUsd is the estimate.
 		model, usd, err := spend.EstimateRule(*d.DryRun, s.cfg.Prices, s.policy)
 		slog.InfoContext(ctx, "dry run", "rule", d.DryRun.Name, "source", d.Trigger.Source, "model", model, "costUsd", usd, "error", err)
-		return job.Record{}, errIgnored
+		return job.Record{}, ErrIgnored
 	}
 	start := s.now()
 	j := d.Job
@@ -157,7 +157,7 @@ func (s *Service) failUnclaimed(ctx context.Context, rec job.Record, cause error
 	if rec.JobID == "" || !job.ValidID(rec.JobID) {
 		// Nothing to record under: say why, and let the delivery go.
 		slog.ErrorContext(ctx, "delivery rejected without a job id", "error", cause)
-		return job.Record{}, errIgnored
+		return job.Record{}, ErrIgnored
 	}
 	rec = failed(rec, cause, s.now())
 	stored, _, err := s.store.Commit(ctx, nil, rec)

@@ -1,4 +1,4 @@
-package genimg
+package e2e
 
 import (
 	"bytes"
@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/internal/webhook"
 	"github.com/genimg/genimg/job"
 )
@@ -83,7 +82,7 @@ func TestSharedContext(t *testing.T) {
 
 // With a webhook secret, Generate takes only signed requests, each once.
 func TestWebhookSignatures(t *testing.T) {
-	cfg, err := config.FromEnv()
+	cfg, err := stack.Config()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +130,7 @@ func TestWebhookSignatures(t *testing.T) {
 // A paused pipeline turns new HTTP jobs away at once: 429 with Retry-After,
 // nothing queued.
 func TestPausedRefusesHTTPJobs(t *testing.T) {
-	cfg, err := config.FromEnv()
+	cfg, err := stack.Config()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package genimg
+package httpapi
 
 import (
 	"context"
@@ -31,7 +31,7 @@ func wantsStream(r *http.Request) bool {
 // Storage rather than the model call itself; text parts arrive with the
 // record. When the wait runs out the stream ends with a timeout event that
 // says where to poll; the job goes on.
-func (s *Service) stream(ctx context.Context, w http.ResponseWriter, r *http.Request, j job.Job, fp string, wait time.Duration) {
+func (a *API) stream(ctx context.Context, w http.ResponseWriter, r *http.Request, j job.Job, fp string, wait time.Duration) {
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
@@ -59,7 +59,7 @@ func (s *Service) stream(ctx context.Context, w http.ResponseWriter, r *http.Req
 	seen := map[string]bool{}
 	delay := 100 * time.Millisecond
 	for {
-		rec, _, claimed, err := s.store.Status(ctx, j.ID)
+		rec, _, claimed, err := a.store.Status(ctx, j.ID)
 		switch {
 		case rec != nil && rec.Fingerprint != fp:
 			emit("error", map[string]any{"code": http.StatusConflict, "message": "job id " + j.ID + " was already used for a different job"})
@@ -79,7 +79,7 @@ func (s *Service) stream(ctx context.Context, w http.ResponseWriter, r *http.Req
 			running = emit("running", map[string]string{"jobId": j.ID})
 		}
 		if running {
-			uris, _ := s.store.StoredSoFar(ctx, j.ID, &j)
+			uris, _ := a.store.StoredSoFar(ctx, j.ID, &j)
 			for _, u := range uris {
 				if !seen[u] {
 					seen[u] = true

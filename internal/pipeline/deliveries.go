@@ -1,0 +1,64 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+
+	"github.com/genimg/genimg/job"
+	"github.com/genimg/genimg/trigger"
+)
+
+// OnMessage handles one messagePublished event: a message carrying a job
+// or a batch, or a Cloud Storage notification of an upload.
+func (s *Service) OnMessage(ctx context.Context, e cloudevents.Event) error {
+	d := trigger.FromMessage(e, s.cfg.Uploads)
+	if d.Object != nil {
+		var err error
+		if d, err = trigger.CompleteUpload(ctx, d, s.store.Uploads(), s.cfg.Uploads, s.cfg.Limits.MaxRequestBytes); err != nil {
+			return s.ack(ctx, err)
+		}
+	}
+	return s.take(ctx, d)
+}
+
+// OnUpload handles one storage object finalized event.
+func (s *Service) OnUpload(ctx context.Context, e cloudevents.Event) error {
+	d, err := trigger.CompleteUpload(ctx, trigger.FromUpload(e, s.cfg.Uploads), s.store.Uploads(), s.cfg.Uploads, s.cfg.Limits.MaxRequestBytes)
+	if err != nil {
+		return s.ack(ctx, err)
+	}
+	return s.take(ctx, d)
+}
+
+// take runs a decoded event delivery: a batch goes to the batch lane, a job
+// through the pipeline.
+func (s *Service) take(ctx context.Context, d trigger.Delivery) error {
+	if d.Batch != nil {
+		_, err := s.TakeBatch(ctx, *d.Batch, d.Trigger, d.Time)
+		return s.ack(ctx, err) // the ids are the delivery's: a redelivery submits nothing twice
+	}
+	_, err := s.Run(ctx, d)
+	return s.ack(ctx, err)
+}
+
+// ack maps the pipeline's result to the event platform's answer: nil (200)
+// acknowledges; an error (500) asks for redelivery. Only transient failures
+// are redelivered — everything permanent already ended in a failed record,
+// and a delivery too old for retries was recorded before it got here.
+func (s *Service) ack(ctx context.Context, err error) error {
+	switch {
+	case err == nil, errors.Is(err, ErrIgnored):
+		return nil
+	case job.Retryable(err):
+		slog.WarnContext(ctx, "delivery will be retried", "error", err)
+		return err
+	default:
+		// A permanent error that reached here has no record to go in
+		// (nothing identifies the job): log it once, and let it go.
+		slog.ErrorContext(ctx, "delivery dropped", "error", err)
+		return nil
+	}
+}
