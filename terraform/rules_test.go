@@ -769,3 +769,84 @@ func isTrue(e hclsyntax.Expression) bool {
 	v, ok := literal(e)
 	return ok && v.Type() == cty.Bool && v.True()
 }
+
+// deployerRoles are the roles the deployer needs for each resource type it
+// manages (terraform/README.md, "The deployer's permissions, and why").
+var deployerRoles = map[string][]string{
+	"google_project_service":                 {"roles/serviceusage.serviceUsageAdmin"},
+	"google_cloudfunctions2_function":        {"roles/cloudfunctions.developer", "roles/run.admin", "roles/eventarc.admin"},
+	"google_storage_bucket":                  {"roles/storage.admin"},
+	"google_pubsub_topic":                    {"roles/pubsub.admin"},
+	"google_secret_manager_secret":           {"roles/secretmanager.admin"},
+	"google_cloud_scheduler_job":             {"roles/cloudscheduler.admin"},
+	"google_logging_metric":                  {"roles/logging.configWriter"},
+	"google_monitoring_alert_policy":         {"roles/monitoring.alertPolicyEditor"},
+	"google_monitoring_dashboard":            {"roles/monitoring.dashboardEditor"},
+	"google_service_account":                 {"roles/iam.serviceAccountAdmin"},
+	"google_project_iam_custom_role":         {"roles/iam.roleAdmin"},
+	"google_project_iam_member":              {"roles/resourcemanager.projectIamAdmin"},
+	"google_cloud_run_v2_service_iam_member": {"roles/run.admin"},
+}
+
+var (
+	roleLoop  = regexp.MustCompile(`(?s)for role in (.*?); do`)
+	roleName  = regexp.MustCompile(`roles/[A-Za-z.]+`)
+	grantable = regexp.MustCompile(`(?s)hasOnly\(\[(.*?)\]\)`)
+	quoted    = regexp.MustCompile(`'([^']+)'`)
+)
+
+// checkDeployerDocs checks the bootstrap in terraform/README.md: the
+// deployer gets a role for every kind of resource Terraform manages, never
+// Owner, Editor or project-wide serviceAccountUser, and its conditional
+// projectIamAdmin admits every role the configuration grants on the
+// project, in every shape.
+func checkDeployerDocs(readme string, m *module, p *problems) {
+	given := map[string]bool{}
+	for _, loop := range roleLoop.FindAllStringSubmatch(readme, -1) {
+		for _, r := range roleName.FindAllString(loop[1], -1) {
+			given[r] = true
+		}
+	}
+	for _, r := range regexp.MustCompile(`--role=(roles/[A-Za-z.]+)`).FindAllStringSubmatch(readme, -1) {
+		if !strings.Contains(readme, "--member=$DEPLOYER --role="+r[1]) && !strings.Contains(readme, "--member=$DEPLOYER \\\n  --role="+r[1]) {
+			continue
+		}
+		given[r[1]] = true
+	}
+	for _, bad := range []string{"roles/owner", "roles/editor", "roles/iam.serviceAccountUser", "roles/monitoring.editor"} {
+		if given[bad] {
+			*p = append(*p, "README: the deployer gets "+bad+", broader than it needs")
+		}
+	}
+	for _, typ := range slices.Sorted(maps.Keys(deployerRoles)) {
+		if len(m.resourcesOf(typ)) == 0 {
+			continue
+		}
+		for _, r := range deployerRoles[typ] {
+			if !given[r] {
+				*p = append(*p, fmt.Sprintf("README: the deployer lacks %s, which %s needs", r, typ))
+			}
+		}
+	}
+	allowed := map[string]bool{}
+	if mm := grantable.FindStringSubmatch(readme); mm != nil {
+		for _, q := range quoted.FindAllStringSubmatch(mm[1], -1) {
+			allowed[q[1]] = true
+		}
+	}
+	for _, vars := range variants {
+		for _, g := range grants(m, newEvaluator(m, vars)) {
+			if g.absent || g.target != "project" {
+				continue
+			}
+			for _, r := range g.roles {
+				if name, ok := strings.CutPrefix(r, "custom:"); ok {
+					r = "projects/$PROJECT/roles/genimg_" + name
+				}
+				if !allowed[r] {
+					*p = append(*p, fmt.Sprintf("README: %s grants %s on the project, which the deployer's conditional projectIamAdmin does not admit (modifiedGrantsByRole)", g.name(), r))
+				}
+			}
+		}
+	}
+}

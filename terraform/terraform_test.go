@@ -1,6 +1,8 @@
 package terraform
 
 import (
+	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -615,5 +617,51 @@ func TestSchema(t *testing.T) {
 	}
 	if sc.resources["google_project_service_identity"] != nil {
 		t.Errorf("google_project_service_identity is google-beta only; if google %s has it, use it for the service agents (main.tf)", providerVersions["google"])
+	}
+}
+
+// TestDeployerDocs checks the deployer's roles in the README's bootstrap
+// against what the configuration manages, and fails on the README's old
+// mistakes.
+func TestDeployerDocs(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := readTree(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p problems
+	m := parse(tr, &p)
+	if m == nil {
+		t.Fatalf("parse: %v", p)
+	}
+	for _, tt := range []struct{ name, old, new, want string }{
+		{name: "as written"},
+		{"no Scheduler admin", "roles/cloudscheduler.admin ", "", "the deployer lacks roles/cloudscheduler.admin"},
+		{"project-wide actAs", "roles/logging.logWriter; do", "roles/logging.logWriter roles/iam.serviceAccountUser; do", "the deployer gets roles/iam.serviceAccountUser"},
+		{"a grant the condition does not admit", "'roles/eventarc.eventReceiver', ", "", "grants roles/eventarc.eventReceiver on the project, which the deployer's conditional"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := string(readme)
+			if tt.old != "" {
+				if strings.Count(doc, tt.old) != 1 {
+					t.Fatalf("seed: %q occurs %d times", tt.old, strings.Count(doc, tt.old))
+				}
+				doc = strings.Replace(doc, tt.old, tt.new, 1)
+			}
+			var got problems
+			checkDeployerDocs(doc, m, &got)
+			if tt.want == "" {
+				if len(got) > 0 {
+					t.Errorf("problems:\n%s", strings.Join(got, "\n"))
+				}
+				return
+			}
+			if !slices.ContainsFunc(got, func(s string) bool { return strings.Contains(s, tt.want) }) {
+				t.Errorf("no problem containing %q; found:\n%s", tt.want, strings.Join(got, "\n"))
+			}
+		})
 	}
 }

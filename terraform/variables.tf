@@ -400,7 +400,7 @@ variable "calls_per_minute" {
 }
 
 variable "paused" {
-  description = "The kill switch (GENIMG_PAUSED): no model calls at all; jobs fail with a paused error. For an instant pause without a deploy, write gs://OUTPUT_BUCKET/control/paused instead (`genimg pause`)."
+  description = "The kill switch (GENIMG_PAUSED): no model calls at all; jobs fail with a paused error. For an instant pause without a deploy, write gs://OUTPUT_BUCKET/control/paused instead (terraform/README.md, \"Rolling back\")."
   type        = bool
   default     = false
 }
