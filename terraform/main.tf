@@ -65,8 +65,9 @@ locals {
     }
   }
 
-  # Days objects under each prefix are kept; 0 keeps them. control/ has no
-  # rule on purpose: the kill switch must stay until a person lifts it.
+  # Days objects under each prefix are kept; 0 keeps them (no rule).
+  # control/ is kept on purpose: the kill switch must stay until a person
+  # lifts it.
   retention = merge(
     {
       "jobs/"              = var.job_state_retention_days
@@ -75,10 +76,10 @@ locals {
       "spend/"             = 2
       "batches/"           = var.batch_retention_days
       "caches/"            = var.cache_retention_days
+      "control/"           = 0
     },
     { for p in var.job_output_prefixes : p => var.image_retention_days },
   )
-  kept_prefixes = ["control/"]
 
   # An IAM condition that admits objects under the given prefixes and
   # listings of them (a list request is checked against the bucket, so it

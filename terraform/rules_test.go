@@ -652,10 +652,9 @@ func checkOperations(m *module, ev *evaluator, p *problems) {
 	// A lifecycle rule for every prefix genimg writes.
 	access := ev.local("output_access")
 	retention, okR := knownStrings(ev.local("retention"), true)
-	kept, _ := knownStrings(ev.local("kept_prefixes"), false)
 	if access.IsWhollyKnown() && !access.IsNull() && okR {
 		covered := map[string]bool{}
-		for _, k := range append(retention, kept...) {
+		for _, k := range retention {
 			covered[k] = true
 		}
 		missing := map[string]bool{}
@@ -671,7 +670,7 @@ func checkOperations(m *module, ev *evaluator, p *problems) {
 			}
 		}
 		for _, pr := range slices.Sorted(maps.Keys(missing)) {
-			*p = append(*p, fmt.Sprintf("main.tf: genimg writes under %s but local.retention has no lifecycle rule for it (nor local.kept_prefixes)", pr))
+			*p = append(*p, fmt.Sprintf("main.tf: genimg writes under %s but local.retention has no entry for it (days, or 0 to keep on purpose)", pr))
 		}
 	} else {
 		*p = append(*p, "main.tf: local.output_access and local.retention must be known without a plan (prefix tables)")

@@ -293,7 +293,7 @@ func TestSeededMistakes(t *testing.T) {
 		{
 			name:  "12: a prefix without a lifecycle rule",
 			edits: []edit{{"main.tf", "      \"batches/\"           = var.batch_retention_days\n", ""}},
-			want:  "genimg writes under batches/ but local.retention has no lifecycle rule",
+			want:  "genimg writes under batches/ but local.retention has no entry for it",
 		},
 		{
 			name:  "runtime off go.mod's version",
