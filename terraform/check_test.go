@@ -745,6 +745,7 @@ func checkCloudBuild(src []byte, p *problems) {
 		{"tflint", golang, "run"},
 		{"tf-init", terraform, "init"},
 		{"tf-validate", terraform, "validate"},
+		{"tf-test", terraform, "test"},
 		{"tf-plan", terraform, "plan"},
 		{"tf-apply", terraform, "apply"},
 	}

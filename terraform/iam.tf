@@ -228,7 +228,9 @@ resource "google_cloud_run_v2_service_iam_member" "trigger_invokes_poll_batches"
 # March 2019 (Scheduler) need none, and on a new project these agents may
 # not exist yet.
 resource "google_service_account_iam_member" "agents_sign_as_trigger" {
-  for_each           = var.legacy_service_agent_grants ? toset([local.pubsub_agent, local.scheduler_agent]) : toset([])
+  # Keyed by name: the agents' e-mails are unknown until the project's
+  # number is read, and for_each keys must be known at plan.
+  for_each           = { for agent, member in { pubsub = local.pubsub_agent, scheduler = local.scheduler_agent } : agent => member if var.legacy_service_agent_grants }
   service_account_id = google_service_account.trigger.name
   role               = "roles/iam.serviceAccountTokenCreator"
   member             = each.value

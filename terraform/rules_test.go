@@ -751,6 +751,19 @@ func checkOperations(m *module, ev *evaluator, p *problems) {
 		if _, ok := b.Body.Attributes["secret_data"]; ok {
 			p.add(b.DefRange(), "google_secret_manager_secret_version.%s sets secret_data, which Terraform stores in state: use secret_data_wo", b.Labels[1])
 		}
+		// Plans without the value pass "": only a precondition against the
+		// applied version keeps that from becoming an empty secret.
+		guarded := false
+		for _, lc := range blocksOf(b.Body, "lifecycle") {
+			for _, pre := range blocksOf(lc, "precondition") {
+				if a, ok := pre.Attributes["condition"]; ok && refersTo(a.Expr, "local", "applied_versions") {
+					guarded = true
+				}
+			}
+		}
+		if _, wo := b.Body.Attributes["secret_data_wo"]; wo && !guarded {
+			p.add(b.DefRange(), "google_secret_manager_secret_version.%s needs a precondition against local.applied_versions: a plan without the value would write an empty secret", b.Labels[1])
+		}
 	}
 }
 

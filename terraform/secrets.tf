@@ -4,10 +4,37 @@
 # plan. They are only needed when the version variable changes (the first
 # apply, a rotation): every other plan, such as Cloud Build's, runs without
 # them.
+#
+# The provider wants secret_data_wo set on every plan (exactly one of
+# secret_data, secret_data_wo), so a plan without the value passes "" — and
+# a precondition refuses that whenever it would be sent: when the version
+# applied so far (an annotation on the secret, read back from Secret
+# Manager) is not the version asked for. A forgotten key fails the plan; it
+# never becomes an empty secret version.
+
+# Metadata of genimg's secrets as they are now (no secret data). Read at
+# every plan, so that a missing key stops the plan before anything changes;
+# that is why the bootstrap enables Secret Manager.
+data "google_secret_manager_secrets" "applied" {
+  filter = "name:${var.name_prefix}-"
+}
+
+locals {
+  # Version (generation) of each secret that the last apply wrote.
+  applied_versions = {
+    for sm in data.google_secret_manager_secrets.applied.secrets :
+    sm.secret_id => tonumber(lookup(sm.annotations, "genimg-version", "0"))
+  }
+}
 
 resource "google_secret_manager_secret" "gemini_api_key" {
   count     = var.backend == "gemini-api" ? 1 : 0
   secret_id = "${var.name_prefix}-gemini-api-key"
+
+  # The generation written (see above); updated in the apply that writes it.
+  annotations = {
+    genimg-version = tostring(var.gemini_api_key_version)
+  }
 
   replication {
     auto {}
@@ -20,7 +47,7 @@ resource "google_secret_manager_secret_version" "gemini_api_key" {
   count  = var.backend == "gemini-api" ? 1 : 0
   secret = google_secret_manager_secret.gemini_api_key[0].id
 
-  secret_data_wo         = var.gemini_api_key
+  secret_data_wo         = var.gemini_api_key != null ? var.gemini_api_key : ""
   secret_data_wo_version = var.gemini_api_key_version
   # A rotation replaces this version; the old one is disabled, not
   # destroyed, so that a rollback can enable it again.
@@ -29,12 +56,21 @@ resource "google_secret_manager_secret_version" "gemini_api_key" {
   lifecycle {
     # Functions move to the new version before the old one is disabled.
     create_before_destroy = true
+
+    precondition {
+      condition     = var.gemini_api_key != null || lookup(local.applied_versions, "${var.name_prefix}-gemini-api-key", 0) == var.gemini_api_key_version
+      error_message = "gemini_api_key_version ${var.gemini_api_key_version} is not the version applied so far: give the key as TF_VAR_gemini_api_key (the first apply, a rotation)."
+    }
   }
 }
 
 resource "google_secret_manager_secret" "webhook" {
   count     = var.webhook_secret_version > 0 ? 1 : 0
   secret_id = "${var.name_prefix}-webhook-secret"
+
+  annotations = {
+    genimg-version = tostring(var.webhook_secret_version)
+  }
 
   replication {
     auto {}
@@ -47,12 +83,17 @@ resource "google_secret_manager_secret_version" "webhook" {
   count  = var.webhook_secret_version > 0 ? 1 : 0
   secret = google_secret_manager_secret.webhook[0].id
 
-  secret_data_wo         = var.webhook_secret
+  secret_data_wo         = var.webhook_secret != null ? var.webhook_secret : ""
   secret_data_wo_version = var.webhook_secret_version
   deletion_policy        = "DISABLE"
 
   lifecycle {
     create_before_destroy = true
+
+    precondition {
+      condition     = var.webhook_secret != null || lookup(local.applied_versions, "${var.name_prefix}-webhook-secret", 0) == var.webhook_secret_version
+      error_message = "webhook_secret_version ${var.webhook_secret_version} is not the version applied so far: give the secret as TF_VAR_webhook_secret."
+    }
   }
 }
 

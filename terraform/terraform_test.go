@@ -202,8 +202,13 @@ func TestSeededMistakes(t *testing.T) {
 		},
 		{
 			name:  "5: the key in state",
-			edits: []edit{{"secrets.tf", "  secret_data_wo         = var.gemini_api_key\n", "  secret_data            = var.gemini_api_key\n"}},
+			edits: []edit{{"secrets.tf", "  secret_data_wo         = var.gemini_api_key != null ? var.gemini_api_key : \"\"\n", "  secret_data            = var.gemini_api_key\n"}},
 			want:  "sets secret_data, which Terraform stores in state",
+		},
+		{
+			name:  "5: a plan without the key could write an empty secret",
+			edits: []edit{{"secrets.tf", "      condition     = var.gemini_api_key != null || lookup(local.applied_versions, \"${var.name_prefix}-gemini-api-key\", 0) == var.gemini_api_key_version\n", "      condition     = true\n"}},
+			want:  "google_secret_manager_secret_version.gemini_api_key needs a precondition against local.applied_versions",
 		},
 		{
 			name:  "6: metric validation on a new metric",
