@@ -444,6 +444,25 @@ func checkIAM(m *module, ev *evaluator, p *problems) {
 			p.add(g.b.DefRange(), "%s grants on the shared output bucket without a condition: limit it to its prefixes", g.name())
 		}
 	}
+	// Uploads: the Cloud Storage agent publishes the events, to the
+	// project's Eventarc topics (storage triggers) or to the topic a
+	// notification names.
+	for _, d := range deliveries(m, ev) {
+		if strings.HasSuffix(d.what, ".event_trigger") && !find("project", "local.gcs_agent", "roles/pubsub.publisher") {
+			p.add(d.rng, "%s is a storage trigger, but the Cloud Storage service agent may not publish (roles/pubsub.publisher on the project)", d.what)
+		}
+	}
+	for _, b := range m.resourcesOf("google_storage_notification") {
+		if a, ok := b.Body.Attributes["topic"]; ok && !none(b, ev) {
+			if keys, known := forEachKeys(b, ev); known && len(keys) == 0 {
+				continue
+			}
+			topic := refTo(a.Expr, "google_pubsub_topic")
+			if !find("google_pubsub_topic."+topic, "local.gcs_agent", "roles/pubsub.publisher") {
+				p.add(b.DefRange(), "notification %s publishes to %s, but the Cloud Storage service agent may not (roles/pubsub.publisher)", b.Labels[1], topic)
+			}
+		}
+	}
 	// Vertex AI's batch prediction writes its answers itself, as its agent.
 	vertex := false
 	for _, g := range gs {

@@ -379,6 +379,16 @@ func TestSeededMistakes(t *testing.T) {
 			want:  "lacks roles/eventarc.eventReceiver on the project",
 		},
 		{
+			name:  "storage agent cannot publish upload events",
+			edits: []edit{{"iam.tf", "resource \"google_project_iam_member\" \"gcs_publishes_events\" {\n  count   = var.upload_via == \"eventarc\" ? 1 : 0", "resource \"google_project_iam_member\" \"gcs_publishes_events\" {\n  count   = 0"}},
+			want:  "is a storage trigger, but the Cloud Storage service agent may not publish",
+		},
+		{
+			name:  "storage agent cannot publish notifications",
+			edits: []edit{{"iam.tf", "resource \"google_pubsub_topic_iam_member\" \"gcs_publishes_requests\" {\n  count  = var.upload_via == \"notification\" ? 1 : 0", "resource \"google_pubsub_topic_iam_member\" \"gcs_publishes_requests\" {\n  count  = 0"}},
+			want:  "notification uploads publishes to requests, but the Cloud Storage service agent may not",
+		},
+		{
 			name:  "retries off",
 			edits: []edit{{"functions.tf", `retry_policy          = "RETRY_POLICY_RETRY"`, `retry_policy          = "RETRY_POLICY_DO_NOT_RETRY"`}},
 			want:  `on_upload.event_trigger must set retry_policy = "RETRY_POLICY_RETRY"`,
