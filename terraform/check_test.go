@@ -30,8 +30,13 @@ import (
 type tree struct {
 	tf          map[string][]byte
 	cloudbuild  []byte
+	goMod       []byte
+	lock        []byte // .terraform.lock.hcl
 	functionGo  []byte // nil when function.go does not exist
 	functionErr error
+	// schema is the providers' schema, nil when the file is absent: then
+	// the checks that need it do not run (TestSchemaPresent says so).
+	schema *providerSchema
 }
 
 // readTree reads the deployment from dir (this directory) and its parent.
@@ -54,8 +59,15 @@ func readTree(dir string) (tree, error) {
 	if t.cloudbuild, err = os.ReadFile(filepath.Join(dir, "..", "cloudbuild.yaml")); err != nil {
 		return t, err
 	}
+	if t.goMod, err = os.ReadFile(filepath.Join(dir, "..", "go.mod")); err != nil {
+		return t, err
+	}
+	if t.lock, err = os.ReadFile(filepath.Join(dir, ".terraform.lock.hcl")); err != nil {
+		return t, err
+	}
 	t.functionGo, t.functionErr = os.ReadFile(filepath.Join(dir, "..", "function.go"))
-	return t, nil
+	t.schema, err = sharedSchema()
+	return t, err
 }
 
 // clone copies a tree so that a test can change it.
@@ -79,6 +91,18 @@ func (p *problems) add(rng hcl.Range, format string, args ...any) {
 	*p = append(*p, fmt.Sprintf("%s:%d: %s", rng.Filename, rng.Start.Line, fmt.Sprintf(format, args...)))
 }
 
+// variants are the shapes of the deployment the IAM rules are checked in:
+// the defaults, and each choice that adds or moves grants. project_id has
+// no default; any valid id does.
+var variants = []map[string]cty.Value{
+	{"project_id": cty.StringVal("example-project")},
+	{"project_id": cty.StringVal("example-project"), "backend": cty.StringVal("vertex"), "upload_via": cty.StringVal("notification")},
+	{"project_id": cty.StringVal("example-project"), "webhook_secret_version": cty.NumberIntVal(1), "public_webhook": cty.True,
+		"legacy_service_agent_grants": cty.True, "deployer": cty.StringVal("serviceAccount:genimg-deployer@example-project.iam.gserviceaccount.com"),
+		"http_invokers":        cty.ListVal([]cty.Value{cty.StringVal("user:alice@example.com")}),
+		"client_impersonators": cty.ListVal([]cty.Value{cty.StringVal("user:alice@example.com")})},
+}
+
 // check runs every check on a tree and returns what is wrong.
 func check(t tree) problems {
 	var p problems
@@ -87,12 +111,31 @@ func check(t tree) problems {
 	if m == nil {
 		return p
 	}
-	checkSchema(m, &p)
-	checkBackend(m, &p)
+	ev := newEvaluator(m, variants[0])
+	if t.schema != nil {
+		checkSchema(m, t.schema, ev, &p)
+	}
+	checkRefs(m, t.schema, &p)
+	checkValues(m, ev, &p)
+	checkRuntime(m, t.goMod, ev, &p)
+	checkBackend(m, t.lock, &p)
 	checkEntryPoints(m, t, &p)
 	checkEnv(m, &p)
 	checkIdentities(m, &p)
+	// The IAM rules hold for every shape of the deployment.
+	seen := map[string]bool{}
+	for _, vars := range variants {
+		var vp problems
+		checkIAM(m, newEvaluator(m, vars), &vp)
+		for _, msg := range vp {
+			if !seen[msg] {
+				seen[msg] = true
+				p = append(p, msg)
+			}
+		}
+	}
 	checkPublic(m, &p)
+	checkOperations(m, ev, &p)
 	checkCloudBuild(t.cloudbuild, &p)
 	return p
 }
@@ -151,63 +194,6 @@ func checkFormat(t tree, p *problems) {
 			}
 			*p = append(*p, fmt.Sprintf("%s:%d: not formatted as terraform fmt would (hclwrite.Format)", name, line))
 		}
-	}
-}
-
-// checkSchema checks every block and attribute name against the allow-list.
-func checkSchema(m *module, p *problems) {
-	for _, b := range m.blocks {
-		switch b.Type {
-		case "resource", "data":
-			types := resources
-			if b.Type == "data" {
-				types = dataSources
-			}
-			sc, ok := types[b.Labels[0]]
-			if !ok {
-				p.add(b.DefRange(), "%s type %q is not in the allow-list (schema_test.go)", b.Type, b.Labels[0])
-				continue
-			}
-			checkBody(b.Body, sc, b.Labels[0], p)
-		default:
-			sc, ok := topLevel[b.Type]
-			if !ok {
-				p.add(b.DefRange(), "unexpected top-level block %q", b.Type)
-				continue
-			}
-			checkBody(b.Body, sc, b.Type, p)
-		}
-	}
-}
-
-func checkBody(body *hclsyntax.Body, sc schema, path string, p *problems) {
-	if !sc.anyAttrs {
-		for _, name := range slices.Sorted(maps.Keys(body.Attributes)) {
-			if !sc.attrs[name] {
-				p.add(body.Attributes[name].NameRange, "unknown attribute %s.%s", path, name)
-			}
-		}
-	}
-	for _, b := range body.Blocks {
-		name, content := b.Type, b.Body
-		if b.Type == "dynamic" {
-			name, content = b.Labels[0], nil
-			for _, inner := range b.Body.Blocks {
-				if inner.Type == "content" {
-					content = inner.Body
-				}
-			}
-			if content == nil {
-				p.add(b.DefRange(), "dynamic %q has no content block", name)
-				continue
-			}
-		}
-		nested, ok := sc.blocks[name]
-		if !ok {
-			p.add(b.TypeRange, "unknown block %s.%s", path, name)
-			continue
-		}
-		checkBody(content, nested, path+"."+name, p)
 	}
 }
 
@@ -274,9 +260,22 @@ func refersTo(e hclsyntax.Expression, root, name string) bool {
 	return false
 }
 
-// checkBackend wants state in a gcs backend configured at init, and the
-// provider versions the configuration is written for.
-func checkBackend(m *module, p *problems) {
+// lockEntry matches one provider of .terraform.lock.hcl.
+var lockEntry = regexp.MustCompile(`provider "registry\.terraform\.io/hashicorp/([a-z]+)" \{\s*version\s*=\s*"([^"]+)"`)
+
+// checkBackend wants state in a gcs backend configured at init, the exact
+// provider versions of the schema, in versions.tf and in the lock file, and
+// a Terraform version that has write-only arguments.
+func checkBackend(m *module, lock []byte, p *problems) {
+	locked := map[string]string{}
+	for _, mm := range lockEntry.FindAllSubmatch(lock, -1) {
+		locked[string(mm[1])] = string(mm[2])
+	}
+	for name, ver := range providerVersions {
+		if locked[name] != ver {
+			*p = append(*p, fmt.Sprintf(".terraform.lock.hcl: hashicorp/%s is locked at %q, want %s (the schema's version)", name, locked[name], ver))
+		}
+	}
 	var backends int
 	for _, b := range m.blocks {
 		if b.Type != "terraform" {
@@ -294,9 +293,14 @@ func checkBackend(m *module, p *problems) {
 				p.add(inner.DefRange(), "backend %q sets attributes: keep it a partial configuration, the bucket is given at terraform init", inner.Labels[0])
 			}
 		}
+		if a, ok := b.Body.Attributes["required_version"]; !ok {
+			p.add(b.DefRange(), "terraform needs required_version (>= 1.11.0: write-only secret data)")
+		} else if v, _ := literalString(a.Expr); !strings.HasPrefix(v, ">= 1.11") {
+			p.add(a.SrcRange, "required_version %q: want \">= 1.11.0, ...\" (write-only arguments need 1.11)", v)
+		}
 		for _, rp := range blocksOf(b.Body, "required_providers") {
-			want := map[string][2]string{"google": {"hashicorp/google", "~> 7."}, "archive": {"hashicorp/archive", "~> 2."}}
-			for name, w := range want {
+			for name, ver := range providerVersions {
+				w := [2]string{"hashicorp/" + name, ver}
 				a, ok := rp.Attributes[name]
 				if !ok {
 					p.add(rp.SrcRange, "required_providers lacks %s", name)
@@ -310,8 +314,8 @@ func checkBackend(m *module, p *problems) {
 				if src := v.GetAttr("source").AsString(); src != w[0] {
 					p.add(a.SrcRange, "provider %s source %q, want %q", name, src, w[0])
 				}
-				if ver := v.GetAttr("version").AsString(); !strings.HasPrefix(ver, w[1]) {
-					p.add(a.SrcRange, "provider %s version %q, want %s*", name, ver, w[1])
+				if ver := v.GetAttr("version").AsString(); ver != w[1] {
+					p.add(a.SrcRange, "provider %s version %q, want exactly %s (the version of the schema the checks read)", name, ver, w[1])
 				}
 			}
 		}
@@ -403,6 +407,10 @@ func checkEntryPoints(m *module, t tree, p *problems) {
 // Secret Manager, never from plain environment_variables (and so state).
 var secretEnv = map[string]bool{"GEMINI_API_KEY": true, "GOOGLE_API_KEY": true, "GENIMG_WEBHOOK_SECRET": true}
 
+// requiredEnv are the variables every function gets from Terraform: the
+// spend guard, so that a budget set in Terraform reaches every instance.
+var requiredEnv = []string{"GENIMG_BUDGET_HOURLY_USD", "GENIMG_BUDGET_DAILY_USD", "GENIMG_CALLS_PER_MINUTE", "GENIMG_PAUSED"}
+
 // knownEnv is every variable config.LoadConfig reads, for both backends, and
 // the platform's own variables that genimg honours.
 func knownEnv() map[string]bool {
@@ -470,7 +478,13 @@ func checkEnv(m *module, p *problems) {
 	for _, fn := range m.resourcesOf("google_cloudfunctions2_function") {
 		for _, sc := range blocksOf(fn.Body, "service_config") {
 			if a, ok := sc.Attributes["environment_variables"]; ok {
-				for _, k := range envKeys(m, a.Expr, p, map[string]bool{}) {
+				keys := envKeys(m, a.Expr, p, map[string]bool{})
+				for _, k := range requiredEnv {
+					if !slices.Contains(keys, k) {
+						p.add(a.SrcRange, "%s does not set %s: the spend guard must be set from Terraform", fn.Labels[1], k)
+					}
+				}
+				for _, k := range keys {
 					switch {
 					case secretEnv[k]:
 						p.add(a.SrcRange, "%s sets secret %s in plain environment_variables: use secret_environment_variables", fn.Labels[1], k)
@@ -640,6 +654,10 @@ type cloudBuild struct {
 		DynamicSubstitutions bool   `yaml:"dynamicSubstitutions"`
 		SubstitutionOption   string `yaml:"substitutionOption"`
 		MachineType          string `yaml:"machineType"`
+		Volumes              []struct {
+			Name string `yaml:"name"`
+			Path string `yaml:"path"`
+		} `yaml:"volumes"`
 	} `yaml:"options"`
 	Substitutions map[string]string `yaml:"substitutions"`
 	Timeout       string            `yaml:"timeout"`
@@ -716,14 +734,31 @@ func checkCloudBuild(src []byte, p *problems) {
 			refs(where, s)
 		}
 	}
-	// The steps a deploy needs, in this order, and what each runs.
+	// The steps a deploy needs, in this order, and what each runs: first
+	// what .ci/run runs, then Terraform.
+	const golang, terraform = "mirror.gcr.io/library/golang:", "hashicorp/terraform:"
 	want := []struct{ id, image, verb string }{
-		{"vet", "golang", "vet"},
-		{"test", "golang", "test"},
-		{"tf-init", "hashicorp/terraform", "init"},
-		{"tf-validate", "hashicorp/terraform", "validate"},
-		{"tf-plan", "hashicorp/terraform", "plan"},
-		{"tf-apply", "hashicorp/terraform", "apply"},
+		{"go-mod-download", golang, "mod"},
+		{"gofmt", golang, "-c"},
+		{"vet", golang, "vet"},
+		{"test", golang, "test"},
+		{"tflint", golang, "run"},
+		{"tf-init", terraform, "init"},
+		{"tf-validate", terraform, "validate"},
+		{"tf-test", terraform, "test"},
+		{"tf-plan", terraform, "plan"},
+		{"tf-apply", terraform, "apply"},
+	}
+	// Images resolve their substitutions to exact versions: x.y.z.
+	exact := regexp.MustCompile(`:[0-9]+\.[0-9]+\.[0-9]+$`)
+	resolve := func(s string) string {
+		return substitutionRef.ReplaceAllStringFunc(s, func(ref string) string {
+			name := strings.Trim(ref, "${}")
+			if v, ok := cb.Substitutions[name]; ok {
+				return v
+			}
+			return ref
+		})
 	}
 	last := -1
 	for _, w := range want {
@@ -736,7 +771,10 @@ func checkCloudBuild(src []byte, p *problems) {
 		if !strings.HasPrefix(st.Name, w.image) || len(st.Args) == 0 || st.Args[0] != w.verb {
 			fail("step %s must run %s %s, runs %s %v", w.id, w.image, w.verb, st.Name, st.Args)
 		}
-		if strings.HasPrefix(w.image, "hashicorp/") && st.Dir != "terraform" {
+		if img := resolve(st.Name); !exact.MatchString(img) {
+			fail("step %s: image %s is not pinned to an exact version", w.id, img)
+		}
+		if w.image == terraform && st.Dir != "terraform" {
 			fail("step %s must run in dir terraform", w.id)
 		}
 		if i < last {
@@ -746,5 +784,17 @@ func checkCloudBuild(src []byte, p *problems) {
 		if w.verb == "init" && !slices.ContainsFunc(st.Args, func(a string) bool { return strings.HasPrefix(a, "-backend-config=bucket=") }) {
 			fail("step %s must give the state bucket: -backend-config=bucket=${_TF_STATE_BUCKET}", w.id)
 		}
+	}
+	if i, ok := ids["tflint"]; ok && !slices.Contains(cb.Steps[i].Args, "github.com/terraform-linters/tflint@v0.64.0") {
+		fail("step tflint must run tflint v0.64.0, as .ci/run does")
+	}
+	// One module download: the Go steps share the module cache.
+	if !slices.ContainsFunc(cb.Options.Volumes, func(v struct {
+		Name string `yaml:"name"`
+		Path string `yaml:"path"`
+	}) bool {
+		return v.Path == "/go/pkg/mod"
+	}) {
+		fail("options.volumes must keep /go/pkg/mod across steps, so that modules are downloaded once")
 	}
 }

@@ -1,5 +1,14 @@
-# The three entry points of function.go. Entry point names must equal the
-# names registered there (terraform_test.go checks it).
+# The four entry points of function.go. Entry point names must equal the
+# names registered there (terraform_test.go checks it). Every function
+# waits for IAM to settle (time_sleep.iam) before its first build.
+
+locals {
+  # The model key, for the roles that call the model (secrets.tf).
+  gemini_api_key = var.backend == "gemini-api" ? [{
+    secret  = google_secret_manager_secret.gemini_api_key[0].secret_id
+    version = google_secret_manager_secret_version.gemini_api_key[0].version
+  }] : []
+}
 
 # Generate: the HTTP webhook. Invokers by IAM only, unless public_webhook.
 resource "google_cloudfunctions2_function" "generate" {
@@ -26,21 +35,23 @@ resource "google_cloudfunctions2_function" "generate" {
     timeout_seconds                  = var.function_timeout_seconds
     ingress_settings                 = "ALLOW_ALL"
     all_traffic_on_latest_revision   = true
-    service_account_email            = google_service_account.runtime.email
+    service_account_email            = google_service_account.runtime["front"].email
     environment_variables            = local.env
 
+    # Still needed: Generate submits HTTP batches to the Batch API itself
+    # and genimg does not start without a key (secrets.tf says more).
     dynamic "secret_environment_variables" {
-      for_each = var.backend == "gemini-api" ? [var.gemini_api_key_version] : []
+      for_each = local.gemini_api_key
       content {
         key        = "GEMINI_API_KEY"
         project_id = var.project_id
-        secret     = google_secret_manager_secret.gemini_api_key[0].secret_id
-        version    = secret_environment_variables.value
+        secret     = secret_environment_variables.value.secret
+        version    = secret_environment_variables.value.version
       }
     }
 
     dynamic "secret_environment_variables" {
-      for_each = var.webhook_secret_version != "" ? [var.webhook_secret_version] : []
+      for_each = var.webhook_secret_version > 0 ? [google_secret_manager_secret_version.webhook[0].version] : []
       content {
         key        = "GENIMG_WEBHOOK_SECRET"
         project_id = var.project_id
@@ -50,12 +61,7 @@ resource "google_cloudfunctions2_function" "generate" {
     }
   }
 
-  depends_on = [
-    google_project_iam_member.build,
-    google_storage_bucket_iam_member.build_reads_source,
-    google_secret_manager_secret_iam_member.runtime_reads_gemini_api_key,
-    google_secret_manager_secret_iam_member.runtime_reads_webhook_secret,
-  ]
+  depends_on = [time_sleep.iam]
 }
 
 # OnMessage: requests, delivered by the push subscription in pubsub.tf (no
@@ -85,25 +91,21 @@ resource "google_cloudfunctions2_function" "on_message" {
     # Pub/Sub push from this project counts as internal traffic.
     ingress_settings               = "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision = true
-    service_account_email          = google_service_account.runtime.email
+    service_account_email          = google_service_account.runtime["worker"].email
     environment_variables          = local.env
 
     dynamic "secret_environment_variables" {
-      for_each = var.backend == "gemini-api" ? [var.gemini_api_key_version] : []
+      for_each = local.gemini_api_key
       content {
         key        = "GEMINI_API_KEY"
         project_id = var.project_id
-        secret     = google_secret_manager_secret.gemini_api_key[0].secret_id
-        version    = secret_environment_variables.value
+        secret     = secret_environment_variables.value.secret
+        version    = secret_environment_variables.value.version
       }
     }
   }
 
-  depends_on = [
-    google_project_iam_member.build,
-    google_storage_bucket_iam_member.build_reads_source,
-    google_secret_manager_secret_iam_member.runtime_reads_gemini_api_key,
-  ]
+  depends_on = [time_sleep.iam]
 }
 
 # OnUpload: objects finalized in the upload bucket, through Eventarc
@@ -135,16 +137,16 @@ resource "google_cloudfunctions2_function" "on_upload" {
     timeout_seconds                  = var.function_timeout_seconds
     ingress_settings                 = "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision   = true
-    service_account_email            = google_service_account.runtime.email
+    service_account_email            = google_service_account.runtime["worker"].email
     environment_variables            = local.env
 
     dynamic "secret_environment_variables" {
-      for_each = var.backend == "gemini-api" ? [var.gemini_api_key_version] : []
+      for_each = local.gemini_api_key
       content {
         key        = "GEMINI_API_KEY"
         project_id = var.project_id
-        secret     = google_secret_manager_secret.gemini_api_key[0].secret_id
-        version    = secret_environment_variables.value
+        secret     = secret_environment_variables.value.secret
+        version    = secret_environment_variables.value.version
       }
     }
   }
@@ -162,11 +164,50 @@ resource "google_cloudfunctions2_function" "on_upload" {
     }
   }
 
-  depends_on = [
-    google_project_iam_member.build,
-    google_storage_bucket_iam_member.build_reads_source,
-    google_secret_manager_secret_iam_member.runtime_reads_gemini_api_key,
-    google_project_iam_member.gcs_publishes_events,
-    google_project_iam_member.trigger_receives_events,
-  ]
+  depends_on = [time_sleep.iam]
+}
+
+# PollBatches: the batch lane's poller, called by Cloud Scheduler (batch.tf).
+resource "google_cloudfunctions2_function" "poll_batches" {
+  name     = local.poll_batches_name
+  location = var.region
+
+  build_config {
+    runtime         = "go126"
+    entry_point     = "PollBatches"
+    service_account = google_service_account.build.id
+    source {
+      storage_source {
+        bucket = google_storage_bucket.source.name
+        object = google_storage_bucket_object.source.name
+      }
+    }
+  }
+
+  service_config {
+    # One poll at a time is enough; a second one meanwhile only contends
+    # for the same chunks' state.
+    max_instance_count               = 1
+    max_instance_request_concurrency = 1
+    available_memory                 = var.memory
+    available_cpu                    = var.cpu
+    timeout_seconds                  = var.function_timeout_seconds
+    # Cloud Scheduler in this project counts as internal traffic.
+    ingress_settings               = "ALLOW_INTERNAL_ONLY"
+    all_traffic_on_latest_revision = true
+    service_account_email          = google_service_account.runtime["poller"].email
+    environment_variables          = local.env
+
+    dynamic "secret_environment_variables" {
+      for_each = local.gemini_api_key
+      content {
+        key        = "GEMINI_API_KEY"
+        project_id = var.project_id
+        secret     = secret_environment_variables.value.secret
+        version    = secret_environment_variables.value.version
+      }
+    }
+  }
+
+  depends_on = [time_sleep.iam]
 }

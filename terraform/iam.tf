@@ -1,21 +1,59 @@
-# Identities, each with only what its part needs.
+# Identities, each with only what its part needs. README.md, "Identities",
+# is the table of what each may do; terraform_test.go refuses any role that
+# is not in it (allowedRoles).
 
-# runtime: what the three functions run as.
-resource "google_service_account" "runtime" {
-  account_id   = "${var.name_prefix}-runtime"
-  display_name = "genimg functions (runtime)"
+# One runtime account per function role:
+#   front   Generate, the internet-facing door: queues jobs, takes HTTP
+#           batches, reports progress. Writes no images.
+#   worker  OnMessage and OnUpload: run jobs, write images and records.
+#   poller  PollBatches: finishes the jobs of done batches.
+# A new function gets a role here and its grants below (for_each over
+# these keys), not a share of another role's account.
+locals {
+  runtime_roles = {
+    front  = "genimg Generate (HTTP front door)"
+    worker = "genimg OnMessage and OnUpload (job workers)"
+    poller = "genimg PollBatches (batch poller)"
+  }
+  # Roles whose functions publish completion events, and who may queue
+  # requests.
+  completion_publishers = toset(["front", "worker", "poller"])
+  request_publishers    = toset(["front"])
+  # Roles that call the model.
+  model_callers = toset(["front", "worker", "poller"])
+
+  # Every account the deployer must act as (functions run as them, pushes
+  # and schedules sign as them, builds run as them).
+  acted_as = merge(
+    { for k, sa in google_service_account.runtime : k => sa.name },
+    { trigger = google_service_account.trigger.name, build = google_service_account.build.name },
+  )
 }
 
-# trigger: what Eventarc and the push subscription invoke the functions as.
+resource "google_service_account" "runtime" {
+  for_each = local.runtime_roles
+
+  account_id   = "${var.name_prefix}-${each.key}"
+  display_name = each.value
+
+  depends_on = [time_sleep.apis]
+}
+
+# trigger: what Eventarc, the push subscription and Cloud Scheduler invoke
+# the functions as.
 resource "google_service_account" "trigger" {
   account_id   = "${var.name_prefix}-trigger"
   display_name = "genimg triggers (event delivery)"
+
+  depends_on = [time_sleep.apis]
 }
 
 # build: what Cloud Build builds the function images as.
 resource "google_service_account" "build" {
   account_id   = "${var.name_prefix}-build"
   display_name = "genimg function builds"
+
+  depends_on = [time_sleep.apis]
 }
 
 # client: an identity for callers of Generate (the genimg CLI impersonates it;
@@ -23,58 +61,132 @@ resource "google_service_account" "build" {
 resource "google_service_account" "client" {
   account_id   = "${var.name_prefix}-client"
   display_name = "genimg HTTP callers"
+
+  depends_on = [time_sleep.apis]
 }
 
-# ---- runtime ----
+# ---- runtime: the output bucket, by prefix ----
 
-# Reads job inputs: the upload bucket and any extra input buckets.
-resource "google_storage_bucket_iam_member" "runtime_reads_inputs" {
-  for_each = toset(local.input_buckets)
-  bucket   = each.value
+resource "google_storage_bucket_iam_member" "runtime_writes_outputs" {
+  for_each = local.runtime_roles
+  bucket   = google_storage_bucket.output.name
+  role     = "roles/storage.objectUser"
+  member   = google_service_account.runtime[each.key].member
+
+  condition {
+    title       = "genimg ${each.key} writes"
+    description = "Objects under ${join(", ", local.output_access[each.key].write)} and listings of them."
+    expression  = local.prefix_condition[each.key].write
+  }
+}
+
+resource "google_storage_bucket_iam_member" "runtime_reads_outputs" {
+  for_each = local.runtime_roles
+  bucket   = google_storage_bucket.output.name
   role     = "roles/storage.objectViewer"
-  member   = google_service_account.runtime.member
+  member   = google_service_account.runtime[each.key].member
+
+  condition {
+    title       = "genimg ${each.key} reads"
+    description = "Objects under ${join(", ", local.output_access[each.key].read)} and listings of them."
+    expression  = local.prefix_condition[each.key].read
+  }
+}
+
+# Job inputs: the upload bucket and any extra input buckets, whole (they
+# hold nothing but inputs).
+resource "google_storage_bucket_iam_member" "runtime_reads_inputs" {
+  for_each = { for pair in setproduct(keys(local.runtime_roles), local.input_buckets) : "${pair[0]}/${pair[1]}" => pair }
+  bucket   = each.value[1]
+  role     = "roles/storage.objectViewer"
+  member   = google_service_account.runtime[each.value[0]].member
 
   depends_on = [google_storage_bucket.uploads]
 }
 
-# Creates images and job state in the output bucket, reads state back, and
-# replaces an expired claim (a generation-matched overwrite needs delete):
-# objectUser, on this bucket only.
-resource "google_storage_bucket_iam_member" "runtime_writes_outputs" {
-  bucket = google_storage_bucket.output.name
-  role   = "roles/storage.objectUser"
-  member = google_service_account.runtime.member
-}
+# ---- runtime: topics ----
 
-# Generate queues HTTP jobs on the requests topic.
 resource "google_pubsub_topic_iam_member" "runtime_publishes_requests" {
-  topic  = google_pubsub_topic.requests.id
-  role   = "roles/pubsub.publisher"
-  member = google_service_account.runtime.member
+  for_each = local.request_publishers
+  topic    = google_pubsub_topic.requests.id
+  role     = "roles/pubsub.publisher"
+  member   = google_service_account.runtime[each.key].member
 }
 
 resource "google_pubsub_topic_iam_member" "runtime_publishes_completions" {
-  topic  = google_pubsub_topic.completions.id
-  role   = "roles/pubsub.publisher"
-  member = google_service_account.runtime.member
+  for_each = local.completion_publishers
+  topic    = google_pubsub_topic.completions.id
+  role     = "roles/pubsub.publisher"
+  member   = google_service_account.runtime[each.key].member
 }
 
-# Vertex AI backend: calls the model with the runtime identity.
+# ---- runtime: Vertex AI ----
+
+# Instead of roles/aiplatform.user (every Vertex AI resource): model calls,
+# the Batch API and context caches, which is all genimg does.
+resource "google_project_iam_custom_role" "vertex_caller" {
+  count       = var.backend == "vertex" ? 1 : 0
+  role_id     = "${replace(var.name_prefix, "-", "_")}_vertex_caller"
+  title       = "genimg Vertex AI caller"
+  description = "Generate content, run batch prediction jobs and keep context caches: what genimg's functions do on Vertex AI."
+  permissions = [
+    "aiplatform.endpoints.predict",
+    "aiplatform.batchPredictionJobs.create",
+    "aiplatform.batchPredictionJobs.get",
+    "aiplatform.batchPredictionJobs.list",
+    "aiplatform.batchPredictionJobs.cancel",
+    "aiplatform.cachedContents.create",
+    "aiplatform.cachedContents.get",
+    "aiplatform.cachedContents.update",
+    "aiplatform.cachedContents.delete",
+  ]
+
+  depends_on = [time_sleep.apis]
+}
+
 resource "google_project_iam_member" "runtime_calls_vertex" {
-  count   = var.backend == "vertex" ? 1 : 0
-  project = var.project_id
-  role    = "roles/aiplatform.user"
-  member  = google_service_account.runtime.member
+  for_each = var.backend == "vertex" ? local.model_callers : toset([])
+  project  = var.project_id
+  role     = google_project_iam_custom_role.vertex_caller[0].name
+  member   = google_service_account.runtime[each.key].member
 }
 
-# Vertex AI reads gs:// inputs itself, as its service agent.
+# Vertex AI reads gs:// inputs and batch chunks itself, as its service
+# agent, and writes batch predictions under batches/<chunk>/output/.
 resource "google_storage_bucket_iam_member" "vertex_reads_inputs" {
-  for_each = var.backend == "vertex" ? toset(concat(local.input_buckets, [local.output_bucket])) : toset([])
+  for_each = var.backend == "vertex" ? toset(local.input_buckets) : toset([])
   bucket   = each.value
   role     = "roles/storage.objectViewer"
   member   = local.vertex_agent
 
-  depends_on = [google_storage_bucket.uploads, google_storage_bucket.output]
+  depends_on = [google_storage_bucket.uploads]
+}
+
+resource "google_storage_bucket_iam_member" "vertex_reads_outputs" {
+  count  = var.backend == "vertex" ? 1 : 0
+  bucket = google_storage_bucket.output.name
+  role   = "roles/storage.objectViewer"
+  member = local.vertex_agent
+
+  condition {
+    title       = "Vertex AI reads job inputs"
+    description = "Staged inputs under jobs/, earlier images, and batch chunks under batches/."
+    expression = join(" || ", [for p in concat(["jobs/", local.image_prefix, "batches/"], var.job_output_prefixes) :
+    "resource.name.startsWith(\"${local.output_objects}${p}\")"])
+  }
+}
+
+resource "google_storage_bucket_iam_member" "vertex_writes_batches" {
+  count  = var.backend == "vertex" ? 1 : 0
+  bucket = google_storage_bucket.output.name
+  role   = "roles/storage.objectUser"
+  member = local.vertex_agent
+
+  condition {
+    title       = "Vertex AI writes batch predictions"
+    description = "Batch prediction output under batches/."
+    expression  = "resource.name.startsWith(\"${local.output_objects}batches/\") || api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").startsWith(\"batches/\")"
+  }
 }
 
 # ---- trigger ----
@@ -102,12 +214,26 @@ resource "google_cloud_run_v2_service_iam_member" "trigger_invokes_on_upload" {
   member   = google_service_account.trigger.member
 }
 
-# The Pub/Sub service agent mints the push subscription's OIDC tokens as the
-# trigger identity (needed in projects that enabled Pub/Sub before 2021).
-resource "google_service_account_iam_member" "pubsub_signs_as_trigger" {
+resource "google_cloud_run_v2_service_iam_member" "trigger_invokes_poll_batches" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.poll_batches.service_config[0].service
+  role     = "roles/run.invoker"
+  member   = google_service_account.trigger.member
+}
+
+# Old projects only (legacy_service_agent_grants): their Pub/Sub and Cloud
+# Scheduler agents mint the OIDC tokens as the trigger account with this
+# grant. Projects that enabled the APIs after April 2021 (Pub/Sub) and
+# March 2019 (Scheduler) need none, and on a new project these agents may
+# not exist yet.
+resource "google_service_account_iam_member" "agents_sign_as_trigger" {
+  # Keyed by name: the agents' e-mails are unknown until the project's
+  # number is read, and for_each keys must be known at plan.
+  for_each           = { for agent, member in { pubsub = local.pubsub_agent, scheduler = local.scheduler_agent } : agent => member if var.legacy_service_agent_grants }
   service_account_id = google_service_account.trigger.name
   role               = "roles/iam.serviceAccountTokenCreator"
-  member             = local.pubsub_agent
+  member             = each.value
 }
 
 # Dead-lettering: the Pub/Sub service agent publishes to the dead-letter
@@ -131,7 +257,7 @@ resource "google_project_iam_member" "gcs_publishes_events" {
   count   = var.upload_via == "eventarc" ? 1 : 0
   project = var.project_id
   role    = "roles/pubsub.publisher"
-  member  = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
+  member  = local.gcs_agent
 }
 
 # Upload notifications go to the requests topic only.
@@ -139,7 +265,7 @@ resource "google_pubsub_topic_iam_member" "gcs_publishes_requests" {
   count  = var.upload_via == "notification" ? 1 : 0
   topic  = google_pubsub_topic.requests.id
   role   = "roles/pubsub.publisher"
-  member = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
+  member = local.gcs_agent
 }
 
 # ---- build ----
@@ -158,6 +284,56 @@ resource "google_storage_bucket_iam_member" "build_reads_source" {
   bucket = google_storage_bucket.source.name
   role   = "roles/storage.objectViewer"
   member = google_service_account.build.member
+}
+
+# Cloud Functions copies the source zip into its own bucket,
+# gcf-v2-sources-<project number>-<region>, and the build reads it there.
+# That bucket appears with the first deploy, so the grant is on the
+# project, with a condition naming the bucket.
+resource "google_project_iam_member" "build_reads_gcf_sources" {
+  project = var.project_id
+  role    = "roles/storage.objectViewer"
+  member  = google_service_account.build.member
+
+  condition {
+    title       = "gcf-v2-sources only"
+    description = "The bucket Cloud Functions copies function sources into."
+    expression  = "resource.name == \"projects/_/buckets/gcf-v2-sources-${data.google_project.this.number}-${var.region}\" || resource.name.startsWith(\"projects/_/buckets/gcf-v2-sources-${data.google_project.this.number}-${var.region}/\")"
+  }
+}
+
+# ---- the deployer ----
+
+# The deployer acts as each genimg account (a function runs as one, a push,
+# a schedule and a build sign as one), and only as these: no project-wide
+# serviceAccountUser.
+resource "google_service_account_iam_member" "deployer_acts_as" {
+  for_each           = { for k, name in local.acted_as : k => name if var.deployer != "" }
+  service_account_id = each.value
+  role               = "roles/iam.serviceAccountUser"
+  member             = var.deployer
+}
+
+# ---- IAM propagation ----
+
+# IAM changes take up to a few minutes to reach every Google service. The
+# functions' builds (build account), their deploys (deployer acting as the
+# runtime accounts) and the Eventarc storage trigger (Cloud Storage agent,
+# trigger account) fail when they run first; Google's own examples wait
+# about a minute here.
+resource "time_sleep" "iam" {
+  create_duration = "60s"
+
+  depends_on = [
+    google_project_iam_member.build,
+    google_project_iam_member.build_reads_gcf_sources,
+    google_storage_bucket_iam_member.build_reads_source,
+    google_project_iam_member.gcs_publishes_events,
+    google_project_iam_member.trigger_receives_events,
+    google_service_account_iam_member.deployer_acts_as,
+    google_secret_manager_secret_iam_member.reads_gemini_api_key,
+    google_secret_manager_secret_iam_member.front_reads_webhook_secret,
+  ]
 }
 
 # ---- callers of Generate ----
@@ -191,7 +367,7 @@ resource "google_cloud_run_v2_service_iam_member" "generate_public" {
 
   lifecycle {
     precondition {
-      condition     = var.public_webhook && var.webhook_secret_version != ""
+      condition     = var.public_webhook && var.webhook_secret_version > 0
       error_message = "public_webhook needs webhook_secret_version: without signatures anyone could spend the model budget."
     }
   }

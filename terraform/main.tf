@@ -1,11 +1,16 @@
 data "google_project" "this" {
   project_id = var.project_id
+
+  depends_on = [google_project_service.this]
 }
 
 # The Cloud Storage service agent publishes upload events (Eventarc) and
-# bucket notifications.
+# bucket notifications. Reading it also creates it on a new project (the
+# API behind this data source makes the agent on first call).
 data "google_storage_project_service_account" "gcs" {
   project = var.project_id
+
+  depends_on = [time_sleep.apis]
 }
 
 locals {
@@ -15,12 +20,81 @@ locals {
 
   # Function names are also the names of their Cloud Run services, which the
   # log filters and the invoker bindings use.
-  generate_name   = "${var.name_prefix}-generate"
-  on_message_name = "${var.name_prefix}-on-message"
-  on_upload_name  = "${var.name_prefix}-on-upload"
+  generate_name     = "${var.name_prefix}-generate"
+  on_message_name   = "${var.name_prefix}-on-message"
+  on_upload_name    = "${var.name_prefix}-on-upload"
+  poll_batches_name = "${var.name_prefix}-poll-batches"
 
-  pubsub_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
-  vertex_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-aiplatform.iam.gserviceaccount.com"
+  # Service agents, by the names Google gives them. The Pub/Sub and Vertex AI
+  # agents must exist before the first apply: README.md's bootstrap creates
+  # them (`gcloud beta services identity create`), because the google
+  # provider (unlike google-beta) has no google_project_service_identity.
+  pubsub_agent    = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+  vertex_agent    = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-aiplatform.iam.gserviceaccount.com"
+  scheduler_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-cloudscheduler.iam.gserviceaccount.com"
+  gcs_agent       = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
+
+  # ---- the output bucket, by prefix ----
+  #
+  # What genimg writes where (the Go packages that own each prefix):
+  #   jobs/      job state: claims, result.json, staged inputs (storage/, batch/)
+  #   images/    generated images, GENIMG_OUTPUT_PREFIX (storage/)
+  #   webhooks/  replay records of signed calls (webhook/)
+  #   spend/     spend ledgers, one object per instance and hour (spend/)
+  #   batches/   batch lane state and JSONL chunks (batch/)
+  #   caches/    context-cache records (gemini/cache.go)
+  #   control/   the kill switch control/paused, written by people (spend/)
+  image_prefix = "images/"
+
+  # Each function role gets only its prefixes (IAM conditions: the output
+  # bucket is shared). Generate takes HTTP batches itself (batch.go:
+  # submitBatch), so it writes batches/, caches/ and spend/ too; it only
+  # reads images (streams and waits report them).
+  output_access = {
+    front = {
+      write = ["jobs/", "webhooks/", "spend/", "batches/", "caches/"]
+      read  = concat([local.image_prefix, "control/"], var.job_output_prefixes)
+    }
+    worker = {
+      write = concat(["jobs/", local.image_prefix, "spend/", "batches/", "caches/"], var.job_output_prefixes)
+      read  = ["control/"]
+    }
+    poller = {
+      write = concat(["jobs/", local.image_prefix, "spend/", "batches/", "caches/"], var.job_output_prefixes)
+      read  = ["control/"]
+    }
+  }
+
+  # Days objects under each prefix are kept; 0 keeps them (no rule).
+  # control/ is kept on purpose: the kill switch must stay until a person
+  # lifts it.
+  retention = merge(
+    {
+      "jobs/"              = var.job_state_retention_days
+      (local.image_prefix) = var.image_retention_days
+      "webhooks/"          = 1
+      "spend/"             = 2
+      "batches/"           = var.batch_retention_days
+      "caches/"            = var.cache_retention_days
+      "control/"           = 0
+    },
+    { for p in var.job_output_prefixes : p => var.image_retention_days },
+  )
+
+  # An IAM condition that admits objects under the given prefixes and
+  # listings of them (a list request is checked against the bucket, so it
+  # needs the objectListPrefix attribute, not resource.name).
+  output_objects = "projects/_/buckets/${local.output_bucket}/objects/"
+  prefix_condition = { for role, access in local.output_access : role => {
+    write = join(" || ", flatten([for p in access.write : [
+      "resource.name.startsWith(\"${local.output_objects}${p}\")",
+      "api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").startsWith(\"${p}\")",
+    ]]))
+    read = join(" || ", flatten([for p in access.read : [
+      "resource.name.startsWith(\"${local.output_objects}${p}\")",
+      "api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").startsWith(\"${p}\")",
+    ]]))
+  } }
 
   # Buckets jobs may read gs:// inputs from, besides the output bucket (its
   # staged HTTP inputs under jobs/<id>/inputs/ are always readable).
@@ -34,7 +108,7 @@ locals {
     {
       GOOGLE_CLOUD_PROJECT        = var.project_id
       GENIMG_OUTPUT_BUCKET        = google_storage_bucket.output.name
-      GENIMG_OUTPUT_PREFIX        = "images/"
+      GENIMG_OUTPUT_PREFIX        = local.image_prefix
       GENIMG_INPUT_BUCKETS        = join(",", local.input_buckets)
       GENIMG_UPLOAD_BUCKETS       = google_storage_bucket.uploads.name
       GENIMG_RULES                = jsonencode(local.rules)
@@ -52,6 +126,12 @@ locals {
       GENIMG_MAX_IMAGE_BYTES      = tostring(var.max_image_bytes)
       GENIMG_MAX_REQUEST_BYTES    = tostring(var.max_request_bytes)
       GENIMG_MAX_CONCURRENT_CALLS = tostring(var.max_concurrent_calls)
+      # The spend guard (README, "Spending and authentication"): shared by
+      # every instance through the ledgers under spend/.
+      GENIMG_BUDGET_HOURLY_USD = tostring(var.budget_hourly_usd)
+      GENIMG_BUDGET_DAILY_USD  = tostring(var.budget_daily_usd)
+      GENIMG_CALLS_PER_MINUTE  = tostring(var.calls_per_minute)
+      GENIMG_PAUSED            = tostring(var.paused)
     },
     var.backend == "vertex" ? {
       GOOGLE_GENAI_USE_VERTEXAI = "true"

@@ -7,9 +7,13 @@ locals {
   # (logging.googleapis.com/user/NAME is logging_googleapis_com:user_NAME).
   metric_prefix = replace(var.name_prefix, "-", "_")
 
+  # Every function's logs count: a job finished by PollBatches is a job
+  # too (and paid for). terraform_test.go checks that each function is here.
+  function_names = [local.generate_name, local.on_message_name, local.on_upload_name, local.poll_batches_name]
+
   function_logs = join(" ", [
     "resource.type=\"cloud_run_revision\"",
-    "resource.labels.service_name=(\"${local.generate_name}\" OR \"${local.on_message_name}\" OR \"${local.on_upload_name}\")",
+    "resource.labels.service_name=(${join(" OR ", [for n in local.function_names : "\"${n}\""])})",
   ])
 
   jobs_metric    = "${local.metric_prefix}_jobs"
@@ -155,7 +159,7 @@ resource "google_monitoring_alert_policy" "dead_letters" {
 
   documentation {
     mime_type = "text/markdown"
-    content   = "Requests failed ${var.dead_letter_after} deliveries and sit in subscription `${google_pubsub_subscription.dead_letter.name}`. Pull them with `gcloud pubsub subscriptions pull ${google_pubsub_subscription.dead_letter.name} --limit=10`, fix the cause, and republish them onto `${google_pubsub_topic.requests.name}`."
+    content   = "Requests failed ${var.max_delivery_attempts} deliveries and sit in subscription `${google_pubsub_subscription.dead_letter.name}`. Pull them with `gcloud pubsub subscriptions pull ${google_pubsub_subscription.dead_letter.name} --limit=10`, fix the cause, and republish them onto `${google_pubsub_topic.requests.name}`."
   }
 }
 
@@ -195,6 +199,9 @@ resource "google_monitoring_alert_policy" "failure_rate" {
       query               = "sum(increase(${local.promql_jobs}{outcome=\"failed\"}[15m])) / sum(increase(${local.promql_jobs}[15m])) > ${var.alert_failure_ratio}"
       duration            = "0s"
       evaluation_interval = "60s"
+      # The log-based metric is created in the same apply; Monitoring would
+      # refuse a query on a metric it has no data for yet.
+      disable_metric_validation = true
     }
   }
 
@@ -217,6 +224,8 @@ resource "google_monitoring_alert_policy" "spend_rate" {
       query               = "sum(increase(${local.promql_cost}_sum[1h])) > ${var.alert_spend_usd_per_hour}"
       duration            = "0s"
       evaluation_interval = "300s"
+      # As above: the metric is new.
+      disable_metric_validation = true
     }
   }
 

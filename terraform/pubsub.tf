@@ -2,16 +2,22 @@
 # it answers), by callers, and by upload notifications.
 resource "google_pubsub_topic" "requests" {
   name = "${var.name_prefix}-requests"
+
+  depends_on = [time_sleep.apis]
 }
 
 # Completion events (ce-type genimg.job.v1.completed).
 resource "google_pubsub_topic" "completions" {
   name = "${var.name_prefix}-completions"
+
+  depends_on = [time_sleep.apis]
 }
 
 # Requests that failed every delivery attempt.
 resource "google_pubsub_topic" "dead_letter" {
   name = "${var.name_prefix}-dead-letter"
+
+  depends_on = [time_sleep.apis]
 }
 
 # Delivers requests to OnMessage. Terraform owns this subscription (rather
@@ -37,8 +43,10 @@ resource "google_pubsub_subscription" "requests" {
     }
   }
 
-  # A transient failure (genimg answers 500) is retried with backoff; a
-  # permanent one is recorded failed and acknowledged by genimg itself.
+  # A transient failure (genimg answers 500, Cloud Run 429 when every
+  # instance is busy) is retried with backoff; a permanent one is recorded
+  # failed and acknowledged by genimg itself. Each retry counts towards
+  # max_delivery_attempts (variables.tf says why 100).
   retry_policy {
     minimum_backoff = "10s"
     maximum_backoff = "600s"
@@ -46,7 +54,7 @@ resource "google_pubsub_subscription" "requests" {
 
   dead_letter_policy {
     dead_letter_topic     = google_pubsub_topic.dead_letter.id
-    max_delivery_attempts = var.dead_letter_after
+    max_delivery_attempts = var.max_delivery_attempts
   }
 
   expiration_policy {
@@ -56,6 +64,7 @@ resource "google_pubsub_subscription" "requests" {
   depends_on = [
     google_cloud_run_v2_service_iam_member.trigger_invokes_on_message,
     google_pubsub_topic_iam_member.pubsub_agent_dead_letters,
+    time_sleep.iam,
   ]
 }
 

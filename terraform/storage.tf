@@ -6,6 +6,8 @@ resource "google_storage_bucket" "uploads" {
   public_access_prevention    = "enforced"
   force_destroy               = var.force_destroy_buckets
 
+  depends_on = [time_sleep.apis]
+
   dynamic "lifecycle_rule" {
     for_each = var.upload_retention_days > 0 ? [var.upload_retention_days] : []
     content {
@@ -19,10 +21,9 @@ resource "google_storage_bucket" "uploads" {
   }
 }
 
-# Outputs: images under images/, job state under jobs/<jobId>/ (the claim,
-# result.json, and staged HTTP inputs under jobs/<jobId>/inputs/), webhook
-# replay records under webhooks/, spend ledgers under spend/, context cache
-# records under caches/ and batch state under batches/.
+# Outputs: images, job state, and genimg's own records, by prefix (main.tf,
+# local.output_access, lists them). Each function role may touch only its
+# prefixes (iam.tf).
 resource "google_storage_bucket" "output" {
   name                        = local.output_bucket
   location                    = var.region
@@ -30,53 +31,25 @@ resource "google_storage_bucket" "output" {
   public_access_prevention    = "enforced"
   force_destroy               = var.force_destroy_buckets
 
-  # Job state is the idempotency window: while jobs/<id>/ exists, the same
-  # id never pays for a second model call; once this rule deletes it, a
-  # resubmitted id runs again.
-  lifecycle_rule {
-    action {
-      type = "Delete"
-    }
-    condition {
-      age            = var.job_state_retention_days
-      matches_prefix = ["jobs/"]
-    }
-  }
-
-  # Replay-protection records of signed webhook calls only need to outlive
-  # the signature tolerance (minutes); spend ledgers their day.
-  lifecycle_rule {
-    action {
-      type = "Delete"
-    }
-    condition {
-      age            = 1
-      matches_prefix = ["webhooks/"]
-    }
-  }
-
-  lifecycle_rule {
-    action {
-      type = "Delete"
-    }
-    condition {
-      age            = 2
-      matches_prefix = ["spend/"]
-    }
-  }
-
+  # One rule per prefix genimg writes (main.tf, local.retention). Job state
+  # is the idempotency window: while jobs/<id>/ exists, the same id never
+  # pays for a second model call; once this rule deletes it, a resubmitted
+  # id runs again. Replay records of signed webhook calls only need to
+  # outlive the signature tolerance (minutes), spend ledgers their day.
   dynamic "lifecycle_rule" {
-    for_each = var.image_retention_days > 0 ? [var.image_retention_days] : []
+    for_each = { for prefix, days in local.retention : prefix => days if days > 0 }
     content {
       action {
         type = "Delete"
       }
       condition {
         age            = lifecycle_rule.value
-        matches_prefix = ["images/"]
+        matches_prefix = [lifecycle_rule.key]
       }
     }
   }
+
+  depends_on = [time_sleep.apis]
 }
 
 # Function source archives, one object per content hash.
@@ -86,6 +59,10 @@ resource "google_storage_bucket" "source" {
   uniform_bucket_level_access = true
   public_access_prevention    = "enforced"
   force_destroy               = true
+
+  # No lifecycle rule: Terraform deletes an archive once the functions have
+  # moved to the next one, and a rule would make the next plan re-upload it.
+  depends_on = [time_sleep.apis]
 }
 
 # The module root (package genimg and everything it imports), without what
@@ -94,6 +71,9 @@ data "archive_file" "source" {
   type        = "zip"
   source_dir  = "${path.module}/.."
   output_path = "${path.module}/.build/genimg-source.zip"
+  # Fixed permissions: otherwise the zip (and its hash, and so every
+  # function) differs between a laptop's umask and Cloud Build's.
+  output_file_mode = "0644"
   excludes = [
     ".git/**",
     ".ci/**",
@@ -111,6 +91,12 @@ resource "google_storage_bucket_object" "source" {
   name   = "genimg-${data.archive_file.source.output_sha256}.zip"
   bucket = google_storage_bucket.source.name
   source = data.archive_file.source.output_path
+
+  lifecycle {
+    # The functions still point at the old archive while they move to the
+    # new one: upload the new one first.
+    create_before_destroy = true
+  }
 }
 
 # Uploads routed as Cloud Storage notifications onto the requests topic

@@ -1,10 +1,13 @@
 package terraform
 
 import (
+	"os"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/zclconf/go-cty/cty"
 )
 
 // functionGoFixture registers genimg's entry points the way
@@ -50,8 +53,260 @@ func TestSeededMistakes(t *testing.T) {
 		// function replaces function.go when set.
 		function string
 		want     string // substring of a problem; "" wants none
+		// schema marks mistakes only the providers' schema can catch:
+		// skipped when ../shared/terraform/provider-schema.json.gz is absent.
+		schema bool
 	}{
 		{name: "as committed"},
+
+		// ---- the seven mistakes of the probe (issue 15) ----
+		{
+			name:  "probe: reference to a missing resource",
+			edits: []edit{{"iam.tf", "topic    = google_pubsub_topic.completions.id", "topic    = google_pubsub_topic.completion.id"}},
+			want:  "refers to google_pubsub_topic.completion, which is not declared",
+		},
+		{
+			name:  "probe: invalid ingress_settings",
+			edits: []edit{{"functions.tf", `ingress_settings                 = "ALLOW_ALL"`, `ingress_settings                 = "ALLOW_PUBLIC"`}},
+			want:  `generate.service_config.ingress_settings = "ALLOW_PUBLIC" is not one of`,
+		},
+		{
+			name:  "probe: runtime with a dot",
+			edits: []edit{{"functions.tf", "runtime         = \"go126\"\n    entry_point     = \"OnMessage\"", "runtime         = \"go1.26\"\n    entry_point     = \"OnMessage\""}},
+			want:  `on_message.build_config.runtime = "go1.26" is not one of`,
+		},
+		{
+			name:   "probe: required topic removed",
+			edits:  []edit{{"pubsub.tf", "  name  = \"${var.name_prefix}-requests-push\"\n  topic = google_pubsub_topic.requests.id\n", "  name = \"${var.name_prefix}-requests-push\"\n"}},
+			want:   `google_pubsub_subscription.requests is missing the required argument "topic"`,
+			schema: true,
+		},
+		{
+			name: "probe: Scheduler invoker binding removed",
+			edits: []edit{
+				{"iam.tf", "resource \"google_cloud_run_v2_service_iam_member\" \"trigger_invokes_poll_batches\" {\n  project  = var.project_id\n  location = var.region\n  name     = google_cloudfunctions2_function.poll_batches.service_config[0].service\n  role     = \"roles/run.invoker\"\n  member   = google_service_account.trigger.member\n}\n", ""},
+				{"batch.tf", "\n  depends_on = [google_cloud_run_v2_service_iam_member.trigger_invokes_poll_batches]\n", ""},
+			},
+			want: "google_cloud_scheduler_job.poll_batches calls poll_batches as trigger, which may not invoke it",
+		},
+		{
+			name:  "probe: viewer instead of publisher on the dead-letter topic",
+			edits: []edit{{"iam.tf", "  topic  = google_pubsub_topic.dead_letter.id\n  role   = \"roles/pubsub.publisher\"", "  topic  = google_pubsub_topic.dead_letter.id\n  role   = \"roles/pubsub.viewer\""}},
+			want:  "the Pub/Sub service agent may not publish to the dead-letter topic dead_letter",
+		},
+		{
+			name:   "probe: a string for a number",
+			edits:  []edit{{"pubsub.tf", "ack_deadline_seconds = 600", `ack_deadline_seconds = "600"`}},
+			want:   `ack_deadline_seconds is a number, given the string "600"`,
+			schema: true,
+		},
+		{
+			name:   "a word for a number",
+			edits:  []edit{{"functions.tf", "max_instance_count               = 1\n", "max_instance_count               = \"one\"\n"}},
+			want:   `max_instance_count is a number, given the string "one"`,
+			schema: true,
+		},
+		{
+			name:   "a string variable for a number",
+			edits:  []edit{{"pubsub.tf", "ack_deadline_seconds = 600", "ack_deadline_seconds = var.max_event_age"}},
+			want:   "ack_deadline_seconds must be number",
+			schema: true,
+		},
+
+		// ---- schema and references ----
+		{
+			name:   "misspelled attribute",
+			edits:  []edit{{"pubsub.tf", "ack_deadline_seconds = 600", "ack_deadline_second = 600"}},
+			want:   "unknown argument google_pubsub_subscription.requests.ack_deadline_second",
+			schema: true,
+		},
+		{
+			name:   "misspelled nested attribute",
+			edits:  []edit{{"functions.tf", "    ingress_settings                 = \"ALLOW_ALL\"", "    ingress_setting                  = \"ALLOW_ALL\""}},
+			want:   "unknown argument google_cloudfunctions2_function.generate.service_config.ingress_setting",
+			schema: true,
+		},
+		{
+			name:   "misspelled block",
+			edits:  []edit{{"pubsub.tf", "  dead_letter_policy {", "  deadletter_policy {"}},
+			want:   "unknown block google_pubsub_subscription.requests.deadletter_policy",
+			schema: true,
+		},
+		{
+			name:   "misspelled dynamic block",
+			edits:  []edit{{"storage.tf", "dynamic \"lifecycle_rule\" {\n    for_each = var.upload_retention_days", "dynamic \"lifecycle_rules\" {\n    for_each = var.upload_retention_days"}},
+			want:   "unknown block google_storage_bucket.uploads.lifecycle_rules",
+			schema: true,
+		},
+		{
+			name:   "block written as an argument",
+			edits:  []edit{{"batch.tf", "  retry_config {\n    retry_count = 0\n  }", "  retry_config = {\n    retry_count = 0\n  }"}},
+			want:   "google_cloud_scheduler_job.poll_batches.retry_config is a block, not an argument",
+			schema: true,
+		},
+		{
+			name:   "block that may appear once, twice",
+			edits:  []edit{{"batch.tf", "  retry_config {\n    retry_count = 0\n  }", "  retry_config {\n    retry_count = 0\n  }\n  retry_config {\n    retry_count = 1\n  }"}},
+			want:   "google_cloud_scheduler_job.poll_batches.retry_config may appear once",
+			schema: true,
+		},
+		{
+			name:   "computed attribute set",
+			edits:  []edit{{"batch.tf", "  time_zone   = \"Etc/UTC\"", "  time_zone   = \"Etc/UTC\"\n  state       = \"ENABLED\""}},
+			want:   "google_cloud_scheduler_job.poll_batches.state is computed by the provider and cannot be set",
+			schema: true,
+		},
+		{
+			name:   "unknown resource type",
+			edits:  []edit{{"pubsub.tf", `resource "google_pubsub_topic" "requests"`, `resource "google_pubsub_topics" "requests"`}},
+			want:   `resource type "google_pubsub_topics" does not exist in the providers`,
+			schema: true,
+		},
+		{
+			name:   "attribute the resource does not have",
+			edits:  []edit{{"batch.tf", "uri         = google_cloudfunctions2_function.poll_batches.service_config[0].uri", "uri         = google_cloudfunctions2_function.poll_batches.service_config[0].url"}},
+			want:   `google_cloudfunctions2_function.poll_batches.service_config has no attribute "url"`,
+			schema: true,
+		},
+		{
+			name:  "undeclared variable",
+			edits: []edit{{"batch.tf", "var.batch_poll_minutes", "var.batch_poll_minute"}},
+			want:  "refers to var.batch_poll_minute, which is not declared",
+		},
+		{
+			name:  "counted resource without an index",
+			edits: []edit{{"functions.tf", "secret     = google_secret_manager_secret.webhook[0].secret_id", "secret     = google_secret_manager_secret.webhook.secret_id"}},
+			want:  "google_secret_manager_secret.webhook has count or for_each: refer to one instance",
+		},
+
+		// ---- the issue's defects ----
+		{
+			name:  "1: build account cannot read gcf-v2-sources",
+			edits: []edit{{"iam.tf", `title       = "gcf-v2-sources only"`, `title       = "source only"`}, {"iam.tf", "resource.name == \\\"projects/_/buckets/gcf-v2-sources-${data.google_project.this.number}-${var.region}\\\" || resource.name.startsWith(\\\"projects/_/buckets/gcf-v2-sources-${data.google_project.this.number}-${var.region}/\\\")", "resource.name.startsWith(\\\"projects/_/buckets/${local.source_bucket}/\\\")"}},
+			want:  "the build account may not read gcf-v2-sources",
+		},
+		{
+			name:  "3: an API left out",
+			edits: []edit{{"apis.tf", "      \"cloudscheduler.googleapis.com\", # PollBatches\n", ""}},
+			want:  "google_cloud_scheduler_job needs cloudscheduler.googleapis.com, which Terraform does not enable",
+		},
+		{
+			name:  "3: APIs disabled on destroy",
+			edits: []edit{{"apis.tf", "  disable_on_destroy = false\n", "  disable_on_destroy = true\n"}},
+			want:  "must set disable_on_destroy = false",
+		},
+		{
+			name:  "4 and 12: functions do not wait for IAM",
+			edits: []edit{{"functions.tf", "  depends_on = [time_sleep.iam]\n}\n\n# OnMessage", "}\n\n# OnMessage"}},
+			want:  "function generate must wait for IAM to propagate",
+		},
+		{
+			name:  "5: the key in state",
+			edits: []edit{{"secrets.tf", "  secret_data_wo         = var.gemini_api_key != null ? var.gemini_api_key : \"\"\n", "  secret_data            = var.gemini_api_key\n"}},
+			want:  "sets secret_data, which Terraform stores in state",
+		},
+		{
+			name:  "5: a plan without the key could write an empty secret",
+			edits: []edit{{"secrets.tf", "      condition     = var.gemini_api_key != null || lookup(local.applied_versions, \"${var.name_prefix}-gemini-api-key\", 0) == var.gemini_api_key_version\n", "      condition     = true\n"}},
+			want:  "google_secret_manager_secret_version.gemini_api_key needs a precondition against local.applied_versions",
+		},
+		{
+			name:  "6: metric validation on a new metric",
+			edits: []edit{{"monitoring.tf", "      # As above: the metric is new.\n      disable_metric_validation = true\n", ""}},
+			want:  "alert spend_rate queries a log-based metric created in the same apply",
+		},
+		{
+			name:  "7: PollBatches missing from monitoring",
+			edits: []edit{{"monitoring.tf", ", local.poll_batches_name]", "]"}},
+			want:  "function poll_batches is missing from local.function_names",
+		},
+		{
+			name:  "8: spend guard not set",
+			edits: []edit{{"main.tf", "      GENIMG_CALLS_PER_MINUTE  = tostring(var.calls_per_minute)\n", ""}},
+			want:  "does not set GENIMG_CALLS_PER_MINUTE",
+		},
+		{
+			name:  "9: Vertex AI agent cannot write batch predictions",
+			edits: []edit{{"iam.tf", "  role   = \"roles/storage.objectUser\"\n  member = local.vertex_agent", "  role   = \"roles/storage.objectViewer\"\n  member = local.vertex_agent"}},
+			want:  "the Vertex AI service agent must write batch predictions under batches/",
+		},
+		{
+			name:  "10: dead letters after ten deliveries",
+			edits: []edit{{"variables.tf", "  type        = number\n  default     = 100\n", "  type        = number\n  default     = 10\n"}},
+			want:  "requests dead-letters after 10 deliveries",
+		},
+		{
+			name:  "11: zip without a fixed file mode",
+			edits: []edit{{"storage.tf", "  output_file_mode = \"0644\"\n", ""}},
+			want:  "archive_file.source needs output_file_mode",
+		},
+		{
+			name:  "11: source object replaced destroy-first",
+			edits: []edit{{"storage.tf", "    create_before_destroy = true\n", "    create_before_destroy = false\n"}},
+			want:  "google_storage_bucket_object.source needs lifecycle { create_before_destroy = true }",
+		},
+		{
+			name:  "11: floating provider version",
+			edits: []edit{{"versions.tf", `version = "7.45.0"`, `version = "~> 7.0"`}},
+			want:  `provider google version "~> 7.0", want exactly 7.45.0`,
+		},
+		{
+			name:  "11: lock file at another version",
+			edits: []edit{{".terraform.lock.hcl", `version     = "2.8.0"`, `version     = "2.7.1"`}},
+			want:  `hashicorp/archive is locked at "2.7.1", want 2.8.0`,
+		},
+		{
+			name:  "11: golang image from Docker Hub, floating",
+			edits: []edit{{"cloudbuild.yaml", "  - id: vet\n    name: mirror.gcr.io/library/golang:${_GO_VERSION}", "  - id: vet\n    name: golang:1.26"}},
+			want:  "step vet must run mirror.gcr.io/library/golang: vet",
+		},
+		{
+			name:  "11: floating Terraform image",
+			edits: []edit{{"cloudbuild.yaml", `_TF_VERSION: "1.11.4"`, `_TF_VERSION: "1.11"`}},
+			want:  "image hashicorp/terraform:1.11 is not pinned to an exact version",
+		},
+		{
+			name:  "11: cloudbuild without tflint",
+			edits: []edit{{"cloudbuild.yaml", "  - id: tflint\n", "  - id: lint\n"}},
+			want:  "no step with id tflint",
+		},
+		{
+			name:  "11: modules downloaded per step",
+			edits: []edit{{"cloudbuild.yaml", "      path: /go/pkg/mod\n", "      path: /tmp/mod\n"}},
+			want:  "options.volumes must keep /go/pkg/mod across steps",
+		},
+		{
+			name:  "12: front door shares the workers' account",
+			edits: []edit{{"functions.tf", `service_account_email            = google_service_account.runtime["front"].email`, `service_account_email            = google_service_account.runtime["worker"].email`}},
+			want:  "generate faces the internet (ALLOW_ALL) and shares its account runtime[worker]",
+		},
+		{
+			name:  "12: the whole output bucket",
+			edits: []edit{{"iam.tf", "  condition {\n    title       = \"genimg ${each.key} writes\"\n    description = \"Objects under ${join(\", \", local.output_access[each.key].write)} and listings of them.\"\n    expression  = local.prefix_condition[each.key].write\n  }\n", ""}},
+			want:  "runtime_writes_outputs grants on the shared output bucket without a condition",
+		},
+		{
+			name:  "12: aiplatform.user instead of the narrow role",
+			edits: []edit{{"iam.tf", "  role     = google_project_iam_custom_role.vertex_caller[0].name", "  role     = \"roles/aiplatform.user\""}},
+			want:  "grants roles/aiplatform.user to runtime[front], broader than or outside the README's table",
+		},
+		{
+			name:  "12: a role nobody has heard of",
+			edits: []edit{{"iam.tf", "  role    = \"roles/eventarc.eventReceiver\"", "  role    = \"roles/eventarc.eventreceiver\""}},
+			want:  "grants roles/eventarc.eventreceiver, which is not a predefined role",
+		},
+		{
+			name:  "12: a prefix without a lifecycle rule",
+			edits: []edit{{"main.tf", "      \"batches/\"           = var.batch_retention_days\n", ""}},
+			want:  "genimg writes under batches/ but local.retention has no entry for it",
+		},
+		{
+			name:  "runtime off go.mod's version",
+			edits: []edit{{"functions.tf", "runtime         = \"go126\"\n    entry_point     = \"PollBatches\"", "runtime         = \"go125\"\n    entry_point     = \"PollBatches\""}},
+			want:  `poll_batches runs "go125", but go.mod says go126`,
+		},
+
+		// ---- entry points and environment ----
 		{
 			name:  "misspelled entry point",
 			edits: []edit{{"functions.tf", `entry_point     = "OnMessage"`, `entry_point     = "OnMesage"`}},
@@ -77,33 +332,6 @@ func TestSeededMistakes(t *testing.T) {
 			want:     `entry_point "OnUpload" is not registered`,
 		},
 		{
-			name:  "misspelled attribute",
-			edits: []edit{{"pubsub.tf", "ack_deadline_seconds = 600", "ack_deadline_second = 600"}},
-			want:  "unknown attribute google_pubsub_subscription.ack_deadline_second",
-		},
-		{
-			name:  "misspelled nested attribute",
-			edits: []edit{{"functions.tf", "max_instance_request_concurrency = var.concurrency\n    available_memory                 = var.memory\n    available_cpu                    = var.cpu\n    timeout_seconds                  = var.function_timeout_seconds\n    ingress_settings                 = \"ALLOW_ALL\"", "max_instance_request_concurrency = var.concurrency\n    available_memory                 = var.memory\n    available_cpu                    = var.cpu\n    timeout_second                   = var.function_timeout_seconds\n    ingress_settings                 = \"ALLOW_ALL\""}},
-			want:  "unknown attribute google_cloudfunctions2_function.service_config.timeout_second",
-		},
-		{
-			name:  "misspelled block",
-			edits: []edit{{"pubsub.tf", "  dead_letter_policy {", "  deadletter_policy {"}},
-			want:  "unknown block google_pubsub_subscription.deadletter_policy",
-		},
-		{
-			name: "misspelled dynamic block",
-			edits: []edit{{"storage.tf", `dynamic "lifecycle_rule" {
-    for_each = var.upload_retention_days`, `dynamic "lifecycle_rules" {
-    for_each = var.upload_retention_days`}},
-			want: "unknown block google_storage_bucket.lifecycle_rules",
-		},
-		{
-			name:  "unknown resource type",
-			edits: []edit{{"pubsub.tf", `resource "google_pubsub_topic" "requests"`, `resource "google_pubsub_topics" "requests"`}},
-			want:  `resource type "google_pubsub_topics" is not in the allow-list`,
-		},
-		{
 			name:  "unknown variable",
 			edits: []edit{{"main.tf", "GENIMG_MAX_EVENT_AGE        = var.max_event_age", "GENIMG_MAX_EVENT_AG         = var.max_event_age"}},
 			want:  "sets GENIMG_MAX_EVENT_AG, which config.LoadConfig does not read",
@@ -124,8 +352,15 @@ func TestSeededMistakes(t *testing.T) {
 			want:  "sets secret GEMINI_API_KEY in plain environment_variables",
 		},
 		{
+			name:  "function without the secret's grant",
+			edits: []edit{{"secrets.tf", `toset(["front", "worker", "poller"])`, `toset(["front", "worker"])`}},
+			want:  "poll_batches mounts secret gemini_api_key but runs as runtime[poller], which may not read it",
+		},
+
+		// ---- identities, triggers, public access ----
+		{
 			name:  "missing runtime service account",
-			edits: []edit{{"functions.tf", "    service_account_email            = google_service_account.runtime.email\n    environment_variables            = local.env\n\n    dynamic \"secret_environment_variables\" {\n      for_each = var.backend == \"gemini-api\" ? [var.gemini_api_key_version] : []\n      content {\n        key        = \"GEMINI_API_KEY\"\n        project_id = var.project_id\n        secret     = google_secret_manager_secret.gemini_api_key[0].secret_id\n        version    = secret_environment_variables.value\n      }\n    }\n\n    dynamic \"secret_environment_variables\" {", "    environment_variables            = local.env\n\n    dynamic \"secret_environment_variables\" {\n      for_each = var.backend == \"gemini-api\" ? [var.gemini_api_key_version] : []\n      content {\n        key        = \"GEMINI_API_KEY\"\n        project_id = var.project_id\n        secret     = google_secret_manager_secret.gemini_api_key[0].secret_id\n        version    = secret_environment_variables.value\n      }\n    }\n\n    dynamic \"secret_environment_variables\" {"}},
+			edits: []edit{{"functions.tf", "    service_account_email            = google_service_account.runtime[\"front\"].email\n", ""}},
 			want:  "generate.service_config has no service_account_email",
 		},
 		{
@@ -139,6 +374,21 @@ func TestSeededMistakes(t *testing.T) {
 			want:  "on_upload.event_trigger has no service_account_email",
 		},
 		{
+			name:  "trigger cannot receive events",
+			edits: []edit{{"iam.tf", "resource \"google_project_iam_member\" \"trigger_receives_events\" {\n  project = var.project_id\n  role    = \"roles/eventarc.eventReceiver\"", "resource \"google_project_iam_member\" \"trigger_receives_events\" {\n  project = var.project_id\n  role    = \"roles/run.invoker\""}},
+			want:  "lacks roles/eventarc.eventReceiver on the project",
+		},
+		{
+			name:  "storage agent cannot publish upload events",
+			edits: []edit{{"iam.tf", "resource \"google_project_iam_member\" \"gcs_publishes_events\" {\n  count   = var.upload_via == \"eventarc\" ? 1 : 0", "resource \"google_project_iam_member\" \"gcs_publishes_events\" {\n  count   = 0"}},
+			want:  "is a storage trigger, but the Cloud Storage service agent may not publish",
+		},
+		{
+			name:  "storage agent cannot publish notifications",
+			edits: []edit{{"iam.tf", "resource \"google_pubsub_topic_iam_member\" \"gcs_publishes_requests\" {\n  count  = var.upload_via == \"notification\" ? 1 : 0", "resource \"google_pubsub_topic_iam_member\" \"gcs_publishes_requests\" {\n  count  = 0"}},
+			want:  "notification uploads publishes to requests, but the Cloud Storage service agent may not",
+		},
+		{
 			name:  "retries off",
 			edits: []edit{{"functions.tf", `retry_policy          = "RETRY_POLICY_RETRY"`, `retry_policy          = "RETRY_POLICY_DO_NOT_RETRY"`}},
 			want:  `on_upload.event_trigger must set retry_policy = "RETRY_POLICY_RETRY"`,
@@ -150,14 +400,14 @@ func TestSeededMistakes(t *testing.T) {
 		},
 		{
 			name:  "push without dead letters",
-			edits: []edit{{"pubsub.tf", "  dead_letter_policy {\n    dead_letter_topic     = google_pubsub_topic.dead_letter.id\n    max_delivery_attempts = var.dead_letter_after\n  }\n", ""}},
+			edits: []edit{{"pubsub.tf", "  dead_letter_policy {\n    dead_letter_topic     = google_pubsub_topic.dead_letter.id\n    max_delivery_attempts = var.max_delivery_attempts\n  }\n", ""}},
 			want:  "push subscription requests has no dead_letter_policy",
 		},
 		{
 			name: "allUsers without the webhook secret",
 			edits: []edit{{"iam.tf", `  lifecycle {
     precondition {
-      condition     = var.public_webhook && var.webhook_secret_version != ""
+      condition     = var.public_webhook && var.webhook_secret_version > 0
       error_message = "public_webhook needs webhook_secret_version: without signatures anyone could spend the model budget."
     }
   }
@@ -171,14 +421,16 @@ func TestSeededMistakes(t *testing.T) {
 		},
 		{
 			name:  "allUsers on a bucket",
-			edits: []edit{{"iam.tf", "  member = google_service_account.build.member\n}", "  member = \"allUsers\"\n}"}},
+			edits: []edit{{"iam.tf", "  role   = \"roles/storage.objectViewer\"\n  member = google_service_account.build.member\n}", "  role   = \"roles/storage.objectViewer\"\n  member = \"allUsers\"\n}"}},
 			want:  "allUsers outside public_webhook: google_storage_bucket_iam_member.build_reads_source",
 		},
 		{
 			name:  "public_webhook accepted without the secret",
-			edits: []edit{{"variables.tf", `condition     = !var.public_webhook || var.webhook_secret_version != ""`, `condition     = true`}},
+			edits: []edit{{"variables.tf", `condition     = !var.public_webhook || var.webhook_secret_version > 0`, `condition     = true`}},
 			want:  "variable public_webhook needs a validation",
 		},
+
+		// ---- state, format, Cloud Build ----
 		{
 			name:  "no backend",
 			edits: []edit{{"versions.tf", "  backend \"gcs\" {}\n", ""}},
@@ -195,14 +447,14 @@ func TestSeededMistakes(t *testing.T) {
 			want:  "keep it a partial configuration",
 		},
 		{
-			name:  "old provider",
-			edits: []edit{{"versions.tf", `version = "~> 7.0"`, `version = "~> 6.0"`}},
-			want:  `provider google version "~> 6.0"`,
+			name:  "Terraform without write-only arguments",
+			edits: []edit{{"versions.tf", `required_version = ">= 1.11.0, < 2.0.0"`, `required_version = ">= 1.9"`}},
+			want:  `required_version ">= 1.9"`,
 		},
 		{
 			name:  "not formatted",
 			edits: []edit{{"pubsub.tf", "  name  = \"${var.name_prefix}-requests-push\"", "  name = \"${var.name_prefix}-requests-push\""}},
-			want:  "pubsub.tf:21: not formatted",
+			want:  "pubsub.tf:27: not formatted",
 		},
 		{
 			name:  "syntax error",
@@ -237,12 +489,12 @@ func TestSeededMistakes(t *testing.T) {
 		{
 			name:  "cloudbuild: step without id",
 			edits: []edit{{"cloudbuild.yaml", "  - id: tf-validate\n    name:", "  - name:"}},
-			want:  "step 4 has no id",
+			want:  "step 7 has no id",
 		},
 		{
 			name:  "cloudbuild: apply before plan",
 			edits: []edit{{"cloudbuild.yaml", "id: tf-plan", "id: tf-plan-x"}, {"cloudbuild.yaml", "id: tf-apply", "id: tf-plan"}, {"cloudbuild.yaml", "id: tf-plan-x", "id: tf-apply"}},
-			want:  "step tf-apply must run hashicorp/terraform apply",
+			want:  "step tf-apply must run hashicorp/terraform: apply",
 		},
 		{
 			name:  "cloudbuild: state bucket not given",
@@ -252,19 +504,28 @@ func TestSeededMistakes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.schema && base.schema == nil {
+				t.Skipf("needs the providers' schema at %s", schemaPath)
+			}
 			tr := base.clone()
 			for _, e := range tt.edits {
 				src := string(tr.tf[e.file])
-				if e.file == "cloudbuild.yaml" {
+				switch e.file {
+				case "cloudbuild.yaml":
 					src = string(tr.cloudbuild)
+				case ".terraform.lock.hcl":
+					src = string(tr.lock)
 				}
 				if n := strings.Count(src, e.old); n != 1 {
 					t.Fatalf("seed: %q occurs %d times in %s, want once", e.old, n, e.file)
 				}
 				src = strings.Replace(src, e.old, e.new, 1)
-				if e.file == "cloudbuild.yaml" {
+				switch e.file {
+				case "cloudbuild.yaml":
 					tr.cloudbuild = []byte(src)
-				} else {
+				case ".terraform.lock.hcl":
+					tr.lock = []byte(src)
+				default:
 					tr.tf[e.file] = []byte(src)
 				}
 			}
@@ -336,6 +597,85 @@ func TestRegistered(t *testing.T) {
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("registered (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestSchema pins what the checks read from the providers' schema, so that
+// a schema file the parser misreads cannot pass every configuration.
+func TestSchema(t *testing.T) {
+	sc, err := sharedSchema()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc == nil {
+		t.Skipf("no providers' schema at %s (a clone without shared/): the schema checks did not run", schemaPath)
+	}
+	sub := sc.resources["google_pubsub_subscription"]
+	if sub == nil || !sub.Attributes["topic"].Required || sub.Attributes["ack_deadline_seconds"].ty != cty.Number {
+		t.Errorf("google_pubsub_subscription: want topic required and ack_deadline_seconds a number")
+	}
+	if nb := sub.BlockTypes["dead_letter_policy"]; nb == nil || nb.MaxItems != 1 {
+		t.Errorf("google_pubsub_subscription.dead_letter_policy: want a block with max_items 1")
+	}
+	if sv := sc.resources["google_secret_manager_secret_version"]; sv == nil || !sv.Attributes["secret_data_wo"].WriteOnly {
+		t.Errorf("google_secret_manager_secret_version.secret_data_wo: want write_only")
+	}
+	for _, typ := range []string{"time_sleep", "google_project_service", "google_cloudfunctions2_function"} {
+		if sc.resources[typ] == nil {
+			t.Errorf("resource type %s missing from the schema", typ)
+		}
+	}
+	if sc.dataSources["archive_file"] == nil || sc.providers["google"] == nil {
+		t.Errorf("want the archive_file data source and the google provider block")
+	}
+	if sc.resources["google_project_service_identity"] != nil {
+		t.Errorf("google_project_service_identity is google-beta only; if google %s has it, use it for the service agents (main.tf)", providerVersions["google"])
+	}
+}
+
+// TestDeployerDocs checks the deployer's roles in the README's bootstrap
+// against what the configuration manages, and fails on the README's old
+// mistakes.
+func TestDeployerDocs(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := readTree(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p problems
+	m := parse(tr, &p)
+	if m == nil {
+		t.Fatalf("parse: %v", p)
+	}
+	for _, tt := range []struct{ name, old, new, want string }{
+		{name: "as written"},
+		{"no Scheduler admin", "roles/cloudscheduler.admin ", "", "the deployer lacks roles/cloudscheduler.admin"},
+		{"project-wide actAs", "roles/logging.logWriter; do", "roles/logging.logWriter roles/iam.serviceAccountUser; do", "the deployer gets roles/iam.serviceAccountUser"},
+		{"a grant the condition does not admit", "'roles/eventarc.eventReceiver', ", "", "grants roles/eventarc.eventReceiver on the project, which the deployer's conditional"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := string(readme)
+			if tt.old != "" {
+				if strings.Count(doc, tt.old) != 1 {
+					t.Fatalf("seed: %q occurs %d times", tt.old, strings.Count(doc, tt.old))
+				}
+				doc = strings.Replace(doc, tt.old, tt.new, 1)
+			}
+			var got problems
+			checkDeployerDocs(doc, m, &got)
+			if tt.want == "" {
+				if len(got) > 0 {
+					t.Errorf("problems:\n%s", strings.Join(got, "\n"))
+				}
+				return
+			}
+			if !slices.ContainsFunc(got, func(s string) bool { return strings.Contains(s, tt.want) }) {
+				t.Errorf("no problem containing %q; found:\n%s", tt.want, strings.Join(got, "\n"))
 			}
 		})
 	}

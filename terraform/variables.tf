@@ -54,25 +54,41 @@ variable "models" {
   default     = []
 }
 
-variable "gemini_api_key_version" {
-  description = "Version number of the Gemini API key secret (backend = gemini-api). Add the value out of band with `gcloud secrets versions add`; it never enters Terraform state."
+variable "gemini_api_key" {
+  description = "The Gemini API key (backend = gemini-api), needed only when gemini_api_key_version changes: on the first apply and on a rotation. Pass it as TF_VAR_gemini_api_key; it is write-only, so it never enters state or a plan file."
   type        = string
-  default     = "1"
+  default     = null
+  sensitive   = true
+  ephemeral   = true
+}
+
+variable "gemini_api_key_version" {
+  description = "Generation of the Gemini API key. Raise it (with a new gemini_api_key) to rotate: Terraform adds a new secret version, the functions move to it, and the old version is disabled, not destroyed, for a rollback."
+  type        = number
+  default     = 1
 
   validation {
-    condition     = can(regex("^[1-9][0-9]*$", var.gemini_api_key_version))
-    error_message = "gemini_api_key_version must be a version number such as 1: a pinned version, so that a new key is a deliberate deploy."
+    condition     = var.gemini_api_key_version >= 1 && floor(var.gemini_api_key_version) == var.gemini_api_key_version
+    error_message = "gemini_api_key_version must be a whole number from 1."
   }
 }
 
-variable "webhook_secret_version" {
-  description = "Version number of the Standard Webhooks signing secret. Empty: Generate does not check signatures and callers are authenticated by IAM alone. Set: Terraform creates the secret (value added out of band) and HTTP callers must sign."
+variable "webhook_secret" {
+  description = "The Standard Webhooks signing secret (whsec_...), needed only when webhook_secret_version changes. Pass it as TF_VAR_webhook_secret; write-only, never in state."
   type        = string
-  default     = ""
+  default     = null
+  sensitive   = true
+  ephemeral   = true
+}
+
+variable "webhook_secret_version" {
+  description = "Generation of the Standard Webhooks signing secret. 0: Generate does not check signatures and callers are authenticated by IAM alone. From 1: Terraform stores webhook_secret in Secret Manager and HTTP callers must sign; raise it to rotate."
+  type        = number
+  default     = 0
 
   validation {
-    condition     = var.webhook_secret_version == "" || can(regex("^[1-9][0-9]*$", var.webhook_secret_version))
-    error_message = "webhook_secret_version must be empty or a version number such as 1."
+    condition     = var.webhook_secret_version >= 0 && floor(var.webhook_secret_version) == var.webhook_secret_version
+    error_message = "webhook_secret_version must be 0 (no signatures) or a whole number from 1."
   }
 }
 
@@ -82,7 +98,7 @@ variable "public_webhook" {
   default     = false
 
   validation {
-    condition     = !var.public_webhook || var.webhook_secret_version != ""
+    condition     = !var.public_webhook || var.webhook_secret_version > 0
     error_message = "public_webhook needs webhook_secret_version: a public endpoint without signatures would let anyone spend the model budget."
   }
 }
@@ -234,14 +250,22 @@ variable "cpu" {
   default     = "1"
 }
 
-variable "dead_letter_after" {
-  description = "Deliveries of a request message before it moves to the dead-letter topic (5-100)."
+variable "max_delivery_attempts" {
+  description = <<-EOT
+    Deliveries of a request message before Pub/Sub moves it to the dead-letter topic (5-100).
+    Every answer other than success counts, including the 429s Cloud Run sends when all
+    max_instances x concurrency slots are busy: at the defaults (10 x 16) a burst of a few
+    hundred requests gets 429s for minutes, and with backoff from 10 s a limit of 10 was used up
+    within the hour by healthy requests. At 100, with backoff up to 600 s, a message is retried
+    for well over max_event_age (12 h), so genimg itself records a job that waited too long as
+    failed and acknowledges it; the dead-letter topic keeps only what genimg cannot read at all.
+  EOT
   type        = number
-  default     = 10
+  default     = 100
 
   validation {
-    condition     = var.dead_letter_after >= 5 && var.dead_letter_after <= 100
-    error_message = "dead_letter_after must be from 5 to 100 (Pub/Sub's limits)."
+    condition     = var.max_delivery_attempts >= 5 && var.max_delivery_attempts <= 100
+    error_message = "max_delivery_attempts must be from 5 to 100 (Pub/Sub's limits)."
   }
 }
 
@@ -307,4 +331,88 @@ variable "batch_poll_minutes" {
     condition     = contains([1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30], var.batch_poll_minutes)
     error_message = "batch_poll_minutes must divide 60 and be under 60: 1, 2, 3, 4, 5, 6, 10, 12, 15, 20 or 30."
   }
+}
+
+variable "job_output_prefixes" {
+  description = "Further prefixes of the output bucket that jobs may name as output.prefix (such as [\"gallery/\"]), each ending in /. The functions may write images only under images/ and these: a job that names another prefix fails with a permission error."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for p in var.job_output_prefixes : can(regex("^[A-Za-z0-9._-]+/([A-Za-z0-9._-]+/)*$", p)) && !contains(["jobs/", "webhooks/", "spend/", "batches/", "caches/", "control/"], p)])
+    error_message = "job_output_prefixes must be relative folders ending in / and must not be one of genimg's own (jobs/, webhooks/, spend/, batches/, caches/, control/)."
+  }
+}
+
+variable "batch_retention_days" {
+  description = "Days batch-lane state and chunks (batches/ in the output bucket: prompts and inline images sent to the Batch API, and its answers) are kept. Longer than GENIMG_BATCH_MAX_AGE (30 h) times its resubmissions, so that no open batch loses its state."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.batch_retention_days >= 3
+    error_message = "batch_retention_days must be at least 3: an open batch (30 h, resubmitted once) must keep its state."
+  }
+}
+
+variable "cache_retention_days" {
+  description = "Days context-cache records (caches/ in the output bucket) are kept; a deleted record only means the next job creates the cache again."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.cache_retention_days >= 1
+    error_message = "cache_retention_days must be at least 1."
+  }
+}
+
+variable "budget_hourly_usd" {
+  description = "Spend guard (GENIMG_BUDGET_HOURLY_USD): estimated model spend in US dollars that all instances together may reach per clock hour; then jobs fail with a budget error and \"spend budget reached\" is logged (and alerted). 0 is unlimited."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.budget_hourly_usd >= 0
+    error_message = "budget_hourly_usd must be 0 (unlimited) or more."
+  }
+}
+
+variable "budget_daily_usd" {
+  description = "Spend guard (GENIMG_BUDGET_DAILY_USD): the same per UTC day; 0 is unlimited. At least budget_hourly_usd when both are set."
+  type        = number
+  default     = 200
+
+  validation {
+    condition     = var.budget_daily_usd >= 0 && (var.budget_daily_usd == 0 || var.budget_hourly_usd <= var.budget_daily_usd)
+    error_message = "budget_daily_usd must be 0 (unlimited) or at least budget_hourly_usd: genimg refuses to start otherwise."
+  }
+}
+
+variable "calls_per_minute" {
+  description = "Spend guard (GENIMG_CALLS_PER_MINUTE): model calls per minute across all instances; keep it under the project's model quota, so that genimg waits instead of collecting 429s. 0 is unlimited."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.calls_per_minute >= 0 && var.calls_per_minute <= 1000000 && floor(var.calls_per_minute) == var.calls_per_minute
+    error_message = "calls_per_minute must be a whole number from 0 (unlimited) to 1000000."
+  }
+}
+
+variable "paused" {
+  description = "The kill switch (GENIMG_PAUSED): no model calls at all; jobs fail with a paused error. For an instant pause without a deploy, write gs://OUTPUT_BUCKET/control/paused instead (terraform/README.md, \"Rolling back\")."
+  type        = bool
+  default     = false
+}
+
+variable "deployer" {
+  description = "The IAM member that applies this configuration (the Cloud Build deployer by default). Terraform lets it act as the genimg service accounts, and as nothing else."
+  type        = string
+  default     = ""
+}
+
+variable "legacy_service_agent_grants" {
+  description = "Projects that enabled Pub/Sub before 8 April 2021 or Cloud Scheduler before 19 March 2019: their service agents need Service Account Token Creator on the trigger account to sign pushes and scheduled calls. Newer projects have it built in; leave false."
+  type        = bool
+  default     = false
 }

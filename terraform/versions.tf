@@ -1,16 +1,24 @@
 terraform {
-  # 1.9 or later: variable validations refer to other variables
-  # (public_webhook needs webhook_secret_version).
-  required_version = ">= 1.9"
+  # 1.11 or later: secret_data_wo (write-only arguments, 1.11) and ephemeral
+  # variables (1.10) keep the model key out of state and plans. Cloud Build
+  # runs exactly the version in cloudbuild.yaml (_TF_VERSION).
+  required_version = ">= 1.11.0, < 2.0.0"
 
+  # Exact versions: the ones the offline checks read the schema of
+  # (../shared/terraform/provider-schema.json.gz) and the ones in
+  # .terraform.lock.hcl. Raise all three together.
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = "~> 7.0"
+      version = "7.45.0"
     }
     archive = {
       source  = "hashicorp/archive"
-      version = "~> 2.7"
+      version = "2.8.0"
+    }
+    time = {
+      source  = "hashicorp/time"
+      version = "0.14.0"
     }
   }
 
