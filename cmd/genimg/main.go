@@ -1,6 +1,9 @@
 // Command genimg is the day-to-day command line of genimg: it submits jobs
 // through any of the three triggers and waits for them, tails completion
-// events, shows records, resubmits failed jobs, and drives load.
+// events, shows records, resubmits failed jobs, and drives load against a
+// running stack or deployment. It is a client only: it links none of the
+// functions, the stand-in model or the emulators (go run ./cmd/local load
+// runs a load against a stack in its own process).
 //
 // It talks to the local stack (go run ./cmd/local) unless flags or the
 // environment point elsewhere:
@@ -11,7 +14,7 @@
 //	go run ./cmd/genimg events [--json]
 //	go run ./cmd/genimg get JOB [--from storage]
 //	go run ./cmd/genimg replay JOB [--job job.json]
-//	go run ./cmd/genimg load --local -n 200 -c 200 --latency 2s --via pubsub
+//	go run ./cmd/genimg load -n 200 -c 50 --via pubsub [--standin]
 //	go run ./cmd/genimg backfill --rules rules.json
 //
 // Every subcommand takes --url (the Generate function), --project,
@@ -32,111 +35,16 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
-	_ "github.com/genimg/genimg" // the functions, for load --local
+	"github.com/genimg/genimg/cmd/internal/cli"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	err := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	var exit exitError
-	switch {
-	case err == nil:
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(2)
-	case errors.As(err, &exit):
-		os.Exit(int(exit))
-	default:
-		fmt.Fprintln(os.Stderr, "genimg:", err)
-		os.Exit(1)
-	}
+	os.Exit(cli.ExitCode("genimg", err, os.Stderr))
 }
-
-// exitError ends the command with a status and no further message (the
-// subcommand already said why).
-type exitError int
-
-func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
-
-const usage = `genimg runs image jobs on genimg (the local stack by default).
-
-Usage:
-  genimg generate "prompt" [--image FILE]... [--aspect 16:9] [--via http|pubsub|upload] [--id ID] [--out DIR] [--wait 5m]
-  genimg events [--json] [-n N]
-  genimg get JOB [--from http|storage] [--out DIR] [--json]
-  genimg replay JOB [--job FILE] [--via pubsub|http] [--out DIR]
-  genimg load -n N -c C --via http|pubsub|upload [--local] [--latency 2s] [--error-rate 0.05]
-  genimg backfill --rules RULES [--json]     (what running upload rules over existing objects would cost)
-
-Run "genimg COMMAND -h" for a command's flags. Against Google Cloud, an
-IAM-protected function needs --token (or GENIMG_ID_TOKEN) or --impersonate SA:
-a person's own credentials cannot mint ID tokens.
-`
-
-// run is the command, for main and for tests.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return flag.ErrHelp
-	}
-	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"generate": runGenerate,
-		"events":   runEvents,
-		"get":      runGet,
-		"replay":   runReplay,
-		"load":     runLoad,
-		"backfill": runBackfill,
-	}
-	cmd, ok := cmds[args[0]]
-	if !ok {
-		if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-			fmt.Fprint(stdout, usage)
-			return nil
-		}
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", args[0])
-	}
-	return cmd(ctx, args[1:], stdout, stderr)
-}
-
-// parseFlags parses a subcommand's flags, allowing them after positional
-// arguments (genimg get JOB --from storage), and returns the positionals.
-func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
-}
-
-// newFlagSet is a subcommand's flag set, writing help to stderr.
-func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("genimg "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: genimg %s %s\n\nFlags:\n", name, synopsis)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// multiFlag collects a repeated flag.
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return fmt.Sprint(*m) }
-func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }

@@ -6,6 +6,12 @@
 //	go run ./cmd/local
 //
 // Every port and name has a flag; Ctrl-C stops it.
+//
+// With load first, it instead starts a stack on free ports and drives a
+// load through it in this process (genimg load, plus the model calls,
+// peak RSS and CPU time of the functions), then stops:
+//
+//	go run ./cmd/local load -n 200 -c 200 --latency 2s --via pubsub [--heap heap.pb.gz]
 package main
 
 import (
@@ -18,11 +24,18 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/genimg/genimg"
+	"github.com/genimg/genimg/cmd/internal/cli"
 	"github.com/genimg/genimg/internal/localstack"
+	"github.com/genimg/genimg/internal/pipeline"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "load" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := runLoad(ctx, os.Args[2:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(cli.ExitCode("genimg local load", err, os.Stderr))
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "genimg local:", err)
 		os.Exit(1)
@@ -51,6 +64,15 @@ func run() error {
 	verbose := flag.Bool("v", false, "log every job step (INFO), not only warnings")
 	flag.StringVar(&o.ExternalFunctions, "functions-url", "", "deliver to functions served by another process (see -functions-only) instead of starting them here")
 	functionsOnly := flag.Bool("functions-only", false, "serve only the functions on -port, for a stack started elsewhere with -functions-url (to measure them alone)")
+	flag.Usage = func() {
+		fmt.Fprint(flag.CommandLine.Output(), `Usage:
+  go run ./cmd/local [flags]        the whole pipeline on this machine, until Ctrl-C
+  go run ./cmd/local load -h        a load through a stack of its own, in this process
+
+Flags:
+`)
+		flag.PrintDefaults()
+	}
 	flag.Parse()
 	o.UseRealModel = *real
 
@@ -61,11 +83,13 @@ func run() error {
 	} else {
 		o.Env = map[string]string{"GENIMG_LOG_LEVEL": "WARN"}
 	}
-	slog.SetDefault(slog.New(genimg.NewLogHandler(os.Stderr, o.Project, level)))
+	slog.SetDefault(slog.New(pipeline.NewLogHandler(os.Stderr, o.Project, level)))
 	if *functionsOnly {
 		fmt.Printf("genimg functions on %s:%d, using the stack's emulators on ports %d (storage), %d (pub/sub), %d (model)\n",
 			o.Host, o.FunctionsPort, o.StoragePort, o.PubSubPort, o.ModelPort)
-		return localstack.ServeFunctions(o)
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return localstack.ServeFunctions(ctx, o)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

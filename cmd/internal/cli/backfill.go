@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -52,7 +52,7 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer c.Close()
-	rep, err := spend.Backfill(ctx, c.gcs, cfg.Uploads.Rules, cfg.Prices, cfg.Policy())
+	rep, err := spend.Backfill(ctx, c.output, cfg.Uploads.Rules, cfg.Prices, cfg.Policy())
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -24,12 +24,12 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
-	gcs "cloud.google.com/go/storage"
 	"golang.org/x/oauth2"
 	"google.golang.org/api/impersonate"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/genimg/genimg/job"
+	"github.com/genimg/genimg/storage"
 )
 
 // The local stack's endpoints and names (README, "The two commands"): what genimg
@@ -126,10 +126,12 @@ func (t *target) subscriptionName(id string) string {
 
 // clients are the connections a subcommand uses, built once.
 type clients struct {
-	t      *target
-	gcs    *gcs.Client
-	pubsub *pubsub.Client
-	http   *http.Client
+	t *target
+	// output is the output bucket; In reaches any other bucket.
+	output       *storage.Objects
+	closeStorage func() error
+	pubsub       *pubsub.Client
+	http         *http.Client
 }
 
 // connect builds the clients. Against emulators the client libraries need
@@ -137,16 +139,16 @@ type clients struct {
 // Credentials, and calls to the function carry an ID token when one is
 // given (--token) or minted (--impersonate).
 func (t *target) connect(ctx context.Context) (*clients, error) {
-	g, err := gcs.NewClient(ctx, gcs.WithJSONReads())
+	output, closeStorage, err := storage.DialObjects(ctx, t.outputBucket)
 	if err != nil {
-		return nil, fmt.Errorf("cloud storage client: %w", err)
+		return nil, err
 	}
 	ps, err := pubsub.NewClient(ctx, t.project)
 	if err != nil {
-		g.Close()
+		closeStorage()
 		return nil, fmt.Errorf("pub/sub client: %w", err)
 	}
-	c := &clients{t: t, gcs: g, pubsub: ps, http: &http.Client{Timeout: 10 * time.Minute}}
+	c := &clients{t: t, output: output, closeStorage: closeStorage, pubsub: ps, http: &http.Client{Timeout: 10 * time.Minute}}
 	switch {
 	case t.token != "":
 		c.http.Transport = &oauth2.Transport{Source: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: t.token, TokenType: "Bearer"})}
@@ -172,8 +174,11 @@ func (t *target) connect(ctx context.Context) (*clients, error) {
 // Close closes the clients.
 func (c *clients) Close() {
 	c.pubsub.Close()
-	c.gcs.Close()
+	c.closeStorage()
 }
+
+// input is the input bucket.
+func (c *clients) input() *storage.Objects { return c.output.In(c.t.inputBucket) }
 
 // newID is a fresh job or subscription suffix.
 func newID(prefix string) string {
@@ -252,31 +257,22 @@ func (c *clients) readRecord(ctx context.Context, id string) (rec *job.Record, r
 	if !job.ValidID(id) {
 		return nil, false, fmt.Errorf("%q is not a job id", id)
 	}
-	b := c.gcs.Bucket(c.t.outputBucket)
-	data, err := readObject(ctx, b.Object("jobs/"+id+"/result.json"), 4<<20)
-	if errors.Is(err, gcs.ErrObjectNotExist) {
-		if _, err := b.Object("jobs/" + id + "/claim.json").Attrs(ctx); err == nil {
+	name := storage.RecordObject(id)
+	data, _, err := c.output.Get(ctx, name, 4<<20)
+	if errors.Is(err, storage.ErrNotFound) {
+		if _, err := c.output.Stat(ctx, storage.ClaimObject(id)); err == nil {
 			return nil, true, nil
 		}
-		return nil, false, fmt.Errorf("no job %s in gs://%s/jobs/", id, c.t.outputBucket)
+		return nil, false, fmt.Errorf("no job %s in gs://%s/%s", id, c.output.Bucket(), storage.JobsPrefix)
 	}
 	if err != nil {
 		return nil, false, err
 	}
 	var r job.Record
 	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, false, fmt.Errorf("gs://%s/jobs/%s/result.json is not a record: %v", c.t.outputBucket, id, err)
+		return nil, false, fmt.Errorf("gs://%s/%s is not a record: %v", c.output.Bucket(), name, err)
 	}
 	return &r, false, nil
-}
-
-func readObject(ctx context.Context, o *gcs.ObjectHandle, limit int64) ([]byte, error) {
-	r, err := o.NewReader(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	return io.ReadAll(io.LimitReader(r, limit))
 }
 
 // download fetches a record's images into dir and returns the files
@@ -293,9 +289,9 @@ func (c *clients) download(ctx context.Context, rec job.Record, dir string, w io
 		if err != nil {
 			return err
 		}
-		r, err := c.gcs.Bucket(bucket).Object(name).NewReader(ctx)
+		r, err := c.output.In(bucket).Reader(ctx, name)
 		if err != nil {
-			return fmt.Errorf("reading %s: %w", o.URI, err)
+			return err
 		}
 		file := filepath.Join(dir, path.Base(name))
 		f, err := os.Create(file)

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"encoding/json"
@@ -105,7 +105,8 @@ func TestArgumentErrors(t *testing.T) {
 		{[]string{"get"}, "one job id"},
 		{[]string{"get", "bad id!"}, "not a job id"},
 		{[]string{"load", "-n", "0"}, "at least 1"},
-		{[]string{"load", "--latency", "2s"}, "--local or --standin"},
+		{[]string{"load", "--latency", "2s"}, "use them with --standin, or run the load on a stack of its own with go run ./cmd/local load"},
+		{[]string{"load", "--local", "-n", "2"}, "go run ./cmd/local load"},
 		{[]string{"events", "extra"}, "no arguments"},
 	}
 	for _, tt := range tests {
@@ -146,7 +147,7 @@ func TestEvents(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var stdout, stderr syncBuffer
 			done := make(chan error, 1)
-			go func() { done <- run(t.Context(), tt.args, &stdout, &stderr) }()
+			go func() { done <- Run(t.Context(), tt.args, &stdout, &stderr) }()
 			for !strings.Contains(stderr.String(), "listening") {
 				select {
 				case err := <-done:
@@ -297,7 +298,9 @@ func TestLoad(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			stdout, stderr, err := genimg(t, append([]string{"load", "--local"}, tt.args...)...)
+			var out, errOut syncBuffer
+			err := Load(t.Context(), tt.args, &out, &errOut, startTestStack)
+			stdout, stderr := out.String(), errOut.String()
 			if err != nil {
 				t.Fatalf("load: %v\n%s\n%s", err, stdout, stderr)
 			}

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -258,20 +258,14 @@ func (c *clients) uploadImage(ctx context.Context, j job.Job, f imageFile) (stri
 	return fmt.Sprintf("gs://%s/%s#%d", c.t.inputBucket, name, gen), nil
 }
 
-// put writes an object to the input bucket and returns its generation.
+// put uploads an object to the input bucket, as a person would, and
+// returns its generation.
 func (c *clients) put(ctx context.Context, name string, data []byte, contentType string, meta map[string]string) (int64, error) {
-	w := c.gcs.Bucket(c.t.inputBucket).Object(name).NewWriter(ctx)
-	w.ContentType = contentType
-	w.Metadata = meta
-	w.ChunkSize = 0 // one request: the data is in memory already
-	if _, err := w.Write(data); err != nil {
-		w.Close()
-		return 0, fmt.Errorf("uploading gs://%s/%s: %w", c.t.inputBucket, name, err)
+	a, err := c.input().Upload(ctx, name, data, contentType, meta)
+	if err != nil {
+		return 0, err
 	}
-	if err := w.Close(); err != nil {
-		return 0, fmt.Errorf("uploading gs://%s/%s: %w", c.t.inputBucket, name, err)
-	}
-	return w.Attrs().Generation, nil
+	return a.Generation, nil
 }
 
 // publish puts j on the requests topic.

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -13,8 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	gcs "cloud.google.com/go/storage"
 
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/trigger"
@@ -214,33 +212,34 @@ func (c *clients) uploadedJob(ctx context.Context, source string) (job.Job, stri
 		return job.Job{}, "", err
 	}
 	gen, _ := strconv.ParseInt(genText, 10, 64)
-	obj := c.gcs.Bucket(bucket).Object(name)
-	if gen != 0 {
-		obj = obj.Generation(gen)
-	}
-	attrs, err := obj.Attrs(ctx)
-	if errors.Is(err, gcs.ErrObjectNotExist) {
-		return job.Job{}, "", fmt.Errorf("the job's upload %s no longer exists; pass the job with --job FILE", source)
-	}
+	gone := fmt.Errorf("the job's upload %s no longer exists; pass the job with --job FILE", source)
+	uploads := c.output.Uploads()
+	obj, found, err := uploads.StatObject(ctx, trigger.Object{Bucket: bucket, Name: name, Generation: trigger.Int64(gen)})
 	if err != nil {
 		return job.Job{}, "", err
 	}
+	if !found {
+		return job.Job{}, "", gone
+	}
 	if strings.HasSuffix(name, trigger.JobFileSuffix) {
-		data, err := readObject(ctx, obj, 32<<20)
+		data, found, err := uploads.ReadObject(ctx, obj, 32<<20)
 		if err != nil {
 			return job.Job{}, "", err
+		}
+		if !found {
+			return job.Job{}, "", gone
 		}
 		j, err := job.Decode(data)
 		return j, source, err
 	}
-	prompt := attrs.Metadata[trigger.MetaPrompt]
+	prompt := obj.Metadata[trigger.MetaPrompt]
 	if prompt == "" {
 		return job.Job{}, "", fmt.Errorf("upload %s has no prompt metadata (an upload rule's job?); pass the job with --job FILE", source)
 	}
 	return job.Job{
 		Prompt:            prompt,
 		Images:            []job.Image{{URI: uri, Generation: gen}},
-		AspectRatio:       attrs.Metadata[trigger.MetaAspectRatio],
-		SystemInstruction: attrs.Metadata[trigger.MetaSystemInstruction],
+		AspectRatio:       obj.Metadata[trigger.MetaAspectRatio],
+		SystemInstruction: obj.Metadata[trigger.MetaSystemInstruction],
 	}, source, nil
 }

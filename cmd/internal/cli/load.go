@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -25,28 +25,35 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
-	gcs "cloud.google.com/go/storage"
-	"google.golang.org/api/iterator"
 
-	"github.com/genimg/genimg/internal/localstack"
 	"github.com/genimg/genimg/job"
+	"github.com/genimg/genimg/storage"
 )
 
-// startLocal starts the in-process local stack of load --local. Tests,
-// whose binary already holds a stack (one per process), replace it.
-var startLocal = func(ctx context.Context, o localstack.Options) (*localstack.Stack, func(), error) {
-	s, err := localstack.Start(ctx, o)
-	if err != nil {
-		return nil, nil, err
-	}
-	return s, s.Close, nil
+// A Local is a stack that a load started in its own process (cmd/local
+// load): where it runs, and what only this process can see of it.
+type Local struct {
+	// URL is the Generate function's; the names are the stack's.
+	URL, Project                   string
+	InputBucket, OutputBucket      string
+	RequestsTopic, CompletionTopic string
+	// StorageEmulatorHost and PubSubEmulatorHost are the emulators, as
+	// STORAGE_EMULATOR_HOST and PUBSUB_EMULATOR_HOST name them.
+	StorageEmulatorHost, PubSubEmulatorHost string
+	// ModelCalls counts the stand-in model's calls; nil when the real
+	// model answers.
+	ModelCalls func() int
+	// Close stops the stack.
+	Close func()
 }
+
+// StartLocal starts a stack for a load of concurrency jobs in flight.
+type StartLocal func(ctx context.Context, concurrency int) (*Local, error)
 
 // loadOptions are load's flags.
 type loadOptions struct {
 	n, c         int
 	via          string
-	local        bool
 	standin      bool
 	latency      time.Duration
 	errorRate    float64
@@ -57,27 +64,50 @@ type loadOptions struct {
 	heapProfile  string
 }
 
+// runLoad is genimg load: against a running stack or deployment.
 func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("load", "-n N -c C --via http|pubsub|upload [flags]", stderr)
-	t := addTargetFlags(fs)
+	return Load(ctx, args, stdout, stderr, nil)
+}
+
+// Load drives N jobs at concurrency C through one trigger, reports
+// latency and throughput, and checks that each job ran exactly once. With
+// start nil it runs against the target of the flags and the environment
+// (genimg load); otherwise against the stack start brings up in this
+// process, whose model calls, peak RSS and CPU time it then measures too
+// (go run ./cmd/local load).
+func Load(ctx context.Context, args []string, stdout, stderr io.Writer, start StartLocal) error {
+	name := "load"
+	if start != nil {
+		name = "local load"
+	}
+	fs := newFlagSet(name, "-n N -c C --via http|pubsub|upload [flags]", stderr)
 	var o loadOptions
+	var t *target
+	var moved bool
+	if start == nil {
+		t = addTargetFlags(fs)
+		fs.BoolVar(&o.standin, "standin", false, "the target runs the stand-in model: steer it with [[standin:…]] directives in the prompts")
+		fs.BoolVar(&moved, "local", false, "moved: go run ./cmd/local load runs the load on a stack in its own process")
+	} else {
+		o.standin = true // the stack in this process runs the stand-in
+		fs.StringVar(&o.heapProfile, "heap", "", "write a heap profile taken at peak RSS to this file")
+	}
 	fs.IntVar(&o.n, "n", 20, "number of jobs")
 	fs.IntVar(&o.c, "c", 5, "concurrency: jobs in flight at once")
 	fs.StringVar(&o.via, "via", "pubsub", "trigger: http, pubsub or upload")
-	fs.BoolVar(&o.local, "local", false, "run the local stack in this process on free ports (model calls, peak RSS and CPU time of the functions are then measured)")
-	fs.BoolVar(&o.standin, "standin", false, "the target runs the stand-in model (implied by --local): steer it with [[standin:…]] directives in the prompts")
 	fs.DurationVar(&o.latency, "latency", 0, "stand-in model latency per call, e.g. 2s (the real model's order)")
 	fs.Float64Var(&o.errorRate, "error-rate", 0, "fraction of jobs whose first model call fails (stand-in directive fail=1), e.g. 0.05")
 	fs.IntVar(&o.errorStatus, "error-status", 503, "HTTP status of the injected failures (429 or 5xx)")
 	fs.StringVar(&o.aspect, "aspect", "1:1", "aspect ratio of every job (1:1 draws 1024×1024 outputs)")
 	fs.StringVar(&o.outputPrefix, "output-prefix", "images/", "the deployment's GENIMG_OUTPUT_PREFIX, to count image sets")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up on jobs not done by then")
-	fs.StringVar(&o.heapProfile, "heap", "", "with --local: write a heap profile taken at peak RSS to this file")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
 	switch {
+	case moved:
+		return errors.New("load --local is now go run ./cmd/local load, with the same flags but --local")
 	case len(pos) != 0:
 		fs.Usage()
 		return errors.New("load takes no arguments")
@@ -87,31 +117,24 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("--via %q: use http, pubsub or upload", o.via)
 	case o.errorRate < 0 || o.errorRate > 1:
 		return fmt.Errorf("--error-rate %v: a fraction from 0 to 1", o.errorRate)
-	case (o.latency > 0 || o.errorRate > 0) && !o.local && !o.standin:
+	case (o.latency > 0 || o.errorRate > 0) && !o.standin:
 		// Directives sent to the real model would be paid-for prompt text.
-		return errors.New("--latency and --error-rate steer the stand-in model: use them with --local or --standin")
+		return errors.New("--latency and --error-rate steer the stand-in model: use them with --standin, or run the load on a stack of its own with go run ./cmd/local load")
 	}
 
-	var stack *localstack.Stack
-	if o.local {
-		var stop func()
-		stack, stop, err = startLocal(ctx, localstack.Options{
-			MinBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second, MaxAttempts: 10,
-			Env: map[string]string{
-				// Every job in flight may be in the model at once: the
-				// default cap (64) would queue the rest in the process.
-				"GENIMG_MAX_CONCURRENT_CALLS": strconv.Itoa(max(o.c, 64)),
-				"GENIMG_LOG_LEVEL":            "WARN",
-			},
-		})
-		if err != nil {
+	var local *Local
+	if start != nil {
+		if local, err = start(ctx, o.c); err != nil {
 			return fmt.Errorf("starting the local stack: %w", err)
 		}
-		defer stop()
-		*t = target{
-			url: stack.FunctionsURL + "/Generate", project: stack.Project,
-			inputBucket: stack.InputBucket, outputBucket: stack.OutputBucket,
-			requestsTopic: stack.RequestsTopic, completionTopic: stack.CompletionTopic, emulated: true,
+		defer local.Close()
+		// The client libraries find emulators through the environment.
+		os.Setenv("STORAGE_EMULATOR_HOST", local.StorageEmulatorHost)
+		os.Setenv("PUBSUB_EMULATOR_HOST", local.PubSubEmulatorHost)
+		t = &target{
+			url: local.URL, project: local.Project,
+			inputBucket: local.InputBucket, outputBucket: local.OutputBucket,
+			requestsTopic: local.RequestsTopic, completionTopic: local.CompletionTopic, emulated: true,
 		}
 	} else {
 		t.resolve(os.Getenv)
@@ -121,7 +144,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer c.Close()
-	l := &loader{c: c, o: o, stack: stack, stdout: stdout, stderr: stderr}
+	l := &loader{c: c, o: o, local: local, stdout: stdout, stderr: stderr}
 	return l.run(ctx)
 }
 
@@ -129,7 +152,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 type loader struct {
 	c              *clients
 	o              loadOptions
-	stack          *localstack.Stack
+	local          *Local // nil: the target runs elsewhere
 	stdout, stderr io.Writer
 
 	runID    string
@@ -200,7 +223,7 @@ func (l *loader) run(ctx context.Context) error {
 		defer pub.Stop()
 	}
 
-	if l.stack != nil || o.standin {
+	if o.standin {
 		// One job first, outside the figures: the stand-in draws each
 		// distinct image once and caches it, and the load's jobs all ask for
 		// the same image; without this, 200 concurrent first calls would all
@@ -220,13 +243,13 @@ func (l *loader) run(ctx context.Context) error {
 		// Start the peak RSS (VmHWM) afresh from here (Linux: clear_refs 5).
 		os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
 	}
-	if l.stack != nil && l.stack.Model != nil {
-		l.calls0 = l.stack.Model.Calls()
+	if l.local != nil && l.local.ModelCalls != nil {
+		l.calls0 = l.local.ModelCalls()
 	}
-	sampler := startSampler(l.stack != nil, o.heapProfile)
+	sampler := startSampler(l.local != nil, o.heapProfile)
 	cpu0 := cpuTime()
 	fmt.Fprintf(l.stderr, "load %s: %d jobs, %d at once, via %s, model latency %s, injected failures %d (status %d)%s\n",
-		l.runID, o.n, o.c, o.via, o.latency, injected, o.errorStatus, map[bool]string{true: ", local stack in process"}[l.stack != nil])
+		l.runID, o.n, o.c, o.via, o.latency, injected, o.errorStatus, map[bool]string{true: ", local stack in process"}[l.local != nil])
 	prog := l.startProgress(ctx)
 	start := time.Now()
 	next := make(chan *loadJob)
@@ -448,8 +471,8 @@ func (l *loader) report(ctx context.Context, wall, cpu time.Duration, peak sampl
 			extra++
 		}
 	}
-	if l.stack != nil && l.stack.Model != nil {
-		check("model calls", l.stack.Model.Calls()-l.calls0, o.n+injected)
+	if l.local != nil && l.local.ModelCalls != nil {
+		check("model calls", l.local.ModelCalls()-l.calls0, o.n+injected)
 	}
 	check("attempts", attempts, o.n+injected)
 	sets, images, err := l.imageSets(ctx)
@@ -463,7 +486,7 @@ func (l *loader) report(ctx context.Context, wall, cpu time.Duration, peak sampl
 	check("event ids", distinct, o.n)
 	fmt.Fprintf(w, "  events       %d received (duplicates are redeliveries of the same id); jobs with more than one record: %d\n", l.events.Load(), extra)
 
-	if l.stack != nil {
+	if l.local != nil {
 		fmt.Fprintf(w, "  peak RSS     %.1f MiB (VmHWM of this process: functions, emulators, stand-in model and load driver)\n", mib(peak.hwm))
 		fmt.Fprintf(w, "  RSS at start %.1f MiB; peak Go heap objects %.1f MiB; peak Go memory %.1f MiB\n", mib(peak.startRSS), mib(peak.heap), mib(peak.goTotal))
 		fmt.Fprintf(w, "  CPU time     %s user+sys, %.1f ms per job (whole process)\n", cpu.Round(time.Millisecond), float64(cpu.Microseconds())/1000/float64(o.n))
@@ -491,19 +514,15 @@ func (l *loader) imageSets(ctx context.Context) (sets, images int, err error) {
 		}
 	}
 	perJob := map[string]int{}
-	it := l.c.gcs.Bucket(l.c.t.outputBucket).Objects(ctx, &gcs.Query{Prefix: l.o.outputPrefix})
-	for {
-		a, err := it.Next()
-		if errors.Is(err, iterator.Done) {
-			break
-		}
-		if err != nil {
-			return 0, 0, err
-		}
+	err = l.c.output.List(ctx, l.o.outputPrefix, "", func(a storage.Attrs) error {
 		if id := path.Base(path.Dir(a.Name)); ids[id] {
 			perJob[id]++
 			images++
 		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
 	}
 	return len(perJob), images, nil
 }

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -19,13 +19,13 @@ import (
 	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"google.golang.org/api/iterator"
 
-	_ "github.com/genimg/genimg" // the functions the local stack serves
 	"github.com/genimg/genimg/internal/localstack"
 )
 
 // The tests run the subcommands' entry point against one local stack in
 // this process, on free ports, with names other than the defaults; the
-// command finds it through the environment the stack sets, plus GENIMG_URL.
+// command finds it through the environment its functions run with (the
+// emulators, the buckets and topics), plus GENIMG_URL.
 var stack *localstack.Stack
 
 func TestMain(m *testing.M) {
@@ -47,12 +47,26 @@ func runMain(m *testing.M) int {
 	}
 	defer s.Close()
 	stack = s
-	os.Setenv("GENIMG_URL", s.FunctionsURL+"/Generate")
-	// load --local uses this stack: one stack per process.
-	startLocal = func(context.Context, localstack.Options) (*localstack.Stack, func(), error) {
-		return s, func() {}, nil
+	for k, v := range s.Env {
+		os.Setenv(k, v)
 	}
+	os.Setenv("GENIMG_URL", s.FunctionsURL+"/Generate")
 	return m.Run()
+}
+
+// startTestStack is the load's local stack: the tests' own, left running.
+func startTestStack(context.Context, int) (*Local, error) {
+	l := &Local{
+		URL: stack.FunctionsURL + "/Generate", Project: stack.Project,
+		InputBucket: stack.InputBucket, OutputBucket: stack.OutputBucket,
+		RequestsTopic: stack.RequestsTopic, CompletionTopic: stack.CompletionTopic,
+		StorageEmulatorHost: stack.StorageURL, PubSubEmulatorHost: stack.PubSubAddr,
+		Close: func() {},
+	}
+	if stack.Model != nil {
+		l.ModelCalls = stack.Model.Calls
+	}
+	return l, nil
 }
 
 // syncBuffer is a bytes.Buffer safe for a command running in a goroutine.
@@ -77,7 +91,7 @@ func (b *syncBuffer) String() string {
 func genimg(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
 	var stdout, stderr syncBuffer
-	err := run(t.Context(), args, &stdout, &stderr)
+	err := Run(t.Context(), args, &stdout, &stderr)
 	return stdout.String(), stderr.String(), err
 }
 
