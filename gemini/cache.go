@@ -43,7 +43,7 @@ type CacheStore interface {
 // A Resolver turns a job's gs:// images into what the backend takes (bytes
 // on the Gemini API); storage.Store is one.
 type Resolver interface {
-	Resolve(ctx context.Context, j *job.Job) error
+	ResolveImages(ctx context.Context, j *job.Job) error
 }
 
 // Contexts runs jobs that name a shared context: it creates the context's
@@ -90,7 +90,7 @@ func (x *Contexts) Generate(ctx context.Context, j job.Job) (*Result, error) {
 // cache is recreated and call runs once more. The Result is never nil.
 func (x *Contexts) GenerateWith(ctx context.Context, j job.Job, call func(context.Context, job.Job) (*Result, error)) (*Result, error) {
 	run := j
-	entry, err := x.Resolve(ctx, &run, "")
+	entry, err := x.UseCache(ctx, &run, "")
 	if err != nil {
 		return &Result{}, err
 	}
@@ -103,7 +103,7 @@ func (x *Contexts) GenerateWith(ctx context.Context, j job.Job, call func(contex
 		// once more; a second miss is the job's error.
 		slog.InfoContext(ctx, "context cache expired; recreating", "context", j.Context.Name, "cache", entry.Name)
 		run = j
-		if _, rerr := x.Resolve(ctx, &run, entry.Name); rerr != nil {
+		if _, rerr := x.UseCache(ctx, &run, entry.Name); rerr != nil {
 			return res, rerr
 		}
 		again, err2 := call(ctx, run)
@@ -133,11 +133,11 @@ func CacheExpired(err error) bool {
 	return (ae.Code == 403 || ae.Code == 404) && (strings.Contains(msg, "cachedcontent") || strings.Contains(msg, "cached content"))
 }
 
-// Resolve replaces j's shared context by the name of its cache
+// UseCache replaces j's shared context by the name of its cache
 // (j.CachedContent), creating the cache when none is known, the known one
 // is for other content, about to expire, or named stale (a cache the
 // service said is gone; "" for none). It returns the entry used.
-func (x *Contexts) Resolve(ctx context.Context, j *job.Job, stale string) (CacheEntry, error) {
+func (x *Contexts) UseCache(ctx context.Context, j *job.Job, stale string) (CacheEntry, error) {
 	sc := j.Context
 	if sc == nil {
 		return CacheEntry{}, nil
@@ -207,7 +207,7 @@ func (x *Contexts) create(ctx context.Context, j job.Job, fp string) (CacheEntry
 	c, sc := x.client, j.Context
 	images := job.Job{Model: j.Model, Images: sc.Images}
 	if len(images.Images) > 0 && x.resolve != nil {
-		if err := x.resolve.Resolve(ctx, &images); err != nil {
+		if err := x.resolve.ResolveImages(ctx, &images); err != nil {
 			return CacheEntry{}, fmt.Errorf("context %s: %w", sc.Name, err)
 		}
 	}

@@ -4,14 +4,20 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"regexp"
 	"strings"
 )
+
+// stagedInput matches an inline image that genimg staged to its output
+// bucket under its own SHA-256 (storage.Store.StageInputs).
+var stagedInput = regexp.MustCompile(`^gs://[^/]+/jobs/[A-Za-z0-9._-]{1,128}/inputs/([0-9a-f]{64})\.[a-z]{3,4}$`)
 
 // Fingerprint identifies the work a normalised job asks for, apart from its
 // id and the labels that are only echoed: two jobs with the same
 // fingerprint pay for the same model call. Inline images count by their
-// SHA-256, so a job staged to Cloud Storage keeps the fingerprint it had
-// inline only if the pipeline fingerprints it before staging.
+// SHA-256, and so do the same images once staged (their object is named by
+// it), so a job keeps its fingerprint whether it travels inline or staged —
+// as a held job does when it is parked and requeued.
 func (j Job) Fingerprint() string {
 	work := j
 	work.ID = ""
@@ -21,6 +27,10 @@ func (j Job) Fingerprint() string {
 		if len(img.Data) > 0 {
 			sum := sha256.Sum256(img.Data)
 			work.Images[i] = Image{URI: "sha256:" + hex.EncodeToString(sum[:])}
+			continue
+		}
+		if m := stagedInput.FindStringSubmatch(img.URI); m != nil {
+			work.Images[i] = Image{URI: "sha256:" + m[1]}
 			continue
 		}
 		// A pinned generation is different input bytes, so different

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -203,3 +204,16 @@ const Generator = "genimg"
 // EventType is the CloudEvents type of genimg's completion event. A message
 // carrying it is never taken for a job.
 const EventType = "genimg.job.v1.completed"
+
+// Clone is a copy of j that shares nothing mutable with it: images, their
+// bytes' slice headers, labels and lists are copied (image bytes are never
+// written in place, so they are shared).
+func (j Job) Clone() Job {
+	c := j
+	c.Images = slices.Clone(j.Images)
+	c.Labels = maps.Clone(j.Labels)
+	c.BillingLabels = maps.Clone(j.BillingLabels)
+	c.SafetySettings = slices.Clone(j.SafetySettings)
+	c.ResponseModalities = slices.Clone(j.ResponseModalities)
+	return c
+}

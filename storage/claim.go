@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	gcs "cloud.google.com/go/storage"
@@ -33,7 +34,12 @@ type Claim struct {
 	// after writing its images but before result.json: commit it instead of
 	// calling the model again.
 	Draft *job.Record
+	// CreatedAt is when genimg first took the job, across attempts.
+	CreatedAt time.Time
 
+	// mu guards lease and gen, which KeepAlive renews from its own
+	// goroutine.
+	mu      sync.Mutex
 	lease   lease
 	gen     int64 // generation of claim.json as this attempt wrote it
 	drafted bool  // this attempt's draft is written
@@ -42,9 +48,24 @@ type Claim struct {
 	written []string
 }
 
-// lease is claim.json.
+// lease is claim.json: the job's state until its record exists. Every
+// change is one generation-match write (putLease), so two writers never both
+// move a job.
 type lease struct {
-	JobID       string      `json:"jobId"`
+	JobID string `json:"jobId"`
+	// State is queued, held or running ("" in claims written before states:
+	// running). Running counts only while ExpiresAt is ahead.
+	State job.State `json:"state,omitempty"`
+	// Reason says why a held job waits (job.HoldPaused, …).
+	Reason string `json:"reason,omitempty"`
+	// Since is when the job entered State; CreatedAt when genimg first
+	// took it (its age, for GENIMG_MAX_EVENT_AGE, once it is held).
+	Since     time.Time `json:"since,omitzero"`
+	CreatedAt time.Time `json:"createdAt,omitzero"`
+	// Job is the work itself while it is held, inline images staged: the
+	// sweeper requeues it from here (Resume).
+	Job *job.Job `json:"job,omitempty"`
+
 	Owner       string      `json:"owner"`
 	Nonce       string      `json:"nonce"`
 	Attempt     int         `json:"attempt"`
@@ -63,6 +84,9 @@ type lease struct {
 	Calls    int     `json:"calls"`
 	CallCost float64 `json:"callCostUsd"`
 }
+
+// errTakenOver: another attempt owns the job now.
+var errTakenOver = errors.New("the claim was taken over")
 
 // maxStateBytes bounds reads of claim, draft and record objects.
 const maxStateBytes = 4 << 20
@@ -106,12 +130,13 @@ func (s *Store) Claim(ctx context.Context, jobID, fingerprint string, trig job.T
 
 		now := s.now()
 		next := lease{
-			JobID: jobID, Owner: s.owner, Nonce: randomHex(8), Attempt: 1,
+			JobID: jobID, State: job.Running, Since: now, CreatedAt: now,
+			Owner: s.owner, Nonce: randomHex(8), Attempt: 1,
 			ClaimedAt: now, ExpiresAt: now.Add(s.cfg.Lease),
 			Fingerprint: fingerprint, Trigger: trig, Run: run,
 			PriorCalls: priorCalls, PriorCost: priorCost,
 		}
-		cond := gcs.Conditions{DoesNotExist: true}
+		cond := CreateOnly
 
 		cur, curGen, err := s.readLease(ctx, dir)
 		switch {
@@ -128,8 +153,9 @@ func (s *Store) Claim(ctx context.Context, jobID, fingerprint string, trig job.T
 			}
 			// A claim of the current run with a live lease: someone is at
 			// work. A claim left by the run whose record is being
-			// reclaimed is over, live lease or not.
-			if cur.Run == run && now.Before(cur.ExpiresAt) {
+			// reclaimed is over, live lease or not; a queued or held job
+			// is nobody's.
+			if cur.Run == run && cur.running(now) {
 				// Retry later: the holder either finishes (the redelivery
 				// then finds the record) or its lease runs out.
 				return nil, nil, fmt.Errorf("%w: job %s in progress elsewhere (owner %s, attempt %d, lease until %s)",
@@ -139,8 +165,11 @@ func (s *Store) Claim(ctx context.Context, jobID, fingerprint string, trig job.T
 			if cur.Run == run {
 				next.PriorCalls = max(next.PriorCalls, cur.PriorCalls+cur.Calls)
 				next.PriorCost = max(next.PriorCost, cur.PriorCost+cur.CallCost)
+				if !cur.CreatedAt.IsZero() {
+					next.CreatedAt = cur.CreatedAt
+				}
 			}
-			cond = gcs.Conditions{GenerationMatch: curGen}
+			cond = IfGeneration(curGen)
 		}
 
 		gen, won, err := s.putLease(ctx, dir, next, cond)
@@ -150,7 +179,8 @@ func (s *Store) Claim(ctx context.Context, jobID, fingerprint string, trig job.T
 		if !won {
 			continue
 		}
-		c := &Claim{JobID: jobID, Attempt: next.Attempt, PriorCalls: next.PriorCalls, PriorCost: next.PriorCost, lease: next, gen: gen}
+		c := &Claim{JobID: jobID, Attempt: next.Attempt, PriorCalls: next.PriorCalls, PriorCost: next.PriorCost,
+			CreatedAt: next.CreatedAt, lease: next, gen: gen}
 		if next.Attempt > 1 {
 			if err := s.findDraft(ctx, dir, c); err != nil {
 				return nil, nil, err
@@ -170,33 +200,28 @@ func reclaimable(rec job.Record, trig job.Trigger) bool {
 	return rec.Outcome == job.Failed && rec.Error != nil && rec.Error.Retryable && trig.Source != rec.Trigger.Source
 }
 
+// running reports whether the lease is an attempt at work now.
+func (l lease) running(now time.Time) bool {
+	return (l.State == "" || l.State == job.Running) && now.Before(l.ExpiresAt)
+}
+
 // putLease writes claim.json under cond. won is false when the write lost a
-// race; a 412 whose stored lease carries our nonce is our own write (the
-// client retried it after a first try that had committed) and counts as won.
-func (s *Store) putLease(ctx context.Context, dir string, l lease, cond gcs.Conditions) (gen int64, won bool, err error) {
+// race to another writer (the write primitive reads a 412 back, so the
+// client's retry of our own committed write counts as won).
+func (s *Store) putLease(ctx context.Context, dir string, l lease, cond Precondition) (gen int64, won bool, err error) {
 	data, err := json.Marshal(l)
 	if err != nil {
 		return 0, false, fmt.Errorf("encoding lease: %w", err)
 	}
-	attrs, err := s.write(ctx, s.cfg.OutputBucket, dir+claimFile, data, writeOpts{
-		contentType: "application/json",
-		metadata:    map[string]string{MetaJob: l.JobID, MetaGeneratedBy: GeneratedBy},
-		cond:        &cond,
-	})
-	if err == nil {
-		return attrs.Generation, true, nil
+	a, err := s.output.Put(ctx, dir+claimFile, data, Put{If: cond, ContentType: "application/json",
+		Metadata: map[string]string{MetaJob: l.JobID}})
+	switch {
+	case errors.Is(err, ErrPrecondition):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, err
 	}
-	if !isPrecondition(err) {
-		return 0, false, classify(err, "writing "+dir+claimFile)
-	}
-	got, gotGen, rerr := s.readLease(ctx, dir)
-	if rerr != nil && !errors.Is(rerr, gcs.ErrObjectNotExist) {
-		return 0, false, classify(rerr, "reading back "+dir+claimFile)
-	}
-	if rerr == nil && got.Nonce == l.Nonce {
-		return gotGen, true, nil
-	}
-	return 0, false, nil
+	return a.Generation, true, nil
 }
 
 func (s *Store) readLease(ctx context.Context, dir string) (lease, int64, error) {
@@ -296,7 +321,9 @@ func draftAttempt(dir, name string) (int, bool) {
 // attempt is a zombie and must not pay): the generation-match write is the
 // check.
 func (s *Store) BeginCall(ctx context.Context, c *Claim, estimatedCostUSD float64) error {
+	c.mu.Lock()
 	next := c.lease
+	c.mu.Unlock()
 	next.Calls++
 	next.CallCost += estimatedCostUSD
 	next.ExpiresAt = s.now().Add(s.cfg.Lease)
@@ -309,7 +336,9 @@ func (s *Store) BeginCall(ctx context.Context, c *Claim, estimatedCostUSD float6
 // optional: without it the redelivery waits for the lease to expire. A
 // claim already taken over is left alone.
 func (s *Store) Release(ctx context.Context, c *Claim) error {
+	c.mu.Lock()
 	next := c.lease
+	c.mu.Unlock()
 	next.ExpiresAt = s.now()
 	return s.replaceLease(ctx, c, next)
 }
@@ -319,49 +348,137 @@ func (s *Store) replaceLease(ctx context.Context, c *Claim, next lease) error {
 	if err != nil {
 		return err
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	next.Nonce = randomHex(8)
-	gen, won, err := s.putLease(ctx, dir, next, gcs.Conditions{GenerationMatch: c.gen})
+	gen, won, err := s.putLease(ctx, dir, next, IfGeneration(c.gen))
 	if err != nil {
 		return err
 	}
 	if !won {
 		// Stop: another attempt owns the job now; this one must not pay or
 		// write further.
-		return fmt.Errorf("%w: job %s: claim of attempt %d was taken over", job.ErrTransient, c.JobID, c.Attempt)
+		return fmt.Errorf("%w: %w: job %s, attempt %d", job.ErrTransient, errTakenOver, c.JobID, c.Attempt)
 	}
 	c.lease, c.gen = next, gen
 	return nil
 }
 
-// Status answers GET ?id=: the record and its stored bytes when the job is
-// done; running when only a claim exists (or a resubmission is rerunning a
-// failed job); an error wrapping ErrNotFound for an unknown id.
-func (s *Store) Status(ctx context.Context, jobID string) (rec *job.Record, raw []byte, running bool, err error) {
+// A JobStatus is where a job stands (contract 9.1).
+type JobStatus struct {
+	State job.State
+	// Reason says why a held job waits; Since when it entered State.
+	Reason string
+	Since  time.Time
+	// Fingerprint is the work that owns the id ("" when only a batch
+	// marker says so).
+	Fingerprint string
+	// Record and Raw (its stored bytes) are set when the job is done.
+	Record *job.Record
+	Raw    []byte
+}
+
+// Unpaid takes back what BeginCall noted of a call that the service
+// refused without charging (a per-day quota): the next lease write carries
+// the corrected counts.
+func (c *Claim) Unpaid(estimatedCostUSD float64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lease.Calls > 0 {
+		c.lease.Calls--
+		c.lease.CallCost = max(0, c.lease.CallCost-estimatedCostUSD)
+	}
+}
+
+// KeepAlive renews c's lease every third of its length until stop is
+// called, so that an attempt busy with a long answer or a slow write is
+// never taken for an abandoned one. A renewal that finds the claim taken
+// over stops renewing: the commit decides between the attempts.
+func (s *Store) KeepAlive(ctx context.Context, c *Claim) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(s.cfg.Lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			c.mu.Lock()
+			next := c.lease
+			c.mu.Unlock()
+			next.ExpiresAt = s.now().Add(s.cfg.Lease)
+			if err := s.replaceLease(ctx, c, next); err != nil {
+				if ctx.Err() == nil {
+					slog.WarnContext(ctx, "renewing the lease failed", "jobId", c.JobID, "error", err)
+				}
+				if errors.Is(err, errTakenOver) {
+					return
+				}
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// Status answers GET ?id=: done with the record; else the claim's state
+// (running only under a live lease: an expired one is queued, waiting for
+// its redelivery), or batched; an error wrapping ErrNotFound for an id
+// genimg has never seen. A failed, retryable record being run again by a
+// resubmission reads as the new run's state.
+func (s *Store) Status(ctx context.Context, jobID string) (JobStatus, error) {
 	dir, err := jobDir(jobID)
 	if err != nil {
-		return nil, nil, false, fmt.Errorf("%w: %w", ErrNotFound, err)
+		return JobStatus{}, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	r, data, gen, err := s.readRecord(ctx, dir)
 	switch {
 	case err == nil:
+		st := JobStatus{State: job.Done, Since: r.Timings.CompletedAt, Fingerprint: r.Fingerprint, Record: &r, Raw: data}
 		if r.Outcome == job.Failed && r.Error != nil && r.Error.Retryable {
-			if l, _, lerr := s.readLease(ctx, dir); lerr == nil && l.Run == gen && s.now().Before(l.ExpiresAt) {
-				return nil, nil, true, nil
+			if l, _, lerr := s.readLease(ctx, dir); lerr == nil && l.Run == gen && l.Nonce != "" {
+				return l.status(s.now()), nil
 			}
 		}
-		return &r, data, false, nil
+		return st, nil
 	case !errors.Is(err, gcs.ErrObjectNotExist):
-		return nil, nil, false, classify(err, "reading "+dir+resultFile)
+		return JobStatus{}, classify(err, "reading "+dir+resultFile)
 	}
-	_, _, err = s.readLease(ctx, dir)
+	l, _, err := s.readLease(ctx, dir)
 	switch {
 	case err == nil:
-		return nil, nil, true, nil
-	case errors.Is(err, gcs.ErrObjectNotExist):
-		return nil, nil, false, fmt.Errorf("job %s: %w", jobID, ErrNotFound)
-	default:
-		return nil, nil, false, classify(err, "reading "+dir+claimFile)
+		return l.status(s.now()), nil
+	case !errors.Is(err, gcs.ErrObjectNotExist):
+		return JobStatus{}, classify(err, "reading "+dir+claimFile)
 	}
+	if a, err := s.output.Stat(ctx, BatchMarkerObject(jobID)); err == nil {
+		return JobStatus{State: job.Batched, Since: a.Updated}, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return JobStatus{}, err
+	}
+	return JobStatus{}, fmt.Errorf("job %s: %w", jobID, ErrNotFound)
+}
+
+// status is what a claim says of its job at now.
+func (l lease) status(now time.Time) JobStatus {
+	st := JobStatus{State: l.State, Reason: l.Reason, Since: l.Since, Fingerprint: l.Fingerprint}
+	switch {
+	case st.State == "":
+		st.State, st.Since = job.Running, l.ClaimedAt
+		fallthrough
+	case st.State == job.Running:
+		if !now.Before(l.ExpiresAt) {
+			// The attempt is gone; the job waits for its redelivery.
+			st.State, st.Since = job.Queued, l.ExpiresAt
+		}
+	}
+	return st
 }
 
 // equalJSON reports byte equality, ignoring a trailing newline.

@@ -139,17 +139,17 @@ func TestReclaimReplacesRecord(t *testing.T) {
 	if _, _, err := s.Claim(t.Context(), "j", "fp", job.Trigger{Kind: job.HTTP, Source: "req-3"}); !errors.Is(err, job.ErrTransient) {
 		t.Errorf("second resubmission during the run: %v, want ErrTransient", err)
 	}
-	if _, _, running, err := s.Status(t.Context(), "j"); !running || err != nil {
-		t.Errorf("Status during the rerun: running=%v, %v", running, err)
+	if st, err := s.Status(t.Context(), "j"); st.State != job.Running || err != nil {
+		t.Errorf("Status during the rerun: %+v, %v; want running", st, err)
 	}
 	want := job.Record{JobID: "j", Outcome: job.Succeeded, Trigger: resub, Attempts: 2, Fingerprint: "fp", Outputs: []job.StoredImage{}}
 	got := commitRecord(t, s, c2, want)
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("committed (-want +got):\n%s", diff)
 	}
-	rec, _, _, err := s.Status(t.Context(), "j")
-	if err != nil || rec.Outcome != job.Succeeded {
-		t.Errorf("Status after rerun = %+v, %v", rec, err)
+	st, err := s.Status(t.Context(), "j")
+	if err != nil || st.State != job.Done || st.Record.Outcome != job.Succeeded {
+		t.Errorf("Status after rerun = %+v, %v", st, err)
 	}
 }
 
@@ -272,7 +272,7 @@ func TestJobIDGuard(t *testing.T) {
 			if _, _, err := s.Commit(t.Context(), nil, job.Record{JobID: id}); !errors.Is(err, job.ErrInvalid) {
 				t.Errorf("Commit(%q): %v, want ErrInvalid", id, err)
 			}
-			if _, _, _, err := s.Status(t.Context(), id); !errors.Is(err, ErrNotFound) {
+			if _, err := s.Status(t.Context(), id); !errors.Is(err, ErrNotFound) {
 				t.Errorf("Status(%q): %v, want ErrNotFound", id, err)
 			}
 		})

@@ -71,11 +71,11 @@ func ExampleStore_Claim() {
 }
 
 // Resolve refuses inputs outside the allow-list with a permanent error.
-func ExampleStore_Resolve() {
+func ExampleStore_ResolveImages() {
 	s, _, stop := exampleStore()
 	defer stop()
 	j := job.Job{Prompt: "p", Model: job.DefaultModel, Images: []job.Image{{URI: "gs://elsewhere/cat.png"}}}
-	err := s.Resolve(context.Background(), &j)
+	err := s.ResolveImages(context.Background(), &j)
 	fmt.Println(errors.Is(err, job.ErrInvalid), job.Retryable(err))
 	// Output: true false
 }
@@ -84,7 +84,7 @@ func ExampleStore_Resolve() {
 func ExampleStore_Status() {
 	s, _, stop := exampleStore()
 	defer stop()
-	_, _, _, err := s.Status(context.Background(), "never-seen")
+	_, err := s.Status(context.Background(), "never-seen")
 	fmt.Println(errors.Is(err, gstorage.ErrNotFound))
 	// Output: true
 }

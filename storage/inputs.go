@@ -49,7 +49,7 @@ type Input struct {
 	Height     int
 }
 
-// Resolve checks and resolves every image of a validated job in place. gs://
+// ResolveImages checks and resolves every image of a validated job in place. gs://
 // images must come from cfg.InputBuckets or the output bucket's
 // jobs/*/inputs/ staging area; their size is checked from attributes before
 // any read; their type is sniffed from the bytes (a declared content type is
@@ -70,12 +70,12 @@ type Input struct {
 // Rejections wrap job.ErrInvalid (and job.ErrTooLarge for size and pixel
 // limits) and name the object and the limit. A missing object is invalid; a
 // storage 429/5xx is job.ErrTransient.
-func (s *Store) Resolve(ctx context.Context, j *job.Job) error {
+func (s *Store) ResolveImages(ctx context.Context, j *job.Job) error {
 	_, err := s.ResolveInputs(ctx, j)
 	return err
 }
 
-// ResolveInputs is Resolve, also answering what was checked per image (in
+// ResolveInputs is ResolveImages, also answering what was checked per image (in
 // the job's image order), for logs and records.
 func (s *Store) ResolveInputs(ctx context.Context, j *job.Job) ([]Input, error) {
 	model := j.Model

@@ -53,7 +53,7 @@ func TestResolveRejects(t *testing.T) {
 				}
 				s := newStore(client, newClock(), "o", backend)
 				j := job.Job{Prompt: "p", Model: job.DefaultModel, Images: []job.Image{tt.img}}
-				err := s.Resolve(t.Context(), &j)
+				err := s.ResolveImages(t.Context(), &j)
 				if err == nil {
 					t.Fatalf("Resolve accepted %s", tt.name)
 				}
@@ -140,7 +140,7 @@ func TestStageInputs(t *testing.T) {
 		}
 		// And the staged input resolves.
 		j.Images = j.Images[:1]
-		if err := s.Resolve(t.Context(), &j); err != nil {
+		if err := s.ResolveImages(t.Context(), &j); err != nil {
 			t.Errorf("Resolve of staged input: %v", err)
 		}
 	}

@@ -21,6 +21,7 @@ import (
 //	spend/<day>/<hour>/<instance>   an instance's spend ledger for one hour
 //	control/paused                  the kill switch
 //	webhooks/<sha256(id)>           a signed request's webhook id, seen
+//	held/<id>                       a held job, for the sweeper that resumes it
 //
 // The deployment gives each prefix a lifecycle rule (terraform/storage.tf).
 const (
@@ -36,6 +37,8 @@ const (
 	PauseObject = "control/paused"
 	// WebhooksPrefix holds the webhook ids of signed requests.
 	WebhooksPrefix = "webhooks/"
+	// HeldPrefix marks the jobs genimg holds (job.Held).
+	HeldPrefix = "held/"
 )
 
 const (

@@ -40,15 +40,15 @@ func TestOutputsRoundTrip(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := newServer(t)
 			s := newStore(srv.Client, newClock(), "me", job.GeminiAPI)
-			if _, _, _, err := s.Status(t.Context(), "rt"); !errors.Is(err, ErrNotFound) {
+			if _, err := s.Status(t.Context(), "rt"); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("Status of an unknown job: %v, want ErrNotFound", err)
 			}
 			c, _, err := s.Claim(t.Context(), "rt", "fp", upload1)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, _, running, err := s.Status(t.Context(), "rt"); !running || err != nil {
-				t.Errorf("Status while claimed: running=%v, %v", running, err)
+			if st, err := s.Status(t.Context(), "rt"); st.State != job.Running || err != nil {
+				t.Errorf("Status while claimed: %+v, %v; want running", st, err)
 			}
 			j := job.Job{Prompt: "p", Model: job.DefaultModel}
 			if tt.prefix != "" {
@@ -92,9 +92,9 @@ func TestOutputsRoundTrip(t *testing.T) {
 			if string(stored) != string(raw) || attrs.ContentType != "application/json" || !IsGenerated(attrs.Metadata) || attrs.Metadata[MetaJob] != "rt" {
 				t.Errorf("result.json: type %q, metadata %v, bytes equal %v", attrs.ContentType, attrs.Metadata, string(stored) == string(raw))
 			}
-			st, stRaw, running, err := s.Status(t.Context(), "rt")
-			if err != nil || running || string(stRaw) != string(raw) || !cmp.Equal(rec, *st) {
-				t.Errorf("Status = %+v, running %v, %v", st, running, err)
+			st, err := s.Status(t.Context(), "rt")
+			if err != nil || st.State != job.Done || string(st.Raw) != string(raw) || !cmp.Equal(rec, *st.Record) {
+				t.Errorf("Status = %+v, %v", st, err)
 			}
 			// A redelivery finds the record.
 			if c2, r2, err := s.Claim(t.Context(), "rt", "fp", upload1); c2 != nil || err != nil || !cmp.Equal(rec, *r2) {
@@ -304,7 +304,7 @@ func TestTransientFaultsMidJob(t *testing.T) {
 			if len(got.Outputs) != 1 {
 				t.Fatalf("record %+v", got)
 			}
-			if st, _, _, err := s.Status(t.Context(), "f"); err != nil || st.Outcome != job.Succeeded {
+			if st, err := s.Status(t.Context(), "f"); err != nil || st.Record == nil || st.Record.Outcome != job.Succeeded {
 				t.Errorf("Status = %+v, %v", st, err)
 			}
 			// The draft path is taken exactly when the images were stored.

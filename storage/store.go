@@ -30,6 +30,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	gcs "cloud.google.com/go/storage"
@@ -90,6 +91,9 @@ type Store struct {
 	backend job.Backend
 	owner   string
 	now     func() time.Time
+	// spooled counts the bytes of output images held in memory
+	// (cfg.SpoolBytes at most).
+	spooled atomic.Int64
 	// retryDeadline bounds one upload with the client's own retries: the
 	// client retries a single-request upload until its context ends, so
 	// without this a storage outage would hold a write until the function
@@ -167,6 +171,17 @@ func (s *Store) Close() error {
 	}
 	return nil
 }
+
+// reserve takes n bytes of the spool budget, if there is room.
+func (s *Store) reserve(n int) bool {
+	if s.spooled.Add(int64(n)) > s.cfg.SpoolBytes {
+		s.spooled.Add(-int64(n))
+		return false
+	}
+	return true
+}
+
+func (s *Store) unreserve(n int) { s.spooled.Add(-int64(n)) }
 
 // Output is the output bucket through the write primitive, for the state
 // that is not a job's (spend ledgers, the kill switch, cache records, batch
@@ -248,6 +263,10 @@ func isPrecondition(err error) bool {
 	return errors.As(err, &ge) && ge.Code == 412
 }
 
+// ErrForbidden marks a Cloud Storage refusal (401/403): retried like any
+// transient fault, and alerted on (terraform/monitoring.tf).
+var ErrForbidden = errors.New("cloud storage refused the request (401/403): check genimg's IAM")
+
 // classify wraps a Cloud Storage error in genimg's categories. This is the
 // edge where storage failures are classified, once.
 func classify(err error, what string) error {
@@ -261,9 +280,12 @@ func classify(err error, what string) error {
 			// Quota or a server-side fault: the redelivery may succeed.
 			return fmt.Errorf("%s: %w: %w", what, job.ErrTransient, err)
 		case ge.Code == 401 || ge.Code == 403:
-			// A missing permission does not fix itself on retry: it is the
-			// deployment's configuration.
-			return fmt.Errorf("%s: %w: %w", what, job.ErrPermanent, err)
+			// Retry, never drop: on genimg's own buckets a refusal is the
+			// deployment's IAM, most often still propagating after an apply
+			// (about a minute). The logs name ErrForbidden for the alert;
+			// a refusal that lasts runs into GENIMG_MAX_EVENT_AGE and a
+			// failed, retryable record.
+			return fmt.Errorf("%s: %w: %w: %w", what, job.ErrTransient, ErrForbidden, err)
 		default:
 			return fmt.Errorf("%s: %w: %w", what, job.ErrPermanent, err)
 		}

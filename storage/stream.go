@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"hash/crc32"
@@ -43,6 +44,17 @@ type Outputs struct {
 	meta   ImageMeta
 	folder string
 	stored map[int]job.StoredImage
+	// pending are images of the answer whose upload failed but whose bytes
+	// the spool kept: Flush writes them.
+	pending []pendingImage
+}
+
+// A pendingImage is an output image held in memory until it can be
+// written.
+type pendingImage struct {
+	name, mime string
+	metadata   map[string]string
+	data       []byte
 }
 
 // NewOutputs prepares the writing of c's images for j. It fails, before any
@@ -79,7 +91,8 @@ func (o *Outputs) OpenImage(index int, mimeType string) (io.WriteCloser, error) 
 	if index < 0 {
 		return nil, fmt.Errorf("%w: image index %d", job.ErrInvalid, index)
 	}
-	return &ImageWriter{o: o, index: index, declared: mimeType, sha: sha256.New(), head: make([]byte, 0, sniffBytes)}, nil
+	return &ImageWriter{o: o, index: index, declared: mimeType, sha: sha256.New(), head: make([]byte, 0, sniffBytes),
+		spooling: o.s.cfg.SpoolBytes > 0}, nil
 }
 
 // WriteImageStream writes the index-th image from r: OpenImage, copy,
@@ -108,18 +121,26 @@ type ImageWriter struct {
 	index    int
 	declared string
 
-	head   []byte // the first bytes: sniffing, then image.DecodeConfig
-	dims   *image.Config
-	sha    hash.Hash
-	crc    uint32
-	n      int64
-	mime   string
-	name   string
-	w      *gcs.Writer
-	cancel context.CancelFunc
-	done   bool
-	err    error
-	stored job.StoredImage
+	head []byte // the first bytes: sniffing, then image.DecodeConfig
+	dims *image.Config
+	// spool keeps the image's bytes, within the store's spool budget, so
+	// that a failed upload does not lose a paid answer; spooling is false
+	// once the budget said no (or there is none). upErr is the upload's
+	// failure, met while spooling: the bytes keep coming into the spool.
+	spool    []byte
+	spooling bool
+	upErr    error
+	md       map[string]string
+	sha      hash.Hash
+	crc      uint32
+	n        int64
+	mime     string
+	name     string
+	w        *gcs.Writer
+	cancel   context.CancelFunc
+	done     bool
+	err      error
+	stored   job.StoredImage
 }
 
 // Write passes p on to the object, opening it once the first bytes have
@@ -134,9 +155,22 @@ func (w *ImageWriter) Write(p []byte) (int, error) {
 	if w.dims == nil && len(w.head) < outputHeadBytes {
 		w.head = append(w.head, p[:min(len(p), outputHeadBytes-len(w.head))]...)
 	}
+	if w.spooling {
+		if w.o.s.reserve(len(p)) {
+			w.spool = append(w.spool, p...)
+		} else {
+			w.dropSpool()
+		}
+	}
 	w.sha.Write(p)
 	w.crc = crc32.Update(w.crc, castagnoli, p)
 	w.n += int64(len(p))
+	if w.upErr != nil {
+		if w.spooling {
+			return len(p), nil // the upload failed; the spool keeps the rest
+		}
+		return 0, w.upErr
+	}
 	if w.w == nil {
 		if len(w.head) < sniffBytes {
 			return len(p), nil // not enough to name the object yet
@@ -147,13 +181,32 @@ func (w *ImageWriter) Write(p []byte) (int, error) {
 		// The held bytes go first; p's tail is the rest.
 		held := int(w.n) - len(p)
 		if _, err := w.w.Write(w.head[:held]); err != nil {
-			return 0, w.fail(err)
+			return w.failUpload(len(p), err)
 		}
 	}
 	if _, err := w.w.Write(p); err != nil {
-		return 0, w.fail(err)
+		return w.failUpload(len(p), err)
 	}
 	return len(p), nil
+}
+
+// failUpload ends a failed upload. While the spool holds the image the
+// answer goes on (Close keeps it pending); without, the image is lost.
+func (w *ImageWriter) failUpload(n int, err error) (int, error) {
+	w.upErr = classify(err, "writing "+gsURI(w.o.s.cfg.OutputBucket, w.name))
+	w.cancel()
+	_ = w.w.Close()
+	if w.spooling {
+		slog.WarnContext(w.o.ctx, "image upload failed; kept in memory to be written later", "jobId", w.o.c.JobID, "object", w.name, "error", err)
+		return n, nil
+	}
+	return 0, w.fail(err)
+}
+
+// dropSpool gives the spool's bytes back to the budget.
+func (w *ImageWriter) dropSpool() {
+	w.o.s.unreserve(len(w.spool))
+	w.spool, w.spooling = nil, false
 }
 
 // open names the object from the image's type and starts its upload.
@@ -178,7 +231,7 @@ func (w *ImageWriter) open() error {
 	if o.meta.Source != "" {
 		md[MetaSource] = o.meta.Source
 	}
-	w.mime, w.name = mime, name
+	w.mime, w.name, w.md = mime, name, md
 	if cfg, err := decodeConfig(mime, w.head); err == nil {
 		w.dims = &cfg // a PNG's size is known now: stop holding its head
 	}
@@ -211,6 +264,7 @@ func (w *ImageWriter) CloseWithError(err error) error {
 		w.cancel()
 		_ = w.w.Close()
 	}
+	w.dropSpool()
 	return nil
 }
 
@@ -231,14 +285,24 @@ func (w *ImageWriter) Close() error {
 			return err
 		}
 		if _, err := w.w.Write(w.head[:w.n]); err != nil {
-			return w.fail(err)
+			if _, err := w.failUpload(0, err); err != nil {
+				return err
+			}
 		}
 	}
 	w.done = true
-	err := w.w.Close()
-	w.cancel()
+	err := w.upErr
+	if err == nil {
+		err = w.w.Close()
+		w.cancel()
+	}
 	uri := gsURI(o.s.cfg.OutputBucket, w.name)
-	if err != nil {
+	switch {
+	case err != nil && !isPrecondition(err) && w.spooling:
+		// The answer is paid and whole in the spool: keep it for Flush.
+		o.pending = append(o.pending, pendingImage{name: w.name, mime: w.mime, metadata: w.md, data: w.spool})
+		w.spool, w.spooling = nil, false // the reservation goes with it
+	case err != nil:
 		if !isPrecondition(err) {
 			w.err = classify(err, "writing "+uri)
 			return w.err
@@ -254,8 +318,11 @@ func (w *ImageWriter) Close() error {
 			w.err = fmt.Errorf("%w: %s exists with other content", job.ErrTransient, uri)
 			return w.err
 		}
+		fallthrough
+	default:
+		o.c.written = append(o.c.written, w.name)
+		w.dropSpool()
 	}
-	o.c.written = append(o.c.written, w.name)
 	st := job.StoredImage{URI: uri, MIMEType: w.mime, Bytes: w.n, SHA256: hex.EncodeToString(w.sha.Sum(nil))}
 	if w.dims == nil {
 		if cfg, err := decodeConfig(w.mime, w.head); err == nil {
@@ -288,6 +355,43 @@ func (s *Store) newWriter(ctx context.Context, bucket, name string, o writeOpts)
 	w.ContentType = o.contentType
 	w.Metadata = o.metadata
 	return w
+}
+
+// Flush writes the images whose upload failed while the answer streamed,
+// from memory, create-only, and gives their memory back. An error leaves
+// the rest pending: Flush again later (a redelivery on this instance), or
+// Discard.
+func (o *Outputs) Flush(ctx context.Context) error {
+	for len(o.pending) > 0 {
+		p := o.pending[0]
+		_, err := o.s.output.Put(ctx, p.name, p.data, Put{If: CreateOnly, ContentType: p.mime, Metadata: p.metadata})
+		if err != nil && !errors.Is(err, ErrPrecondition) {
+			return err
+		}
+		if errors.Is(err, ErrPrecondition) {
+			// Names are per attempt: only our own earlier write of the
+			// same bytes can stand there.
+			if a, serr := o.s.output.Stat(ctx, p.name); serr != nil || a.Size != int64(len(p.data)) {
+				return fmt.Errorf("%w: %s exists with other content", job.ErrTransient, gsURI(o.s.cfg.OutputBucket, p.name))
+			}
+		}
+		o.c.written = append(o.c.written, p.name)
+		o.s.unreserve(len(p.data))
+		o.pending = o.pending[1:]
+		slog.InfoContext(ctx, "kept image written", "jobId", o.c.JobID, "object", p.name)
+	}
+	return nil
+}
+
+// Pending reports whether images wait for Flush.
+func (o *Outputs) Pending() bool { return len(o.pending) > 0 }
+
+// Discard gives the memory of images never flushed back to the budget.
+func (o *Outputs) Discard() {
+	for _, p := range o.pending {
+		o.s.unreserve(len(p.data))
+	}
+	o.pending = nil
 }
 
 // Stored is what the record says of the image, once Close succeeded.

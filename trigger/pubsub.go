@@ -19,11 +19,18 @@ const MessagePublishedType = "google.cloud.pubsub.topic.v1.messagePublished"
 // to a topic that reaches a function through Eventarc must fit it.
 const MaxEventBytes = 512 * 1024
 
-// Attributes genimg sets on the job messages it queues itself (HTTP jobs),
-// so that the record names the HTTP request rather than the message.
+// Attributes genimg sets on the job messages it queues itself (HTTP jobs,
+// and held jobs it requeues), so that the record names the original trigger
+// rather than the message, and the job's age runs from its first delivery.
 const (
 	AttrTrigger = "genimg-trigger"
 	AttrSource  = "genimg-source"
+	// AttrCreated is when genimg first took the job (RFC 3339).
+	AttrCreated = "genimg-created"
+	// AttrIdempotencyKey keys a job published without an "id": a client
+	// library's retried publish (a new message id) is then the same job,
+	// not a second paid one. Publishers should set it (README).
+	AttrIdempotencyKey = "genimg-idempotency-key"
 )
 
 // A Message is a Pub/Sub message as the messagePublished event carries it.
@@ -99,8 +106,16 @@ func FromMessage(e cloudevents.Event, u config.Uploads) Delivery {
 		Trigger: job.Trigger{Kind: job.PubSub, Source: msg.MessageID},
 		Time:    msg.PublishTime,
 	}
-	if attrs[AttrTrigger] == string(job.HTTP) && attrs[AttrSource] != "" {
-		d.Trigger = job.Trigger{Kind: job.HTTP, Source: attrs[AttrSource]}
+	if key := attrs[AttrIdempotencyKey]; key != "" {
+		d.ID = job.DeriveID("key", e.Source(), key)
+	}
+	switch kind := job.TriggerKind(attrs[AttrTrigger]); {
+	case attrs[AttrSource] == "":
+	case kind == job.HTTP, kind == job.PubSub, kind == job.Upload:
+		d.Trigger = job.Trigger{Kind: kind, Source: attrs[AttrSource]}
+	}
+	if t, err := time.Parse(time.RFC3339Nano, attrs[AttrCreated]); err == nil {
+		d.Time = t
 	}
 	if n := len(msg.Data); n > MaxEventBytes {
 		d.Err = fmt.Errorf("%w: the message is %d bytes; a job delivered through Eventarc must fit %d bytes (512 KB): reference images by gs:// URI instead of inline data", job.ErrTooLarge, n, MaxEventBytes)

@@ -317,7 +317,7 @@ func (l *Lane) send(ctx context.Context, st *State) error {
 		j := e.Job
 		j.Images = slices.Clone(j.Images)
 		if l.resolve != nil && len(j.Images) > 0 {
-			if err := l.resolve.Resolve(ctx, &j); err != nil {
+			if err := l.resolve.ResolveImages(ctx, &j); err != nil {
 				return fmt.Errorf("batch job %s: %w", j.ID, err)
 			}
 		}
@@ -325,7 +325,7 @@ func (l *Lane) send(ctx context.Context, st *State) error {
 			if l.contexts == nil {
 				return fmt.Errorf("%w: batch job %s names a context, and the lane has no Contexts", job.ErrInvalid, j.ID)
 			}
-			if _, err := l.contexts.Resolve(ctx, &j, ""); err != nil {
+			if _, err := l.contexts.UseCache(ctx, &j, ""); err != nil {
 				return fmt.Errorf("batch job %s: %w", j.ID, err)
 			}
 		}

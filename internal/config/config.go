@@ -77,6 +77,11 @@ type Storage struct {
 	Lease time.Duration
 	// ChunkSize is the upload buffer per writer (GENIMG_WRITE_CHUNK_SIZE).
 	ChunkSize int
+	// SpoolBytes (GENIMG_SPOOL_BYTES) bounds the output images an instance
+	// keeps in memory while they stream to Cloud Storage, so that an answer
+	// whose upload fails can still be written later instead of paid again;
+	// 0 turns it off.
+	SpoolBytes int64
 }
 
 // Topics are the Pub/Sub side.
@@ -111,6 +116,10 @@ type Limits struct {
 	// HTTPWait is how long Generate waits for a record by default
 	// (GENIMG_HTTP_WAIT) before answering 202.
 	HTTPWait time.Duration
+	// QuotaRetry is how long a job held for the model's per-day quota waits
+	// before it is tried again (GENIMG_QUOTA_RETRY): such a quota resets
+	// once a day, and a refused call costs nothing.
+	QuotaRetry time.Duration
 }
 
 // Uploads say which uploaded objects become jobs.
@@ -238,6 +247,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	c.Storage.InputBuckets = r.buckets("GENIMG_INPUT_BUCKETS")
 	c.Storage.Lease = r.duration("GENIMG_LEASE", 10*time.Minute)
 	c.Storage.ChunkSize = r.integer("GENIMG_WRITE_CHUNK_SIZE", 256<<10, 256<<10, 16<<20)
+	c.Storage.SpoolBytes = int64(r.integer("GENIMG_SPOOL_BYTES", 32<<20, 0, 1<<30))
 	if c.Storage.ChunkSize%(256<<10) != 0 {
 		r.fail("GENIMG_WRITE_CHUNK_SIZE", strconv.Itoa(c.Storage.ChunkSize), "must be a multiple of 262144 (256 KiB)")
 	}
@@ -266,6 +276,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	c.Limits.MaxRequestBytes = int64(r.integer("GENIMG_MAX_REQUEST_BYTES", 32<<20, 1, 32<<20))
 	c.Limits.MaxPromptBytes = r.integer("GENIMG_MAX_PROMPT_BYTES", 100_000, 1, 1<<20)
 	c.Limits.HTTPWait = r.duration("GENIMG_HTTP_WAIT", 60*time.Second)
+	c.Limits.QuotaRetry = r.duration("GENIMG_QUOTA_RETRY", 30*time.Minute)
 	if c.Limits.HTTPWait > c.Limits.FunctionTimeout {
 		r.fail("GENIMG_HTTP_WAIT", r.shown("GENIMG_HTTP_WAIT", c.Limits.HTTPWait), "must not exceed GENIMG_FUNCTION_TIMEOUT "+r.shown("GENIMG_FUNCTION_TIMEOUT", c.Limits.FunctionTimeout))
 	}

@@ -16,6 +16,7 @@ import (
 	gcs "cloud.google.com/go/storage"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/genimg/genimg/internal/pipeline"
 	"github.com/genimg/genimg/job"
 )
 
@@ -137,9 +138,17 @@ func TestSameIDDifferentJob(t *testing.T) {
 	publish(t, []byte(fmt.Sprintf(`{"id": %q, "prompt": "a"}`, id)), nil)
 	first := stack.events.waitJob(t, id)
 	publish(t, []byte(fmt.Sprintf(`{"id": %q, "prompt": "b"}`, id)), nil)
-	second := stack.events.wait(t, func(e event) bool { return e.Record.JobID == id && e.Record.Outcome == job.Failed })
-	if second.Record.Error == nil || second.Record.Error.Code != "conflict" {
-		t.Errorf("second job's record: %+v", second.Record.Error)
+	// The newcomer is rejected on its own subject, never under the job's.
+	second := stack.events.wait(t, func(e event) bool {
+		return e.Attributes["ce-type"] == pipeline.RejectedEventType && e.Record.JobID == id
+	})
+	if second.Record.Error == nil || second.Record.Error.Code != "conflict" || !strings.HasPrefix(second.Attributes["ce-subject"], "deliveries/") {
+		t.Errorf("rejection: subject %q, error %+v", second.Attributes["ce-subject"], second.Record.Error)
+	}
+	for _, e := range stack.events.forJob(id) {
+		if e.Attributes["ce-subject"] == "jobs/"+id && e.Attributes["ce-id"] != first.Attributes["ce-id"] {
+			t.Errorf("an event under jobs/%s other than the owner's: %v", id, e.Attributes)
+		}
 	}
 	// The first job's record stands.
 	resp, body := getJob(t, "/Generate?id="+id)
@@ -246,21 +255,46 @@ func derivedMessageID(messageID string) string {
 	return job.DeriveID("msg", "//pubsub.googleapis.com/"+topicName("genimg-requests"), messageID)
 }
 
-// A per-day quota is not retried in-process: the delivery is answered with
-// a retry, and once it is older than the maximum age it ends in a
-// retryable failed record.
-func TestQuotaThenTooOld(t *testing.T) {
-	id := "m-" + uniq(t)
+// A per-day quota is not retried in-process and does not spend the
+// platform's retries: the job is held (acknowledged), waits out the quota,
+// and once it is older than the maximum event age it ends in a failed,
+// retryable record — with the one refused call, unpaid, and no other.
+// (Before jobs could be held, the delivery was redelivered until the
+// subscription dead-lettered it.)
+func TestQuotaHoldsThenTooOld(t *testing.T) {
+	m := newModel(t)
+	cfg := baseConfig(t, m)
+	in := newInstance(t, cfg, "quota-hold")
+	ctx := t.Context()
+	msgID := "m-" + uniq(t)
+	id := derivedMessageID(msgID)
 	data := []byte(`{"prompt": "a fox [[standin:quota=day]]"}`)
-	calls := stack.model.Calls()
-	postMessage(t, id, data, nil, time.Now(), http.StatusInternalServerError)
-	if got := stack.model.Calls() - calls; got != 1 {
+	deliver(t, in.path+"/OnMessage", msgID, data, in.now().Add(-50*time.Minute), http.StatusOK)
+	if got := m.Calls(); got != 1 {
 		t.Errorf("%d model calls for a per-day quota, want 1 (no in-process retry)", got)
 	}
-	postMessage(t, id, data, nil, time.Now().Add(-2*time.Hour), http.StatusOK)
-	rec := stack.events.waitJob(t, derivedMessageID(id)).Record
-	if rec.Outcome != job.Failed || rec.Error == nil || !rec.Error.Retryable {
-		t.Errorf("record %+v", rec)
+	st, err := in.Store().Status(ctx, id)
+	if err != nil || st.State != job.Held || st.Reason != job.HoldQuota {
+		t.Fatalf("state after the quota = %+v, %v; want held (quota)", st, err)
+	}
+	// Within GENIMG_QUOTA_RETRY it stays held; past the maximum event age
+	// (1 h here, counted from the delivery) it ends.
+	if rep, err := in.Resume(ctx); err != nil || rep.Held != 1 || rep.Requeued+rep.Expired != 0 {
+		t.Errorf("Resume within the quota wait = %+v, %v; want it still held", rep, err)
+	}
+	in.advance(15 * time.Minute)
+	if rep, err := in.Resume(ctx); err != nil || rep.Expired != 1 {
+		t.Fatalf("Resume past the maximum age = %+v, %v; want it expired", rep, err)
+	}
+	rec := storedRecord(t, id)
+	if rec.Outcome != job.Failed || rec.Error == nil || !rec.Error.Retryable || rec.Attempts != 0 || rec.CostUSD != 0 {
+		t.Errorf("record %+v; want failed, retryable, 0 paid calls", rec)
+	}
+	if got := m.Calls(); got != 1 {
+		t.Errorf("model calls = %d, want 1", got)
+	}
+	if rep, err := in.Resume(ctx); err != nil || rep.Held+rep.Requeued+rep.Expired != 0 {
+		t.Errorf("Resume after the record = %+v, %v; want nothing left", rep, err)
 	}
 }
 

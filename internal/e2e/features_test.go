@@ -2,12 +2,16 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/genimg/genimg/internal/webhook"
 	"github.com/genimg/genimg/job"
@@ -80,7 +84,9 @@ func TestSharedContext(t *testing.T) {
 	}
 }
 
-// With a webhook secret, Generate takes only signed requests, each once.
+// With a webhook secret, Generate takes only signed requests. A request
+// repeated with the same webhook-id and body gets the answer the first
+// would get now; the same webhook-id with another body is a 409 (9.1).
 func TestWebhookSignatures(t *testing.T) {
 	cfg, err := stack.Config()
 	if err != nil {
@@ -115,8 +121,12 @@ func TestWebhookSignatures(t *testing.T) {
 	if got := send(http.MethodPost, url, body, true, webhookID); got != http.StatusAccepted {
 		t.Errorf("signed POST: %d, want 202", got)
 	}
-	if got := send(http.MethodPost, url, body, true, webhookID); got != http.StatusConflict {
-		t.Errorf("replayed POST: %d, want 409", got)
+	if got := send(http.MethodPost, url, body, true, webhookID); got != http.StatusAccepted && got != http.StatusOK {
+		t.Errorf("the same request again: %d, want the job's current answer (202 or 200)", got)
+	}
+	other := []byte(fmt.Sprintf(`{"id": %q, "prompt": "another fox"}`, jobID+"-other"))
+	if got := send(http.MethodPost, url, other, true, webhookID); got != http.StatusConflict {
+		t.Errorf("the same webhook-id with another body: %d, want 409", got)
 	}
 	if got := send(http.MethodGet, url+"?id="+jobID, nil, false, ""); got != http.StatusUnauthorized {
 		t.Errorf("unsigned GET: %d, want 401", got)
@@ -125,26 +135,98 @@ func TestWebhookSignatures(t *testing.T) {
 	if got := send(http.MethodGet, url+"?id="+jobID, nil, true, "get_"+jobID); got != http.StatusOK {
 		t.Errorf("signed GET: %d, want 200", got)
 	}
+	if n := len(stack.events.forJob(jobID)); n != 1 {
+		t.Errorf("%d completion events for the job, want 1", n)
+	}
 }
 
-// A paused pipeline turns new HTTP jobs away at once: 429 with Retry-After,
-// nothing queued.
-func TestPausedRefusesHTTPJobs(t *testing.T) {
-	cfg, err := stack.Config()
-	if err != nil {
-		t.Fatal(err)
+// A signed request whose job could not be made durable (the requests topic
+// refused it) answers 503, and its retry with the same webhook-id is taken,
+// not refused: the webhook-id is recorded only with the job. A request
+// without a job id is keyed by its webhook-id, so the retry is the same
+// job: one model call. (The webhook-id used to be recorded first, and every
+// retry was refused 409 for ever.)
+func TestWebhookRetryAfterFailure(t *testing.T) {
+	m := newModel(t)
+	cfg := baseConfig(t, m)
+	cfg.Webhook.Secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	in := newInstance(t, cfg, "webhook-retry")
+	key, _ := webhook.ParseKey(cfg.Webhook.Secret)
+	url := stack.functions + "/" + in.path + "/Generate"
+	// The job runs on the stack's instance, which the requests topic feeds.
+	body := []byte(fmt.Sprintf(`{"prompt": %q}`, "a signed heron "+uniq(t)))
+	webhookID := "msg_" + uniq(t)
+	send := func() (int, []byte) {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, url, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Prefer", "respond-async")
+		webhook.SignHeaders(req.Header, key, webhookID, time.Now(), body)
+		resp, b := do(t, req)
+		return resp.StatusCode, b
 	}
+	fail := func(context.Context) error { return status.Error(codes.PermissionDenied, "injected: publish refused") }
+	in.publishHook.Store(&fail)
+	if got, b := send(); got != http.StatusServiceUnavailable {
+		t.Fatalf("POST while the topic refuses: %d %s, want 503", got, b)
+	}
+	in.publishHook.Store(nil)
+	got, b := send()
+	if got != http.StatusAccepted {
+		t.Fatalf("the retry: %d %s, want 202", got, b)
+	}
+	var p struct{ JobID string }
+	if err := json.Unmarshal(b, &p); err != nil || p.JobID == "" {
+		t.Fatalf("answer %s: %v", b, err)
+	}
+	stack.events.waitJob(t, p.JobID)
+	if got, _ := send(); got != http.StatusOK {
+		t.Errorf("the request once more, after the job is done: %d, want 200 (its record)", got)
+	}
+	if rec := storedRecord(t, p.JobID); rec.Attempts != 1 || rec.Outcome != job.Succeeded {
+		t.Errorf("record: outcome %s, %d paid calls; want succeeded, 1", rec.Outcome, rec.Attempts)
+	}
+	if n := len(stack.events.forJob(p.JobID)); n != 1 {
+		t.Errorf("%d completion events, want 1", n)
+	}
+}
+
+// A paused pipeline holds its jobs: the delivery is acknowledged (the
+// platform's retries are not spent), nothing is paid, GET answers 202 with
+// the state held (paused); once the cause clears, the scheduled resume
+// runs the job. (Event-borne jobs used to be redelivered until they were
+// dead-lettered, and HTTP jobs refused 429.)
+func TestPausedHoldsJobs(t *testing.T) {
+	m := newModel(t)
+	cfg := baseConfig(t, m)
 	cfg.Spend.Paused = true
-	in := newInstance(t, cfg, "paused")
-	id := uniq(t)
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, stack.functions+"/"+in.path+"/Generate",
-		strings.NewReader(fmt.Sprintf(`{"id": %q, "prompt": "a fox"}`, id)))
-	req.Header.Set("Content-Type", "application/json")
-	resp, body := do(t, req)
-	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "paused") {
-		t.Fatalf("status %d, Retry-After %q: %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	paused := newInstance(t, cfg, "paused")
+	msgID := "paused-" + uniq(t)
+	id := derivedMessageID(msgID)
+	deliver(t, paused.path+"/OnMessage", msgID, []byte(`{"prompt": "a fox in a paused world"}`), time.Now(), http.StatusOK)
+	st, err := paused.Store().Status(t.Context(), id)
+	if err != nil || st.State != job.Held || st.Reason != job.HoldPaused {
+		t.Fatalf("state = %+v, %v; want held (paused)", st, err)
 	}
-	if r, _ := getJob(t, "/Generate?id="+id); r.StatusCode != http.StatusNotFound {
-		t.Errorf("the refused job exists: GET answered %d", r.StatusCode)
+	r, b := getJob(t, "/Generate?id="+id)
+	var p struct {
+		State  job.State
+		Reason string
+	}
+	json.Unmarshal(b, &p)
+	if r.StatusCode != http.StatusAccepted || p.State != job.Held || p.Reason != job.HoldPaused {
+		t.Errorf("GET while held: %d %s; want 202 held (paused)", r.StatusCode, b)
+	}
+	if rep, err := paused.Resume(t.Context()); err != nil || rep.Held < 1 {
+		t.Errorf("Resume while still paused = %+v, %v; want it held", rep, err)
+	}
+	if m.Calls() != 0 {
+		t.Errorf("%d model calls while paused", m.Calls())
+	}
+	// An instance that is not paused (the stack's own) resumes it: the job
+	// goes back on the requests topic and runs there.
+	pollBatches(t)
+	rec := stack.events.waitJob(t, id).Record
+	if rec.Outcome != job.Succeeded || rec.Trigger.Kind != job.PubSub || rec.Trigger.Source != msgID {
+		t.Errorf("record after resume: outcome %s, trigger %+v; want succeeded, the original trigger", rec.Outcome, rec.Trigger)
 	}
 }

@@ -50,10 +50,23 @@ func TestStreamedJob(t *testing.T) {
 	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "text/event-stream" {
 		t.Fatalf("status %d, content type %q", resp.StatusCode, ct)
 	}
-	events := readEvents(t, resp)
-	var names []string
-	for _, e := range events {
+	all := readEvents(t, resp)
+	// State events report each change of the job's state; the others tell
+	// the job's story.
+	var names, states []string
+	var events []sse
+	for _, e := range all {
+		if e.name == "state" {
+			var p struct{ State string }
+			json.Unmarshal([]byte(e.data), &p)
+			states = append(states, p.State)
+			continue
+		}
+		events = append(events, e)
 		names = append(names, e.name)
+	}
+	if len(states) == 0 || states[len(states)-1] != string(job.Running) {
+		t.Errorf("states %v, want them to end running", states)
 	}
 	if got := strings.Join(names, ","); got != "accepted,running,image,record" {
 		t.Fatalf("events %s, want accepted,running,image,record", got)

@@ -2,9 +2,12 @@ package httpapi
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"time"
 
+	"github.com/genimg/genimg/internal/batch"
+	"github.com/genimg/genimg/internal/pipeline"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/trigger"
 )
@@ -12,9 +15,9 @@ import (
 // submitBatch answers POST {"batch": [...]}: every job recorded failed or
 // submitted to the batch lane before the answer (202), so that a caller who
 // disconnects loses nothing; each job's Location polls its record.
-func (a *API) submitBatch(w http.ResponseWriter, r *http.Request, b trigger.Batch, webhookID string) {
+func (a *API) submitBatch(w http.ResponseWriter, r *http.Request, b trigger.Batch, req request) {
 	ctx := r.Context()
-	durable, cancel, err := a.takeOnce(ctx, webhookID)
+	durable, cancel, err := a.takeOnce(ctx, &req)
 	if err != nil {
 		writeJobError(w, err)
 		return
@@ -26,6 +29,9 @@ func (a *API) submitBatch(w http.ResponseWriter, r *http.Request, b trigger.Batc
 		a.writeUnavailable(ctx, w, "submitting the batch", err)
 		return
 	}
+	if err := a.remember(durable, req, ""); err != nil {
+		slog.WarnContext(ctx, "webhook id not recorded; a retry with another body could run", "error", err)
+	}
 	for i := range ans.Jobs {
 		ans.Jobs[i].Location = location(r, ans.Jobs[i].JobID)
 	}
@@ -33,9 +39,17 @@ func (a *API) submitBatch(w http.ResponseWriter, r *http.Request, b trigger.Batc
 	writeJSON(w, http.StatusAccepted, ans)
 }
 
+// tick is what one scheduled call did: the batch lane's poll, and the held
+// jobs resumed.
+type tick struct {
+	batch.PollReport
+	Held pipeline.ResumeReport `json:"held"`
+}
+
 // PollBatches handles Cloud Scheduler's call: it checks every open batch,
-// finishes the jobs of those that are done, and answers what it did (the
-// lane's PollReport, 200). It takes no input, so IAM on the function (the
+// finishes the jobs of those that are done, resumes the held jobs whose
+// cause has cleared (pipeline.Service.Resume), and answers what it did
+// (200). It takes no input, so IAM on the function (the
 // scheduler's OIDC token) is its only gate, with or without a webhook
 // secret.
 func (a *API) PollBatches(w http.ResponseWriter, r *http.Request) {
@@ -55,5 +69,10 @@ func (a *API) PollBatches(w http.ResponseWriter, r *http.Request) {
 		a.writeUnavailable(r.Context(), w, "listing the open batches", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, rep)
+	held, err := a.svc.Resume(ctx)
+	if err != nil {
+		a.writeUnavailable(r.Context(), w, "listing the held jobs", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, tick{PollReport: rep, Held: held})
 }

@@ -3,9 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -25,7 +23,8 @@ func wantsStream(r *http.Request) bool {
 }
 
 // stream reports a queued job's progress as server-sent events: accepted,
-// running (once an instance has claimed it), one image event per image as
+// state on every change of the job's state (queued, held, running, …),
+// running once an instance has claimed it, one image event per image as
 // it is stored, then the record. The job runs in OnMessage — durably, on
 // whichever instance takes it — so the stream watches its state in Cloud
 // Storage rather than the model call itself; text parts arrive with the
@@ -55,30 +54,19 @@ func (a *API) stream(ctx context.Context, w http.ResponseWriter, r *http.Request
 
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	running := false
+	state := job.State("")
 	seen := map[string]bool{}
-	delay := 100 * time.Millisecond
-	for {
-		rec, _, claimed, err := a.store.Status(ctx, j.ID)
-		switch {
-		case rec != nil && rec.Fingerprint != fp:
-			emit("error", map[string]any{"code": http.StatusConflict, "message": "job id " + j.ID + " was already used for a different job"})
-			return
-		case rec != nil:
-			for _, o := range rec.Outputs {
-				if !seen[o.URI] {
-					emit("image", o)
-				}
+	st, err := a.watch(ctx, j.ID, func(st storage.JobStatus) bool {
+		if st.State != state {
+			state = st.State
+			if !emit("state", pending{JobID: j.ID, State: st.State, Reason: st.Reason, Since: st.Since}) {
+				return false
 			}
-			emit("record", rec)
-			return
-		case err != nil && !errors.Is(err, storage.ErrNotFound) && ctx.Err() == nil:
-			slog.WarnContext(ctx, "reading the job's state", "error", err)
+			if st.State == job.Running && !emit("running", map[string]string{"jobId": j.ID}) {
+				return false
+			}
 		}
-		if claimed && !running {
-			running = emit("running", map[string]string{"jobId": j.ID})
-		}
-		if running {
+		if st.State == job.Running {
 			uris, _ := a.store.StoredSoFar(ctx, j.ID, &j)
 			for _, u := range uris {
 				if !seen[u] {
@@ -87,12 +75,19 @@ func (a *API) stream(ctx context.Context, w http.ResponseWriter, r *http.Request
 				}
 			}
 		}
-		select {
-		case <-ctx.Done():
-			emit("timeout", map[string]string{"jobId": j.ID, "location": loc, "message": "the job is still running; poll its location"})
-			return
-		case <-time.After(delay):
-			delay = min(delay*3/2, time.Second)
+		return true
+	})
+	switch {
+	case st.State == job.Done && st.Fingerprint != fp:
+		emit("error", map[string]any{"code": http.StatusConflict, "message": "job id " + j.ID + " was already used for a different job"})
+	case st.State == job.Done:
+		for _, o := range st.Record.Outputs {
+			if !seen[o.URI] {
+				emit("image", o)
+			}
 		}
+		emit("record", st.Record)
+	case err != nil:
+		emit("timeout", map[string]string{"jobId": j.ID, "location": loc, "message": "the job is still " + string(state) + "; poll its location"})
 	}
 }

@@ -5,14 +5,11 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -70,13 +67,13 @@ func (a *API) Generate(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// submit makes the job durable — inline images staged to Cloud Storage,
-// the job queued on the requests topic — before it answers anything, then
-// waits for the record. The caller may disconnect at any moment and CPU is
-// throttled once a response is sent, so no work is left for after the
-// answer: OnMessage runs the job.
+// submit makes the job durable — the id taken for this work (queued),
+// inline images staged to Cloud Storage, the job on the requests topic —
+// before it answers anything, then waits for the record. The caller may
+// disconnect at any moment and CPU is throttled once a response is sent, so
+// no work is left for after the answer: OnMessage runs the job.
 func (a *API) submit(w http.ResponseWriter, r *http.Request) {
-	webhookID, err := a.authenticate(w, r)
+	req, err := a.authenticate(w, r)
 	if err != nil {
 		writeJobError(w, err)
 		return
@@ -86,7 +83,7 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 		writeJobError(w, err)
 		return
 	} else if ok {
-		a.submitBatch(w, r, b, webhookID)
+		a.submitBatch(w, r, b, req)
 		return
 	}
 	j, err := trigger.FromHTTP(r, a.cfg.Limits.MaxRequestBytes)
@@ -95,7 +92,9 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if j.ID == "" {
-		j.ID = trigger.NewID()
+		// A signed request's retries keep their webhook-id: the same id,
+		// so the same job, never a second payment.
+		j.ID = req.jobID()
 	}
 	ctx := pipeline.WithJobID(r.Context(), j.ID)
 	j.Normalize(a.policy)
@@ -104,20 +103,7 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 		writeJobError(w, err)
 		return
 	}
-
-	// Paused, or the budget spent: say so now, rather than queue work that
-	// cannot run.
-	if err := a.spend.Check(ctx); err != nil {
-		var limit *spend.LimitError
-		if !errors.As(err, &limit) {
-			a.writeUnavailable(ctx, w, "reading the spend ledger", err)
-			return
-		}
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(limit.RetryAfter.Seconds()))))
-		writeError(w, http.StatusTooManyRequests, limit.Error())
-		return
-	}
-	durable, cancel, err := a.takeOnce(ctx, webhookID)
+	durable, cancel, err := a.takeOnce(ctx, &req)
 	if err != nil {
 		writeJobError(w, err)
 		return
@@ -128,24 +114,29 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fp := j.Fingerprint()
-	rec, _, _, err := a.store.Status(durable, j.ID)
+	trig := job.Trigger{Kind: job.HTTP, Source: "request/" + req.requestID()}
+	rec, err := a.store.Queue(durable, j.ID, fp, trig)
 	switch {
-	case err != nil && !errors.Is(err, storage.ErrNotFound):
-		a.writeUnavailable(ctx, w, "reading the job's state", err)
-		return
-	case rec != nil && rec.Fingerprint != fp:
+	case errors.Is(err, job.ErrConflict):
 		writeError(w, http.StatusConflict, fmt.Sprintf("job id %s was already used for a different job; use a new id", j.ID))
 		return
-	case rec != nil && !(rec.Outcome == job.Failed && rec.Error != nil && rec.Error.Retryable):
+	case err != nil:
+		a.writeUnavailable(ctx, w, "taking the job id", err)
+		return
+	case rec != nil:
 		writeRecord(w, *rec) // done before: the same answer, no new work
 		return
 	}
-
-	if err := a.svc.Enqueue(durable, j, "request/"+trigger.NewID()); err != nil {
-		a.writeUnavailable(ctx, w, "queueing the job", err)
-		return
+	if !req.repeat {
+		if err := a.svc.Enqueue(durable, j, trig.Source); err != nil {
+			a.writeUnavailable(ctx, w, "queueing the job", err)
+			return
+		}
+		if err := a.remember(durable, req, j.ID); err != nil {
+			slog.WarnContext(ctx, "webhook id not recorded; a retry with another body could run", "error", err)
+		}
+		slog.InfoContext(ctx, "job queued", "trigger", "http")
 	}
-	slog.InfoContext(ctx, "job queued", "trigger", "http")
 
 	wait, async := trigger.Prefer(r.Header)
 	if wait == 0 {
@@ -157,41 +148,57 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 	case wantsStream(r):
 		a.stream(ctx, w, r, j, fp, wait)
 	case async || wait <= 0:
-		writeAccepted(w, r, j.ID)
+		a.writeState(ctx, w, r, j.ID)
 	default:
 		a.await(ctx, w, r, j.ID, fp, wait)
 	}
 }
 
-// await polls the job's record until it is there or wait runs out. The
-// record lives in Cloud Storage, so any instance's work is seen.
-func (a *API) await(ctx context.Context, w http.ResponseWriter, r *http.Request, id, fp string, wait time.Duration) {
-	ctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
+// watch reads a job's state until it is done, the state changes (when
+// onChange is set) or ctx ends, backing off from 100 ms to 1 s: the one wait
+// loop of the front door. The state lives in Cloud Storage, so any
+// instance's work is seen. It returns the last state read.
+func (a *API) watch(ctx context.Context, id string, onChange func(storage.JobStatus) bool) (storage.JobStatus, error) {
 	delay := 100 * time.Millisecond
+	var last storage.JobStatus
 	for {
-		rec, _, _, err := a.store.Status(ctx, id)
+		st, err := a.store.Status(ctx, id)
 		switch {
-		case rec != nil && rec.Fingerprint != fp:
-			writeError(w, http.StatusConflict, fmt.Sprintf("job id %s was already used for a different job; use a new id", id))
-			return
-		case rec != nil:
-			writeRecord(w, *rec)
-			return
-		case err != nil && !errors.Is(err, storage.ErrNotFound) && ctx.Err() == nil:
+		case err == nil:
+			last = st
+			if st.State == job.Done || (onChange != nil && !onChange(st)) {
+				return st, nil
+			}
+		case !errors.Is(err, storage.ErrNotFound) && ctx.Err() == nil:
 			slog.WarnContext(ctx, "reading the job's state", "error", err)
 		}
 		select {
 		case <-ctx.Done():
-			writeAccepted(w, r, id)
-			return
+			return last, ctx.Err()
 		case <-time.After(delay):
 			delay = min(delay*3/2, time.Second)
 		}
 	}
 }
 
-// status answers GET ?id=JOB: the record (200), running (202) or unknown (404).
+// await waits for the job's record until wait runs out, then answers 202
+// with the job's state.
+func (a *API) await(ctx context.Context, w http.ResponseWriter, r *http.Request, id, fp string, wait time.Duration) {
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	st, _ := a.watch(wctx, id, nil)
+	switch {
+	case st.State == job.Done && st.Fingerprint != fp:
+		writeError(w, http.StatusConflict, fmt.Sprintf("job id %s was already used for a different job; use a new id", id))
+	case st.State == job.Done:
+		writeRecord(w, *st.Record)
+	default:
+		writeAccepted(w, r, id, st)
+	}
+}
+
+// status answers GET ?id=JOB: the record (200), the job's state while it
+// is not done (202), or unknown (404).
 func (a *API) status(w http.ResponseWriter, r *http.Request) {
 	// Only callers allowed to submit may read records.
 	if _, err := a.authenticate(w, r); err != nil {
@@ -203,45 +210,22 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "give ?id=JOB with a job id of 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' or '-'")
 		return
 	}
-	rec, _, running, err := a.store.Status(r.Context(), id)
+	a.writeState(r.Context(), w, r, id)
+}
+
+// writeState answers with where a job stands now.
+func (a *API) writeState(ctx context.Context, w http.ResponseWriter, r *http.Request, id string) {
+	st, err := a.store.Status(ctx, id)
 	switch {
-	case rec != nil:
-		writeRecord(w, *rec)
-	case running:
-		writeAccepted(w, r, id)
-	case errors.Is(err, storage.ErrNotFound) && a.svc.InBatch(r.Context(), id):
-		writeAccepted(w, r, id) // submitted to a model batch, not answered yet
+	case err == nil && st.State == job.Done:
+		writeRecord(w, *st.Record)
+	case err == nil:
+		writeAccepted(w, r, id, st)
 	case errors.Is(err, storage.ErrNotFound):
 		writeError(w, http.StatusNotFound, "no job with id "+id)
 	default:
-		a.writeUnavailable(r.Context(), w, "reading the job's state", err)
+		a.writeUnavailable(ctx, w, "reading the job's state", err)
 	}
-}
-
-// authenticate checks a Standard Webhooks signature when
-// GENIMG_WEBHOOK_SECRET is set (callers outside Google Cloud IAM), and
-// returns the webhook id. It reads the body, bounded, and puts it back for
-// decoding. Without a secret, IAM on the function is the only gate.
-func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (string, error) {
-	if a.key == nil {
-		return "", nil
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxRequestBytes))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return "", fmt.Errorf("%w: the request body is over %d bytes", job.ErrTooLarge, a.cfg.Limits.MaxRequestBytes)
-		}
-		return "", fmt.Errorf("%w: reading the request body: %v", job.ErrInvalid, err)
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	id, err := webhook.Verify(a.key, r.Header, body, a.now(), a.cfg.Webhook.Tolerance)
-	if err != nil {
-		slog.WarnContext(r.Context(), "webhook signature refused", "error", err)
-		w.Header().Set("WWW-Authenticate", `Webhook realm="genimg"`)
-		return "", err
-	}
-	return id, nil
 }
 
 // writeRecord answers with a record. Outcomes the model gave (succeeded,
@@ -258,29 +242,31 @@ func writeRecord(w http.ResponseWriter, rec job.Record) {
 	writeJSON(w, status, rec)
 }
 
-func writeAccepted(w http.ResponseWriter, r *http.Request, id string) {
+// A pending is the answer while a job is not done (contract 9.1).
+type pending struct {
+	JobID string    `json:"jobId"`
+	State job.State `json:"state"`
+	// Reason says why a held job waits.
+	Reason string    `json:"reason,omitempty"`
+	Since  time.Time `json:"since,omitzero"`
+}
+
+func writeAccepted(w http.ResponseWriter, r *http.Request, id string, st storage.JobStatus) {
+	if st.State == "" {
+		st.State = job.Queued // taken, not yet seen in storage
+	}
 	w.Header().Set("Location", location(r, id))
-	w.Header().Set("Retry-After", "1")
-	writeJSON(w, http.StatusAccepted, map[string]string{"jobId": id, "status": "running"})
+	retry := "1"
+	if st.State == job.Held || st.State == job.Batched {
+		retry = "60" // held jobs wait minutes; batches minutes to hours
+	}
+	w.Header().Set("Retry-After", retry)
+	writeJSON(w, http.StatusAccepted, pending{JobID: id, State: st.State, Reason: st.Reason, Since: st.Since})
 }
 
 // location is where a job's record is polled: this function with ?id=.
 func location(r *http.Request, id string) string {
 	return (&url.URL{Path: r.URL.Path, RawQuery: url.Values{"id": {id}}.Encode()}).String()
-}
-
-// takeOnce makes the rest of a request durable — a caller that disconnects
-// cancels nothing from it on — and refuses a replayed signed request: a
-// signed request is taken once, even while its signature is still fresh.
-func (a *API) takeOnce(ctx context.Context, webhookID string) (context.Context, context.CancelFunc, error) {
-	durable, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.Limits.FunctionTimeout)
-	if a.replay != nil {
-		if err := a.replay.Check(durable, webhookID); err != nil {
-			cancel()
-			return nil, nil, err
-		}
-	}
-	return durable, cancel, nil
 }
 
 // writeJobError answers a job that cannot be taken, with what was wrong.

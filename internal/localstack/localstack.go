@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -59,6 +60,11 @@ type Options struct {
 	MaxAttempts            int
 	MaxEventAge            time.Duration
 
+	// Tick, when set, is how often the stack calls PollBatches as Cloud
+	// Scheduler does in production: batches are finished and held jobs
+	// resumed by themselves. 0 leaves it to the caller.
+	Tick time.Duration
+
 	// Log receives the emulators' chatter; nil discards it.
 	Log io.Writer
 
@@ -75,6 +81,7 @@ func Defaults() Options {
 		Project: "genimg-local", InputBucket: "genimg-input", OutputBucket: "genimg-output",
 		RequestsTopic: "genimg-requests", CompletionTopic: "genimg-completions", DeadLetterTopic: "genimg-dead-letter",
 		MinBackoff: time.Second, MaxBackoff: time.Minute, MaxAttempts: 5, MaxEventAge: 24 * time.Hour,
+		Tick: 10 * time.Second,
 	}
 }
 
@@ -243,7 +250,34 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}
 	go s.Requests.Run(ctx)
 	go s.Uploads.Run(ctx)
+	if o.Tick > 0 {
+		go s.tick(ctx, o.Tick)
+	}
 	return s, nil
+}
+
+// tick calls PollBatches every d, as the deployment's Cloud Scheduler job
+// does, until ctx ends.
+func (s *Stack) tick(ctx context.Context, d time.Duration) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.FunctionsURL+"/PollBatches", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			if ctx.Err() == nil {
+				slog.Warn("the scheduled PollBatches failed", "error", err)
+			}
+			continue
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
 }
 
 // functionsEnv is the configuration the functions run with in the stack.

@@ -104,11 +104,11 @@ func (s *Service) TakeBatch(ctx context.Context, b trigger.Batch, trig job.Trigg
 		// The same id with different work is a conflict, as for a lone
 		// job (the lane only checks that a record exists).
 		fp := j.Fingerprint()
-		rec, _, _, err := s.store.Status(jctx, j.ID)
+		st, err := s.store.Status(jctx, j.ID)
 		switch {
 		case err != nil && !errors.Is(err, storage.ErrNotFound):
 			return ans, err
-		case rec != nil && rec.Fingerprint != fp:
+		case st.Fingerprint != "" && st.Fingerprint != fp:
 			cerr := fmt.Errorf("%w: job id %s was already used for a different job; use a new id", job.ErrConflict, j.ID)
 			if err := s.batchConflict(jctx, bj, j, trig, when, cerr); err != nil {
 				return ans, err
@@ -211,42 +211,34 @@ func (s *Service) applyReport(ctx context.Context, ans *BatchAnswer, b trigger.B
 // own path for a delivery that is not a valid job.
 func (s *Service) failBatchJob(ctx context.Context, bj *BatchJob, it trigger.BatchItem, trig job.Trigger, when time.Time, cause error) error {
 	rec, err := s.Run(ctx, trigger.Delivery{ID: it.ID, Job: it.Job, Trigger: trig, Time: when, Err: cause})
-	if err != nil && !errors.Is(err, ErrIgnored) {
+	switch {
+	case errors.Is(err, ErrRejected):
+		bj.Status, bj.Error = BatchConflict, job.ErrorOf(cause)
+		return nil
+	case err != nil && !errors.Is(err, ErrIgnored):
 		return err
 	}
 	bj.Status, bj.Error = BatchFailed, rec.Error
 	if bj.Error == nil {
 		bj.Error = job.ErrorOf(cause)
 	}
-	if rec.Error != nil && rec.Error.Code == job.Code(job.ErrConflict) {
-		bj.Status = BatchConflict
-	}
 	return nil
 }
 
 // batchConflict reports a job whose id stands for different work. An HTTP
 // caller reads it in the answer (as a lone job's 409); an event's batch
-// publishes a failed event, not stored, as the online lane does.
+// publishes a rejected event, as the online lane does.
 func (s *Service) batchConflict(ctx context.Context, bj *BatchJob, j job.Job, trig job.Trigger, when time.Time, cause error) error {
 	bj.Status, bj.Error = BatchConflict, job.ErrorOf(cause)
 	if trig.Kind == job.HTTP {
 		slog.InfoContext(ctx, "batch job rejected", "error", cause)
 		return nil
 	}
-	_, err := s.conflict(ctx, s.newRecord(j, trig), trigger.Delivery{Time: when}, cause)
-	return err
-}
-
-// newRecord starts a job's record as the pipeline does.
-func (s *Service) newRecord(j job.Job, trig job.Trigger) job.Record {
-	return job.Record{
-		JobID:       j.ID,
-		Trigger:     trig,
-		Model:       j.Model,
-		Labels:      j.Labels,
-		Fingerprint: j.Fingerprint(),
-		Timings:     job.Timings{CreatedAt: s.now()},
+	err := s.reject(ctx, trigger.Delivery{ID: j.ID, Trigger: trig, Time: when}, cause)
+	if errors.Is(err, ErrRejected) {
+		return nil
 	}
+	return err
 }
 
 // InBatch reports whether a job without a record or claim is waiting in
@@ -255,16 +247,6 @@ func (s *Service) newRecord(j job.Job, trig job.Trigger) job.Record {
 func (s *Service) InBatch(ctx context.Context, id string) bool {
 	_, err := s.output.Stat(ctx, storage.BatchMarkerObject(id))
 	return err == nil
-}
-
-// tooOld fails a delivery older than the maximum event age, retryably, as
-// the online lane does: recorded now, the platform never drops it silently.
-func (s *Service) tooOld(when time.Time) error {
-	if age := s.now().Sub(when); !when.IsZero() && age > s.cfg.Limits.MaxEventAge {
-		return fmt.Errorf("%w: the delivery is %s old, over the maximum event age %s (GENIMG_MAX_EVENT_AGE); resubmit the job to run it",
-			job.ErrTransient, age.Round(time.Second), s.cfg.Limits.MaxEventAge)
-	}
-	return nil
 }
 
 // PollBatches checks every open batch and finishes the jobs of those that
@@ -300,8 +282,10 @@ func (f batchFinisher) Finish(ctx context.Context, fin batch.Finished) error {
 	claim, done, err := s.store.Claim(ctx, j.ID, rec.Fingerprint, fin.Trigger)
 	switch {
 	case errors.Is(err, job.ErrConflict):
-		_, err := s.conflict(ctx, rec, trigger.Delivery{}, err)
-		return err
+		if err := s.reject(ctx, trigger.Delivery{ID: j.ID, Trigger: fin.Trigger}, err); !errors.Is(err, ErrRejected) {
+			return err
+		}
+		return nil
 	case err != nil:
 		return err // transient: held elsewhere, or storage unavailable; the next poll retries
 	case done != nil:
@@ -344,9 +328,6 @@ func (f batchFinisher) Finish(ctx context.Context, fin batch.Finished) error {
 	rec.Outputs = outputs
 	rec.Timings.CompletedAt = s.now()
 	rec.Timings.TotalMs = rec.Timings.CompletedAt.Sub(rec.Timings.CreatedAt).Milliseconds()
-	if err := s.store.WriteDraft(ctx, claim, rec); err != nil {
-		return err
-	}
-	_, err = s.commit(ctx, claim, rec)
+	_, err = s.finish(ctx, claim, rec, nil)
 	return err
 }

@@ -50,7 +50,7 @@ func (s *Service) take(ctx context.Context, d trigger.Delivery) error {
 // and a delivery too old for retries was recorded before it got here.
 func (s *Service) ack(ctx context.Context, err error) error {
 	switch {
-	case err == nil, errors.Is(err, ErrIgnored):
+	case err == nil, errors.Is(err, ErrIgnored), errors.Is(err, ErrHeld), errors.Is(err, ErrRejected):
 		return nil
 	case job.Retryable(err):
 		slog.WarnContext(ctx, "delivery will be retried", "error", err)

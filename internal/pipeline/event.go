@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
@@ -77,4 +79,55 @@ func (s *Service) Enqueue(ctx context.Context, j job.Job, source string) error {
 		return fmt.Errorf("%w: queueing the job on %s: %v", job.ErrTransient, s.cfg.Topics.Requests, err)
 	}
 	return nil
+}
+
+// RejectedEventType is the CloudEvent type of a delivery genimg refused
+// without touching any job: its id belongs to other work, or it has no
+// usable id at all (contract 9.1).
+const RejectedEventType = "genimg.delivery.v1.rejected"
+
+// A Rejection is the data of a rejected event.
+type Rejection struct {
+	// JobID is the id the delivery asked for, if it had a usable one.
+	JobID   string      `json:"jobId,omitempty"`
+	Trigger job.Trigger `json:"trigger"`
+	Error   *job.Error  `json:"error"`
+	// At is when the delivery was made (its event time), so that a
+	// redelivery publishes the same event.
+	At time.Time `json:"at"`
+}
+
+// ErrRejected marks a delivery refused with a rejected event: acknowledged.
+var ErrRejected = errors.New("delivery rejected")
+
+// reject reports a delivery that may not touch the job it names on the
+// completion topic, under its own subject (deliveries/<trigger source>),
+// never under the job's: the owner's record and events stay its own.
+func (s *Service) reject(ctx context.Context, d trigger.Delivery, cause error) error {
+	at := d.Time
+	if at.IsZero() {
+		at = s.now()
+	}
+	r := Rejection{JobID: d.ID, Trigger: d.Trigger, Error: job.ErrorOf(cause), At: at.UTC()}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encoding the rejection: %w", err)
+	}
+	sum := sha256.Sum256(data)
+	subject := "deliveries/" + d.Trigger.Source
+	msg := &pubsub.Message{Data: data, Attributes: map[string]string{
+		"ce-specversion": "1.0",
+		"ce-type":        RejectedEventType,
+		"ce-source":      s.cfg.Topics.EventSource,
+		"ce-id":          "rejected." + hex.EncodeToString(sum[:12]),
+		"ce-subject":     subject,
+		"ce-time":        r.At.Format(time.RFC3339Nano),
+		"content-type":   "application/json",
+		attrTrigger:      string(d.Trigger.Kind),
+	}}
+	slog.WarnContext(ctx, "delivery rejected", "subject", subject, "error", cause)
+	if _, err := s.events.Publish(ctx, msg).Get(ctx); err != nil {
+		return fmt.Errorf("%w: publishing the rejection to %s: %v", job.ErrTransient, s.cfg.Topics.Completion, err)
+	}
+	return ErrRejected
 }

@@ -17,11 +17,16 @@ import (
 // ErrIgnored marks a delivery that is not a job: acknowledged, no record.
 var ErrIgnored = errors.New("not a job")
 
-// Run runs one delivery to its end: claim → read inputs → model →
-// write outputs → write record → publish event. It is the same for every
-// trigger. It returns the record, published; or a transient error, for
-// the platform to redeliver; or ErrIgnored. A permanent failure is a
-// failed record, not an error.
+// ErrHeld marks a job genimg parked because it must wait itself (job.Held):
+// acknowledged, no record yet; Resume runs it once the cause clears.
+var ErrHeld = errors.New("job held")
+
+// Run runs one delivery to its end: claim → read inputs → admit → model →
+// write outputs → draft → record → event. It is the same for every trigger,
+// and the batch lane's finisher shares its ending. It returns the record,
+// published; or a transient error, for the platform to redeliver; or
+// ErrIgnored, ErrHeld or ErrRejected, which are acknowledged. A permanent
+// failure is a failed record, not an error.
 func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, error) {
 	ctx = WithJobID(ctx, d.ID)
 	if d.Ignore != "" {
@@ -35,30 +40,20 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 		slog.InfoContext(ctx, "dry run", "rule", d.DryRun.Name, "source", d.Trigger.Source, "model", model, "costUsd", usd, "error", err)
 		return job.Record{}, ErrIgnored
 	}
-	start := s.now()
 	j := d.Job
 	j.ID = d.ID
 	j.Normalize(s.policy)
-	rec := job.Record{
-		JobID:       d.ID,
-		Trigger:     d.Trigger,
-		Model:       j.Model,
-		Labels:      j.Labels,
-		Fingerprint: j.Fingerprint(),
-		Timings:     job.Timings{CreatedAt: start},
-	}
-
-	if d.Err != nil {
-		return s.failUnclaimed(ctx, rec, d.Err)
-	}
-	if err := j.Validate(s.policy); err != nil {
-		return s.failUnclaimed(ctx, rec, err)
+	rec := s.newRecord(j, d.Trigger)
+	cause := d.Err
+	if cause == nil {
+		cause = j.Validate(s.policy)
 	}
 
 	claim, done, err := s.store.Claim(ctx, d.ID, rec.Fingerprint, d.Trigger)
 	switch {
 	case errors.Is(err, job.ErrConflict):
-		return s.conflict(ctx, rec, d, err)
+		// The id belongs to other work: this delivery never touches it.
+		return job.Record{}, s.reject(ctx, d, err)
 	case err != nil:
 		return job.Record{}, err // transient: held elsewhere, or storage unavailable; redeliver
 	case done != nil:
@@ -71,29 +66,51 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 		slog.InfoContext(ctx, "finishing an earlier attempt", "attempt", claim.Attempt)
 		return s.commit(ctx, claim, *claim.Draft)
 	}
+	if kept, ok := s.unfinished.take(d.ID, rec.Fingerprint); ok {
+		// This instance's earlier attempt was paid, but Cloud Storage
+		// refused its images or its draft: finish it from memory.
+		slog.InfoContext(ctx, "finishing an earlier attempt kept in memory", "attempt", claim.Attempt)
+		kept.rec.Attempts, kept.rec.CostUSD = max(kept.rec.Attempts, claim.PriorCalls), max(kept.rec.CostUSD, claim.PriorCost)
+		return s.finish(ctx, claim, kept.rec, kept.outputs)
+	}
 	rec.Attempts, rec.CostUSD = claim.PriorCalls, claim.PriorCost
-	if age := start.Sub(d.Time); !d.Time.IsZero() && age > s.cfg.Limits.MaxEventAge {
+	if cause != nil {
+		// Invalid work under an id it now owns: recorded failed.
+		return s.commit(ctx, claim, failed(rec, cause, s.now()))
+	}
+	if err := s.tooOld(firstSeen(d.Time, claim.CreatedAt)); err != nil {
 		// Retryable: the work itself may be fine; an explicit resubmission
 		// runs it. Recording it now means the platform never drops it
 		// silently at 24 h, and the record counts what earlier attempts paid.
-		return s.commit(ctx, claim, failed(rec, fmt.Errorf("%w: the delivery is %s old, over the maximum event age %s (GENIMG_MAX_EVENT_AGE); resubmit the job to run it",
-			job.ErrTransient, age.Round(1e9), s.cfg.Limits.MaxEventAge), s.now()))
+		return s.commit(ctx, claim, failed(rec, err, s.now()))
 	}
+	return s.call(ctx, claim, j, rec, d)
+}
 
-	if err := s.store.Resolve(ctx, &j); err != nil {
+// call is the paid part of a run: inputs, admission, the model call with its
+// images streamed to Cloud Storage, the draft and the record.
+func (s *Service) call(ctx context.Context, claim *storage.Claim, j job.Job, rec job.Record, d trigger.Delivery) (job.Record, error) {
+	created := firstSeen(d.Time, claim.CreatedAt)
+	parked := j.Clone() // the job as it came, should it have to wait
+	if err := s.store.ResolveImages(ctx, &j); err != nil {
 		if job.Retryable(err) {
+			s.release(ctx, claim)
 			return job.Record{}, err // storage unavailable: redeliver
 		}
 		return s.commit(ctx, claim, failed(rec, err, s.now()))
 	}
 
 	// The spend guard: a paused pipeline, a spent budget or the rate limit
-	// turn the job away for now; the redelivery runs it, nothing is lost.
+	// park the job; Resume runs it when the cause clears.
 	estimate := s.estimate(j)
 	release, err := s.spend.Admit(ctx, estimate)
 	if err != nil {
+		var limit *spend.LimitError
+		if errors.As(err, &limit) {
+			return job.Record{}, s.hold(ctx, claim, parked, limit.Reason, created)
+		}
 		s.release(ctx, claim)
-		return job.Record{}, err // transient: redeliver later
+		return job.Record{}, err // the ledger is unreadable: redeliver
 	}
 	// Note the call on the claim before paying for it: if this instance
 	// dies mid-call, the next attempt still counts it; and if the claim
@@ -110,30 +127,95 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 		release(0)
 		return job.Record{}, err
 	}
-	// On the job's shared context cache when it names one; a JSON answer
-	// checked against the job's schema.
+	// The lease is renewed while the call and its writes run, so that a
+	// long answer is never taken for an abandoned attempt.
+	stop := s.store.KeepAlive(ctx, claim)
 	res, err := s.contexts.GenerateWith(ctx, j, func(ctx context.Context, run job.Job) (*gemini.Result, error) {
 		return s.model.GenerateTo(ctx, run, outputs)
 	})
+	stop()
+	// An answer the model gave is paid, whatever happens to it next.
 	release(res.CostUSD)
 	rec.Attempts += res.Attempts
 	rec.CostUSD += res.CostUSD
 	rec.Timings.ModelMs = res.ModelTime.Milliseconds()
-	if err != nil {
-		if job.Retryable(err) {
-			s.release(ctx, claim)
-			return job.Record{}, err // quota or outage outlasted the retry budget: redeliver
-		}
+	switch {
+	case err != nil && gemini.PerDayQuota(err) && res.CostUSD == 0:
+		// The day's quota is out: nothing was paid; park until it resets.
+		claim.Unpaid(estimate)
+		return job.Record{}, s.hold(ctx, claim, parked, job.HoldQuota, created)
+	case err != nil && job.Retryable(err):
+		s.release(ctx, claim)
+		return job.Record{}, err // quota or outage outlasted the retry budget: redeliver
+	case err != nil:
 		return s.commit(ctx, claim, failed(rec, err, s.now()))
 	}
 	fillFromModel(&rec, res)
 	rec.Outputs = outputs.Stored()
 	rec.Timings.CompletedAt = s.now()
-	rec.Timings.TotalMs = rec.Timings.CompletedAt.Sub(start).Milliseconds()
-	if err := s.store.WriteDraft(ctx, claim, rec); err != nil {
+	rec.Timings.TotalMs = rec.Timings.CompletedAt.Sub(rec.Timings.CreatedAt).Milliseconds()
+	return s.finish(ctx, claim, rec, outputs)
+}
+
+// finish keeps a paid answer: the images the spool held through a failed
+// upload, then the draft, both retried in process; then the record. If
+// Cloud Storage refuses them past every retry, the answer stays in memory
+// for the redelivery (unfinished) and the claim is released.
+func (s *Service) finish(ctx context.Context, c *storage.Claim, rec job.Record, outputs *storage.Outputs) (job.Record, error) {
+	write := func() error {
+		if outputs != nil {
+			if err := outputs.Flush(ctx); err != nil {
+				return err
+			}
+		}
+		return s.store.WriteDraft(ctx, c, rec)
+	}
+	if err := retryStorage(ctx, write); err != nil {
+		s.unfinished.keep(rec, outputs)
+		s.release(ctx, c)
 		return job.Record{}, err
 	}
-	return s.commit(ctx, claim, rec)
+	return s.commit(ctx, c, rec)
+}
+
+// retryStorage runs write until it succeeds, fails for good, or its
+// in-process retries (200 ms doubling, about 12 s in all, well inside the
+// function's timeout) run out.
+func retryStorage(ctx context.Context, write func() error) error {
+	delay := 200 * time.Millisecond
+	var err error
+	for try := range storageTries {
+		if err = write(); err == nil || !job.Retryable(err) || try == storageTries-1 {
+			return err
+		}
+		slog.WarnContext(ctx, "keeping a paid answer: Cloud Storage refused it; retrying", "error", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+			delay *= 2
+		}
+	}
+	return err
+}
+
+// storageTries bounds retryStorage.
+const storageTries = 6
+
+// hold parks a claimed job that genimg itself must wait for. If it cannot
+// be parked, the claim is released and the delivery redelivered.
+func (s *Service) hold(ctx context.Context, c *storage.Claim, j job.Job, reason string, created time.Time) error {
+	// Inline images go to the staging area first: the parked job stays
+	// small, and keeps its fingerprint (job.Fingerprint).
+	if err := s.store.StageInputs(ctx, j.ID, &j); err != nil {
+		s.release(ctx, c)
+		return err
+	}
+	if err := s.store.Hold(ctx, c, reason, j, created); err != nil {
+		s.release(ctx, c)
+		return err
+	}
+	return ErrHeld
 }
 
 // commit stores the record (or finds the one that won) and publishes it.
@@ -149,45 +231,16 @@ func (s *Service) commit(ctx context.Context, c *storage.Claim, rec job.Record) 
 	return stored, nil
 }
 
-// failUnclaimed records a job that failed before it could be claimed
-// (undecodable or invalid). The record is create-only: a job that
-// already has a record keeps it, and it is republished — unless that
-// record is of different work, which makes this a conflict.
-func (s *Service) failUnclaimed(ctx context.Context, rec job.Record, cause error) (job.Record, error) {
-	if rec.JobID == "" || !job.ValidID(rec.JobID) {
-		// Nothing to record under: say why, and let the delivery go.
-		slog.ErrorContext(ctx, "delivery rejected without a job id", "error", cause)
-		return job.Record{}, ErrIgnored
+// newRecord starts a job's record.
+func (s *Service) newRecord(j job.Job, trig job.Trigger) job.Record {
+	return job.Record{
+		JobID:       j.ID,
+		Trigger:     trig,
+		Model:       j.Model,
+		Labels:      j.Labels,
+		Fingerprint: j.Fingerprint(),
+		Timings:     job.Timings{CreatedAt: s.now()},
 	}
-	rec = failed(rec, cause, s.now())
-	stored, _, err := s.store.Commit(ctx, nil, rec)
-	if err != nil {
-		return job.Record{}, err
-	}
-	if stored.Fingerprint != rec.Fingerprint {
-		return s.conflict(ctx, rec, trigger.Delivery{}, fmt.Errorf("%w: job %s already has a record for different work", job.ErrConflict, rec.JobID))
-	}
-	if err := s.publish(ctx, stored); err != nil {
-		return job.Record{}, err
-	}
-	logCompleted(ctx, stored)
-	return stored, nil
-}
-
-// conflict answers a job id reused for different work: a failed record,
-// published but not stored, so the first job's record stands. Its times
-// are the delivery's, so that a redelivery publishes the same event.
-func (s *Service) conflict(ctx context.Context, rec job.Record, d trigger.Delivery, cause error) (job.Record, error) {
-	at := d.Time
-	if at.IsZero() {
-		at = rec.Timings.CreatedAt
-	}
-	rec.Timings = job.Timings{CreatedAt: at, CompletedAt: at}
-	rec.Outcome = job.Failed
-	rec.Error = job.ErrorOf(cause)
-	slog.WarnContext(ctx, "job id reused for a different job", "error", cause)
-	logCompleted(ctx, rec)
-	return rec, s.publish(ctx, rec)
 }
 
 // failed turns rec into a failed record for cause.
@@ -232,6 +285,28 @@ func (s *Service) estimate(j job.Job) float64 {
 	}
 	tokens := float64(c.OutputTokensPerImage) * float64(max(j.CandidateCount, 1))
 	return tokens * s.cfg.Prices.OutputImage / 1e6
+}
+
+// tooOld fails a delivery older than the maximum event age, retryably:
+// recorded now, the platform never drops it silently.
+func (s *Service) tooOld(when time.Time) error {
+	if age := s.now().Sub(when); !when.IsZero() && age > s.cfg.Limits.MaxEventAge {
+		return fmt.Errorf("%w: the delivery is %s old, over the maximum event age %s (GENIMG_MAX_EVENT_AGE); resubmit the job to run it",
+			job.ErrTransient, age.Round(time.Second), s.cfg.Limits.MaxEventAge)
+	}
+	return nil
+}
+
+// firstSeen is the earlier of two times, ignoring zeros: a job's age runs
+// from the first time genimg saw it, across holds and redeliveries.
+func firstSeen(a, b time.Time) time.Time {
+	switch {
+	case a.IsZero():
+		return b
+	case b.IsZero() || a.Before(b):
+		return a
+	}
+	return b
 }
 
 // sourceObject names the uploaded object a job came from, if any.

@@ -44,6 +44,8 @@ type Service struct {
 	events   *pubsub.Publisher
 	spend    *spend.Guard
 	now      func() time.Time
+	// unfinished keeps paid answers whose draft could not be written.
+	unfinished unfinished
 }
 
 // model is what the pipeline needs of the Gemini client: a call whose

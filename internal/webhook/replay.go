@@ -3,6 +3,7 @@ package webhook
 import (
 	"container/list"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -14,20 +15,16 @@ import (
 // DefaultMemory is how many ids a Replay guard remembers in memory.
 const DefaultMemory = 10000
 
-// A Replay guard rejects webhook ids seen before. The record that decides
-// is a create-only object gs://BUCKET/webhooks/<sha256(id)>, shared by every
-// instance: the first Check to create it wins, every other one (any
-// instance, any time until the lifecycle rule deletes it) gets ErrReplay.
-// An in-memory LRU in front answers repeats seen by this instance without
-// a request to Cloud Storage. It is safe for concurrent use.
-//
-// Why reject, not replay the answer: Standard Webhooks senders keep the
-// webhook-id when they retry a delivery, so a retry after a lost answer is
-// rejected too (409). Callers who retry should set a job id
-// (Idempotency-Key): the retry can then poll GET ?id= for the record, and a
-// resubmission under a new webhook-id with the same job id is idempotent
-// anyway. A caller without a job id gets a new job per accepted request, so
-// accepting a replay would pay twice.
+// A Replay guard remembers the signed requests genimg has taken, by
+// webhook-id, so that a retry of one (Standard Webhooks senders keep the
+// webhook-id when they retry) gets the answer the first would get now
+// rather than running again, and the same webhook-id with another body is
+// refused (ErrReplay, 409). The record that decides is a create-only object
+// gs://BUCKET/webhooks/<sha256(id)> holding the body's SHA-256, shared by
+// every instance, written only once the request's work is durable: a
+// request that failed before that can simply be retried. An in-memory LRU
+// in front answers ids this instance has seen without a request to Cloud
+// Storage. It is safe for concurrent use.
 type Replay struct {
 	objects *storage.Objects
 	// keep is how long an id must be remembered: a request is accepted
@@ -35,8 +32,8 @@ type Replay struct {
 	// up to 2 × tolerance after the first arrival.
 	keep time.Duration
 	now  func() time.Time
-	// timeout bounds one Check, the client's retries included: the caller
-	// is waiting on an HTTP request.
+	// timeout bounds one look-up or record, the client's retries included:
+	// the caller is waiting on an HTTP request.
 	timeout time.Duration
 
 	mu     sync.Mutex
@@ -48,6 +45,7 @@ type Replay struct {
 type seen struct {
 	hash string
 	at   time.Time
+	what Seen
 }
 
 // A ReplayOption changes a Replay guard built by NewReplay.
@@ -83,65 +81,100 @@ func NewReplay(objects *storage.Objects, tolerance time.Duration, opts ...Replay
 	return r
 }
 
-// Check records id as used. It returns nil the first time an id is seen
-// by any instance; an error wrapping ErrReplay after that; an error
-// wrapping job.ErrTransient when Cloud Storage cannot be asked (answer 503:
-// the caller retries later), or job.ErrPermanent when the instance may not
-// write the bucket. Call it only after Verify succeeded, so that
-// unauthenticated requests cannot fill the bucket.
-func (r *Replay) Check(ctx context.Context, id string) error {
+// Seen is what genimg keeps of a signed request it has taken: the SHA-256
+// of its body, and the job it became (empty for a batch).
+type Seen struct {
+	Body  string `json:"body"`
+	JobID string `json:"jobId,omitempty"`
+}
+
+// maxSeenBytes bounds a record's read.
+const maxSeenBytes = 4 << 10
+
+// Seen looks a webhook id up: ok is false when no instance has taken a
+// request with it. Errors wrap job.ErrTransient (Cloud Storage cannot be
+// asked: the caller retries later) or job.ErrPermanent.
+func (r *Replay) Seen(ctx context.Context, id string) (Seen, bool, error) {
 	name := storage.WebhookObject(id)
-	hash := name[len(storage.WebhooksPrefix):]
-	if r.remembered(hash) {
-		return fmt.Errorf("%w: %s was seen by this instance", ErrReplay, HeaderID)
+	if s, ok := r.recall(name); ok {
+		return s, true, nil
 	}
-	// The deadline bounds the write with the client's retries: the caller
-	// is waiting on an HTTP request.
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	_, err := r.objects.Put(ctx, name, nil, storage.Put{If: storage.CreateOnly, ContentType: "text/plain"})
+	data, _, err := r.objects.Get(ctx, name, maxSeenBytes)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return Seen{}, false, nil
+	case err != nil:
+		return Seen{}, false, fmt.Errorf("webhook replay record: %w", err)
+	}
+	var s Seen
+	if err := json.Unmarshal(data, &s); err != nil {
+		// Not ours to read (an older, empty record): a replay of unknown
+		// content.
+		s = Seen{}
+	}
+	r.keepInMemory(name, s)
+	return s, true, nil
+}
+
+// Remember records that a request with id was taken, once its work is
+// durable: create-only, so that of two requests racing with one id and
+// different bodies, one is remembered and the other's retries are refused.
+// An existing record of the same body is not an error.
+func (r *Replay) Remember(ctx context.Context, id string, s Seen) error {
+	name := storage.WebhookObject(id)
+	data, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	_, err = r.objects.Put(ctx, name, data, storage.Put{If: storage.CreateOnly, ContentType: "application/json"})
 	switch {
 	case err == nil:
-		r.remember(hash)
+		r.keepInMemory(name, s)
 		return nil
 	case errors.Is(err, storage.ErrPrecondition):
-		r.remember(hash)
-		first := ""
-		if a, serr := r.objects.Stat(ctx, name); serr == nil {
-			first = " (first seen " + a.Created.UTC().Format(time.RFC3339) + ")"
+		got, _, serr := r.Seen(ctx, id)
+		if serr != nil {
+			return serr
 		}
-		return fmt.Errorf("%w: %s was already used%s", ErrReplay, HeaderID, first)
+		if got.Body != s.Body {
+			return fmt.Errorf("%w: %s was already used for a request with another body", ErrReplay, HeaderID)
+		}
+		return nil
 	default:
 		return fmt.Errorf("webhook replay record: %w", err)
 	}
 }
 
-// remembered reports whether hash was seen by this instance within keep.
-func (r *Replay) remembered(hash string) bool {
+// recall answers what this instance remembers of name within keep.
+func (r *Replay) recall(name string) (Seen, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e, ok := r.byHash[hash]
+	e, ok := r.byHash[name]
 	if !ok {
-		return false
+		return Seen{}, false
 	}
 	if r.now().Sub(e.Value.(*seen).at) > r.keep {
 		// Past the window the in-memory copy is of no use; Cloud Storage
 		// still decides until the lifecycle rule deletes the record.
 		r.order.Remove(e)
-		delete(r.byHash, hash)
-		return false
+		delete(r.byHash, name)
+		return Seen{}, false
 	}
-	return true
+	return e.Value.(*seen).what, true
 }
 
-func (r *Replay) remember(hash string) {
+func (r *Replay) keepInMemory(name string, s Seen) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if e, ok := r.byHash[hash]; ok {
+	if e, ok := r.byHash[name]; ok {
 		r.order.MoveToFront(e)
 		return
 	}
-	r.byHash[hash] = r.order.PushFront(&seen{hash: hash, at: r.now()})
+	r.byHash[name] = r.order.PushFront(&seen{hash: name, at: r.now(), what: s})
 	for r.order.Len() > r.max {
 		last := r.order.Back()
 		r.order.Remove(last)

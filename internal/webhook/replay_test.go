@@ -24,9 +24,9 @@ func TestMain(m *testing.M) {
 
 const bucket = "genimg-output"
 
-// TestReplayAcrossInstances: two guards, two clients, one bucket. The
-// first Check of an id wins wherever it runs; every later one, on either
-// instance, is a replay.
+// TestReplayAcrossInstances: two guards, two clients, one bucket. A
+// request remembered on one instance is seen, with its body, on the other;
+// the same id with another body is refused wherever it comes.
 func TestReplayAcrossInstances(t *testing.T) {
 	srv := storagetest.NewServer(t, bucket)
 	other, _ := srv.NewClient(t)
@@ -34,31 +34,28 @@ func TestReplayAcrossInstances(t *testing.T) {
 	b := webhook.NewReplay(storage.NewObjects(other, bucket, 0, 0), 5*time.Minute)
 	ctx := t.Context()
 
-	steps := []struct {
-		guard   *webhook.Replay
-		id      string
-		replay  bool
-		comment string
-	}{
-		{a, "msg_1", false, "first sight"},
-		{a, "msg_1", true, "same instance (memory)"},
-		{b, "msg_1", true, "other instance (Cloud Storage)"},
-		{b, "msg_2", false, "another id"},
-		{a, "msg_2", true, "seen by b"},
-		{b, "msg_2", true, "b again"},
+	if _, ok, err := b.Seen(ctx, "msg_1"); ok || err != nil {
+		t.Fatalf("Seen before any request = %v, %v; want not seen", ok, err)
 	}
-	for i, s := range steps {
-		err := s.guard.Check(ctx, s.id)
-		if got := errors.Is(err, webhook.ErrReplay); got != s.replay {
-			t.Errorf("step %d (%s): Check(%s) = %v, want replay %v", i, s.comment, s.id, err, s.replay)
+	first := webhook.Seen{Body: "body-1", JobID: "job-1"}
+	if err := a.Remember(ctx, "msg_1", first); err != nil {
+		t.Fatal(err)
+	}
+	for name, g := range map[string]*webhook.Replay{"same instance (memory)": a, "other instance (Cloud Storage)": b} {
+		got, ok, err := g.Seen(ctx, "msg_1")
+		if !ok || err != nil || got != first {
+			t.Errorf("%s: Seen = %+v, %v, %v; want %+v", name, got, ok, err, first)
 		}
-		if !s.replay && err != nil {
-			t.Errorf("step %d: Check(%s) = %v, want nil", i, s.id, err)
-		}
+	}
+	if err := b.Remember(ctx, "msg_1", first); err != nil {
+		t.Errorf("remembering the same request again = %v, want nil", err)
+	}
+	if err := b.Remember(ctx, "msg_1", webhook.Seen{Body: "body-2"}); !errors.Is(err, webhook.ErrReplay) {
+		t.Errorf("the same id with another body = %v, want ErrReplay", err)
 	}
 
-	// The record is create-only, named by the id's hash, marked as
-	// genimg's own (never an upload job).
+	// The record is named by the id's hash and marked as genimg's own
+	// (never an upload job).
 	obj, err := srv.Fake.GetObject(bucket, storage.WebhookObject("msg_1"))
 	if err != nil {
 		t.Fatalf("record of msg_1: %v", err)
@@ -71,8 +68,9 @@ func TestReplayAcrossInstances(t *testing.T) {
 	}
 }
 
-// TestReplayConcurrent: the same id checked at once by many goroutines on
-// three instances is accepted exactly once.
+// TestReplayConcurrent: requests with one id and different bodies race on
+// three instances: exactly one body is remembered, and every other is
+// refused.
 func TestReplayConcurrent(t *testing.T) {
 	srv := storagetest.NewServer(t, bucket)
 	var guards []*webhook.Replay
@@ -87,7 +85,7 @@ func TestReplayConcurrent(t *testing.T) {
 		accepted, replays := 0, 0
 		for i := range 12 {
 			wg.Go(func() {
-				err := guards[i%3].Check(t.Context(), id)
+				err := guards[i%3].Remember(t.Context(), id, webhook.Seen{Body: fmt.Sprint("body-", i)})
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
@@ -96,7 +94,7 @@ func TestReplayConcurrent(t *testing.T) {
 				case errors.Is(err, webhook.ErrReplay):
 					replays++
 				default:
-					t.Errorf("Check: %v", err)
+					t.Errorf("Remember: %v", err)
 				}
 			})
 		}
@@ -109,40 +107,44 @@ func TestReplayConcurrent(t *testing.T) {
 
 // TestReplayDroppedAnswer: the record's create committed but its answer
 // was lost; the client retries, meets its own object (412) and must not
-// call its own first delivery a replay.
+// call its own request a replay.
 func TestReplayDroppedAnswer(t *testing.T) {
 	srv := storagetest.NewServer(t, bucket)
 	g := webhook.NewReplay(storage.NewObjects(srv.Client, bucket, 0, 0), time.Minute)
 	srv.Transport.Inject(storagetest.Fault{Match: storagetest.MatchUpload(storage.WebhookObject("msg_lost")), DropResponse: true, Times: 1})
-	if err := g.Check(t.Context(), "msg_lost"); err != nil {
-		t.Fatalf("Check after a dropped answer = %v, want nil", err)
+	if err := g.Remember(t.Context(), "msg_lost", webhook.Seen{Body: "b"}); err != nil {
+		t.Fatalf("Remember after a dropped answer = %v, want nil", err)
 	}
 	if _, injected := srv.Transport.Counts(); injected != 1 {
 		t.Fatalf("faults fired = %d, want 1", injected)
 	}
-	if err := g.Check(t.Context(), "msg_lost"); !errors.Is(err, webhook.ErrReplay) {
-		t.Errorf("second Check = %v, want ErrReplay", err)
+	if err := g.Remember(t.Context(), "msg_lost", webhook.Seen{Body: "other"}); !errors.Is(err, webhook.ErrReplay) {
+		t.Errorf("another body = %v, want ErrReplay", err)
 	}
 }
 
-// TestReplayStorageDown: when the record cannot be written the request is
-// neither accepted nor called a replay: transient, the caller retries.
+// TestReplayStorageDown: when the record cannot be read or written the
+// request is neither taken nor called a replay: transient, the caller
+// retries. A refusal (403) is retried too: IAM that is still propagating.
 func TestReplayStorageDown(t *testing.T) {
 	srv := storagetest.NewServer(t, bucket)
 	g := webhook.NewReplay(storage.NewObjects(srv.Client, bucket, 0, 0), time.Minute, webhook.WithTimeout(300*time.Millisecond))
 	srv.Transport.Inject(storagetest.Fault{Status: 503})
-	err := g.Check(t.Context(), "msg_down")
+	if _, _, err := g.Seen(t.Context(), "msg_down"); !errors.Is(err, job.ErrTransient) {
+		t.Errorf("Seen with storage down = %v, want ErrTransient", err)
+	}
+	err := g.Remember(t.Context(), "msg_down", webhook.Seen{Body: "b"})
 	if !errors.Is(err, job.ErrTransient) || errors.Is(err, webhook.ErrReplay) {
-		t.Fatalf("Check with storage down = %v, want ErrTransient and not ErrReplay", err)
+		t.Fatalf("Remember with storage down = %v, want ErrTransient and not ErrReplay", err)
 	}
 	srv.Transport.Clear()
-	if err := g.Check(t.Context(), "msg_down"); err != nil {
-		t.Errorf("Check once storage is back = %v, want nil (the failed try recorded nothing)", err)
+	if _, ok, err := g.Seen(t.Context(), "msg_down"); ok || err != nil {
+		t.Errorf("Seen once storage is back = %v, %v; want not seen (the failed try recorded nothing)", ok, err)
 	}
 
 	srv.Transport.Inject(storagetest.Fault{Status: 403})
-	if err := g.Check(t.Context(), "msg_forbidden"); !errors.Is(err, job.ErrPermanent) {
-		t.Errorf("Check without permission = %v, want ErrPermanent", err)
+	if err := g.Remember(t.Context(), "msg_forbidden", webhook.Seen{Body: "b"}); !errors.Is(err, job.ErrTransient) || !errors.Is(err, storage.ErrForbidden) {
+		t.Errorf("Remember without permission = %v, want ErrTransient and ErrForbidden", err)
 	}
 }
 
@@ -153,34 +155,34 @@ func TestReplayMemory(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	g := webhook.NewReplay(storage.NewObjects(srv.Client, bucket, 0, 0), time.Minute, webhook.WithReplayClock(func() time.Time { return now }), webhook.WithMemory(2))
 	ctx := t.Context()
-	if err := g.Check(ctx, "m1"); err != nil {
+	if err := g.Remember(ctx, "m1", webhook.Seen{Body: "b1"}); err != nil {
 		t.Fatal(err)
 	}
 	before, _ := srv.Transport.Counts()
-	if err := g.Check(ctx, "m1"); !errors.Is(err, webhook.ErrReplay) {
-		t.Fatalf("repeat = %v, want ErrReplay", err)
+	if _, ok, _ := g.Seen(ctx, "m1"); !ok {
+		t.Fatal("a remembered id is not seen")
 	}
 	if after, _ := srv.Transport.Counts(); after != before {
-		t.Errorf("a remembered repeat made %d requests, want 0", after-before)
+		t.Errorf("a remembered id made %d requests, want 0", after-before)
 	}
 
 	now = now.Add(3 * time.Minute) // past 2 × tolerance: memory forgets
-	if err := g.Check(ctx, "m1"); !errors.Is(err, webhook.ErrReplay) {
-		t.Errorf("repeat after memory expiry = %v, want ErrReplay from Cloud Storage", err)
+	if _, ok, err := g.Seen(ctx, "m1"); !ok || err != nil {
+		t.Errorf("Seen after memory expiry = %v, %v; want seen, from Cloud Storage", ok, err)
 	}
 	if after, _ := srv.Transport.Counts(); after == before {
-		t.Errorf("a forgotten repeat made no request; Cloud Storage must decide")
+		t.Errorf("a forgotten id made no request; Cloud Storage must decide")
 	}
 
 	// The LRU holds 2: m2 and m3 push m1 out.
 	for _, id := range []string{"m2", "m3"} {
-		if err := g.Check(ctx, id); err != nil {
+		if err := g.Remember(ctx, id, webhook.Seen{Body: id}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	before, _ = srv.Transport.Counts()
-	if err := g.Check(ctx, "m1"); !errors.Is(err, webhook.ErrReplay) {
-		t.Errorf("evicted repeat = %v, want ErrReplay", err)
+	if _, ok, _ := g.Seen(ctx, "m1"); !ok {
+		t.Errorf("evicted id not seen")
 	}
 	if after, _ := srv.Transport.Counts(); after == before {
 		t.Errorf("an evicted id was answered from memory")

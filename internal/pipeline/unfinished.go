@@ -1,0 +1,68 @@
+package pipeline
+
+import (
+	"sync"
+
+	"github.com/genimg/genimg/job"
+	"github.com/genimg/genimg/storage"
+)
+
+// maxUnfinished bounds the answers an instance keeps in memory for lack of
+// a draft: each is a record (its images are in Cloud Storage), a few KB.
+const maxUnfinished = 256
+
+// unfinished keeps, per job, a paid answer whose images are stored but
+// whose draft Cloud Storage refused past every retry: the redelivery, when
+// it comes to this instance, commits it instead of paying for the model
+// again. On another instance the answer is lost and paid again (counted in
+// the record's attempts and cost): the draft is the durable copy, this is
+// the instance's last resort.
+type unfinished struct {
+	mu    sync.Mutex
+	kept  map[string]answer
+	order []string
+}
+
+// An answer is a paid model answer not yet committed: its record, and the
+// outputs whose images may still wait in memory (storage.Outputs.Flush).
+type answer struct {
+	rec     job.Record
+	outputs *storage.Outputs
+}
+
+func (u *unfinished) keep(rec job.Record, outputs *storage.Outputs) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.kept == nil {
+		u.kept = map[string]answer{}
+	}
+	if old, ok := u.kept[rec.JobID]; ok {
+		old.discard()
+	} else {
+		u.order = append(u.order, rec.JobID)
+	}
+	u.kept[rec.JobID] = answer{rec, outputs}
+	for len(u.order) > maxUnfinished {
+		u.kept[u.order[0]].discard()
+		delete(u.kept, u.order[0])
+		u.order = u.order[1:]
+	}
+}
+
+func (a answer) discard() {
+	if a.outputs != nil {
+		a.outputs.Discard()
+	}
+}
+
+// take hands back the kept answer of a job of this fingerprint, once.
+func (u *unfinished) take(id, fingerprint string) (answer, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	a, ok := u.kept[id]
+	if !ok || a.rec.Fingerprint != fingerprint {
+		return answer{}, false
+	}
+	delete(u.kept, id)
+	return a, true
+}
