@@ -13,6 +13,7 @@
 //	go run ./cmd/genimg replay JOB [--job job.json]
 //	go run ./cmd/genimg load --local -n 200 -c 200 --latency 2s --via pubsub
 //	go run ./cmd/genimg backfill --rules rules.json
+//	go run ./cmd/genimg listen --addr 127.0.0.1:9000
 //
 // Every subcommand takes --url (the Generate function), --project,
 // --input-bucket, --output-bucket, --requests-topic and --completion-topic;
@@ -75,6 +76,7 @@ Usage:
   genimg replay JOB [--job FILE] [--via pubsub|http] [--out DIR]
   genimg load -n N -c C --via http|pubsub|upload [--local] [--latency 2s] [--error-rate 0.05]
   genimg backfill --rules RULES [--json]     (what running upload rules over existing objects would cost)
+  genimg listen [--addr 127.0.0.1:9000] [--json]   (a callback receiver that verifies signatures and prints events)
 
 Run "genimg COMMAND -h" for a command's flags. Against Google Cloud, an
 IAM-protected function needs --token (or GENIMG_ID_TOKEN) or --impersonate SA:
@@ -94,6 +96,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"replay":   runReplay,
 		"load":     runLoad,
 		"backfill": runBackfill,
+		"listen":   runListen,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -21,16 +21,17 @@ import (
 
 // Config is the whole of genimg's configuration.
 type Config struct {
-	Model   Model
-	Storage Storage
-	Topics  Topics
-	Limits  Limits
-	Prices  Prices
-	Uploads Uploads
-	Webhook Webhook
-	Log     Log
-	Spend   Spend
-	Batch   Batch
+	Model    Model
+	Storage  Storage
+	Topics   Topics
+	Limits   Limits
+	Prices   Prices
+	Uploads  Uploads
+	Webhook  Webhook
+	Callback Callback
+	Log      Log
+	Spend    Spend
+	Batch    Batch
 }
 
 // Model is how genimg reaches the model.
@@ -127,6 +128,24 @@ type Webhook struct {
 	// Tolerance bounds the age of a signed request's timestamp
 	// (GENIMG_WEBHOOK_TOLERANCE).
 	Tolerance time.Duration
+}
+
+// Callback is the delivery of completion events to jobs' callback URLs
+// (package callback).
+type Callback struct {
+	// Secret signs callbacks (GENIMG_CALLBACK_SECRET, whsec_…); empty means
+	// this deployment sends none, and jobs naming a callback are rejected.
+	Secret Secret
+	// Allow lists hosts exempt from the address rules
+	// (GENIMG_CALLBACK_ALLOW).
+	Allow []string
+	// AllowLoopback accepts loopback addresses and plain http
+	// (GENIMG_CALLBACK_ALLOW_LOOPBACK; the local stack sets it).
+	AllowLoopback bool
+	// MaxAge is how long a callback is retried (GENIMG_CALLBACK_MAX_AGE).
+	MaxAge time.Duration
+	// Timeout bounds one delivery (GENIMG_CALLBACK_TIMEOUT).
+	Timeout time.Duration
 }
 
 // Spend bounds what genimg may spend on model calls (package spend).
@@ -314,6 +333,21 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	// Webhook and logging.
 	c.Webhook.Secret = Secret(r.str("GENIMG_WEBHOOK_SECRET", ""))
 	c.Webhook.Tolerance = r.duration("GENIMG_WEBHOOK_TOLERANCE", 5*time.Minute)
+	c.Callback.Secret = Secret(r.str("GENIMG_CALLBACK_SECRET", ""))
+	c.Callback.Allow = r.list("GENIMG_CALLBACK_ALLOW", nil)
+	for _, h := range c.Callback.Allow {
+		if strings.ContainsAny(h, "/:@ ") && !strings.HasPrefix(h, "[") {
+			r.fail("GENIMG_CALLBACK_ALLOW", h, "expected comma-separated host names or addresses, without scheme, port or path")
+		}
+	}
+	c.Callback.AllowLoopback = r.boolean("GENIMG_CALLBACK_ALLOW_LOOPBACK", false)
+	c.Callback.MaxAge = r.duration("GENIMG_CALLBACK_MAX_AGE", 24*time.Hour)
+	c.Callback.Timeout = r.duration("GENIMG_CALLBACK_TIMEOUT", 30*time.Second)
+	for _, rule := range c.Uploads.Rules {
+		if rule.Callback != nil && c.Callback.Secret == "" {
+			r.fail("GENIMG_RULES", rule.Name, "the rule names a callback, but GENIMG_CALLBACK_SECRET is not set: callbacks are signed with it")
+		}
+	}
 	c.Log.Prompts = r.boolean("GENIMG_LOG_PROMPTS", false)
 	c.Log.Level = r.level("GENIMG_LOG_LEVEL")
 
@@ -362,6 +396,10 @@ func (c Config) LogValue() slog.Value {
 		slog.String("completionTopic", c.Topics.Completion),
 		slog.Duration("maxEventAge", c.Limits.MaxEventAge),
 		slog.Any("webhookSecret", c.Webhook.Secret),
+		slog.Any("callbackSecret", c.Callback.Secret),
+		slog.Any("callbackAllow", c.Callback.Allow),
+		slog.Bool("callbackAllowLoopback", c.Callback.AllowLoopback),
+		slog.Duration("callbackMaxAge", c.Callback.MaxAge),
 		slog.Float64("budgetHourlyUsd", c.Spend.HourlyUSD),
 		slog.Float64("budgetDailyUsd", c.Spend.DailyUSD),
 		slog.Int("callsPerMinute", c.Spend.CallsPerMinute),

@@ -104,6 +104,13 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 		writeJobError(w, err)
 		return
 	}
+	// A callback URL genimg will not call rejects the job now, before it
+	// is queued and long before any model call.
+	if err := a.svc.CheckCallback(ctx, j); err != nil {
+		slog.InfoContext(ctx, "job rejected", "error", err)
+		writeJobError(w, err)
+		return
+	}
 
 	// Paused, or the budget spent: say so now, rather than queue work that
 	// cannot run.

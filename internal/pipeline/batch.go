@@ -88,6 +88,11 @@ func (s *Service) TakeBatch(ctx context.Context, b trigger.Batch, trig job.Trigg
 			cause = j.Validate(s.policy)
 		}
 		if cause == nil {
+			if cause = s.CheckCallback(jctx, j); job.Retryable(cause) {
+				return ans, cause
+			}
+		}
+		if cause == nil {
 			if err := s.store.StageInputs(jctx, j.ID, &j); err != nil {
 				if job.Retryable(err) {
 					return ans, err
@@ -245,6 +250,7 @@ func (s *Service) newRecord(j job.Job, trig job.Trigger) job.Record {
 		Model:       j.Model,
 		Labels:      j.Labels,
 		Fingerprint: j.Fingerprint(),
+		Callback:    j.Callback,
 		Timings:     job.Timings{CreatedAt: s.now()},
 	}
 }

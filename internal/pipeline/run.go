@@ -54,6 +54,13 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 	if err := j.Validate(s.policy); err != nil {
 		return s.failUnclaimed(ctx, rec, err)
 	}
+	if err := s.CheckCallback(ctx, j); err != nil {
+		if job.Retryable(err) {
+			return job.Record{}, err // the callback host's name could not be looked up: redeliver
+		}
+		return s.failUnclaimed(ctx, rec, err)
+	}
+	rec.Callback = j.Callback
 
 	claim, done, err := s.store.Claim(ctx, d.ID, rec.Fingerprint, d.Trigger)
 	switch {

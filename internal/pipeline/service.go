@@ -14,12 +14,14 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
+	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/genimg/genimg/gemini"
 	"github.com/genimg/genimg/internal/batch"
+	"github.com/genimg/genimg/internal/callback"
 	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/internal/spend"
 	"github.com/genimg/genimg/job"
@@ -43,7 +45,9 @@ type Service struct {
 	requests *pubsub.Publisher
 	events   *pubsub.Publisher
 	spend    *spend.Guard
-	now      func() time.Time
+	// callbacks checks jobs' callback URLs and, in OnCompletion, calls them.
+	callbacks *callback.Sender
+	now       func() time.Time
 }
 
 // model is what the pipeline needs of the Gemini client: a call whose
@@ -60,6 +64,7 @@ type options struct {
 	pubsubOpts []option.ClientOption
 	geminiOpts []gemini.Option
 	storeOpts  []storage.Option
+	cbOpts     []callback.Option
 	now        func() time.Time
 }
 
@@ -83,6 +88,12 @@ func WithStoreOptions(o ...storage.Option) Option {
 	return func(s *options) { s.storeOpts = append(s.storeOpts, o...) }
 }
 
+// WithCallbackOptions passes options to the callback sender (a resolver
+// that stays on the machine, in tests).
+func WithCallbackOptions(o ...callback.Option) Option {
+	return func(s *options) { s.cbOpts = append(s.cbOpts, o...) }
+}
+
 // WithClock replaces time.Now, for tests of event age.
 func WithClock(now func() time.Time) Option {
 	return func(s *options) { s.now = now }
@@ -101,6 +112,10 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 	storeCfg := cfg.Storage
 	storeCfg.InputBuckets = cfg.ReadableBuckets()
 	gcsOpts, psOpts := emulators(cfg)
+	callbacks, err := callback.New(cfg.Callback, append([]callback.Option{callback.WithClock(o.now)}, o.cbOpts...)...)
+	if err != nil {
+		return nil, err
+	}
 	store, err := storage.Dial(ctx, storeCfg, cfg.Limits, cfg.Model.Backend, append(gcsOpts, o.gcsOpts...), o.storeOpts...)
 	if err != nil {
 		return nil, err
@@ -118,17 +133,18 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 	}
 	output := store.Output()
 	s := &Service{
-		cfg:      cfg,
-		policy:   cfg.Policy(),
-		output:   output,
-		store:    store,
-		contexts: gemini.NewContexts(m, storage.NewCacheRecords(output), store),
-		model:    m,
-		pubsub:   ps,
-		requests: ps.Publisher(cfg.Topics.Requests),
-		events:   ps.Publisher(cfg.Topics.Completion),
-		spend:    spend.New(output, cfg.Spend),
-		now:      o.now,
+		cfg:       cfg,
+		policy:    cfg.Policy(),
+		output:    output,
+		store:     store,
+		contexts:  gemini.NewContexts(m, storage.NewCacheRecords(output), store),
+		model:     m,
+		pubsub:    ps,
+		requests:  ps.Publisher(cfg.Topics.Requests),
+		events:    ps.Publisher(cfg.Topics.Completion),
+		spend:     spend.New(output, cfg.Spend),
+		callbacks: callbacks,
+		now:       o.now,
 	}
 	// Batch jobs' gs:// images are read like online ones; their shared
 	// contexts resolve to the same caches.
@@ -158,6 +174,22 @@ func (s *Service) Spend() *spend.Guard { return s.spend }
 
 // Now is the Service's clock.
 func (s *Service) Now() time.Time { return s.now() }
+
+// CheckCallback reports whether j's callback may be called (no callback:
+// nil). The error wraps job.ErrInvalid, or job.ErrTransient when the
+// callback host's name could not be looked up for now.
+func (s *Service) CheckCallback(ctx context.Context, j job.Job) error {
+	return s.callbacks.Check(ctx, j.Callback)
+}
+
+// OnCompletion is the callback function: it delivers one completion event
+// to its record's callback URL (package callback).
+func (s *Service) OnCompletion(ctx context.Context, e cloudevents.Event) error {
+	return s.callbacks.OnCompletion(ctx, e)
+}
+
+// Callbacks is the callback sender.
+func (s *Service) Callbacks() *callback.Sender { return s.callbacks }
 
 // Close stops the publishers and closes the clients.
 func (s *Service) Close() error {
