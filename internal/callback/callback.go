@@ -32,7 +32,11 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/genimg/genimg/internal/config"
+	"github.com/genimg/genimg/internal/tracing"
 	"github.com/genimg/genimg/internal/webhook"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/trigger"
@@ -55,6 +59,7 @@ type Sender struct {
 	client *http.Client
 	maxAge time.Duration
 	now    func() time.Time
+	traces *tracing.Tracer // nil: no spans
 
 	delivered, failed, deadLettered atomic.Int64
 }
@@ -67,6 +72,10 @@ type Option func(*Sender)
 func WithResolver(r Resolver) Option {
 	return func(s *Sender) { s.guard = NewGuard(s.guard.policy, r) }
 }
+
+// WithTracer records each delivery as a "callback" span in the job's
+// trace (the event's ce-traceparent).
+func WithTracer(t *tracing.Tracer) Option { return func(s *Sender) { s.traces = t } }
 
 // WithClock replaces time.Now, for tests of the maximum age.
 func WithClock(now func() time.Time) Option { return func(s *Sender) { s.now = now } }
@@ -154,7 +163,7 @@ func (s *Sender) OnCompletion(ctx context.Context, e cloudevents.Event) error {
 		return nil
 	}
 	log := slog.With("jobId", rec.JobID, "webhookId", ev.attrs["ce-id"], "callbackHost", hostOf(rec.Callback.URL))
-	status, err := s.post(ctx, rec.Callback.URL, ev)
+	status, err := s.traced(ctx, rec.Callback.URL, ev)
 	if err == nil {
 		s.delivered.Add(1)
 		log.InfoContext(ctx, "callback delivered", "status", status)
@@ -171,6 +180,20 @@ func (s *Sender) OnCompletion(ctx context.Context, e cloudevents.Event) error {
 	s.failed.Add(1)
 	log.WarnContext(ctx, "callback failed; will be retried", "status", status, "error", err, "age", age.Round(time.Second).String())
 	return fmt.Errorf("callback to %s for job %s: %w", hostOf(rec.Callback.URL), rec.JobID, err) // retry: Pub/Sub redelivers with backoff
+}
+
+// traced posts one delivery as a "callback" span of the job's trace.
+func (s *Sender) traced(ctx context.Context, target string, ev completion) (int, error) {
+	if s.traces == nil {
+		return s.post(ctx, target, ev)
+	}
+	ctx, end := s.traces.Step(tracing.FromAttributes(ctx, map[string]string{tracing.AttrCETraceparent: ev.attrs[tracing.AttrCETraceparent]}), "callback")
+	trace.SpanFromContext(ctx).SetAttributes(attribute.String("genimg.callback_host", hostOf(target)))
+	status, err := s.post(ctx, target, ev)
+	trace.SpanFromContext(ctx).SetAttributes(attribute.Int("http.response.status_code", status))
+	end(err)
+	s.traces.Flush(ctx)
+	return status, err
 }
 
 // post sends one delivery and answers its status; err is nil only for 2xx.
@@ -191,6 +214,10 @@ func (s *Sender) post(ctx context.Context, target string, ev completion) (int, e
 	req.Header.Set("User-Agent", "genimg-callback/1")
 	// webhook-id is ce-id: the same record always signs with the same id.
 	webhook.SignHeaders(req.Header, s.key, ev.attrs["ce-id"], s.now(), ev.body)
+	// The HTTP hop of the trace (ce-traceparent names the event's origin).
+	if tp := tracing.Traceparent(ctx); tp != "" {
+		req.Header.Set("traceparent", tp)
+	}
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return 0, scrub(err, target)

@@ -29,6 +29,7 @@ type Config struct {
 	Uploads  Uploads
 	Webhook  Webhook
 	Callback Callback
+	Trace    Trace
 	Log      Log
 	Spend    Spend
 	Batch    Batch
@@ -147,6 +148,24 @@ type Callback struct {
 	// Timeout bounds one delivery (GENIMG_CALLBACK_TIMEOUT).
 	Timeout time.Duration
 }
+
+// Trace is where genimg's spans go (package tracing).
+type Trace struct {
+	// Sample is the fraction of new traces kept (GENIMG_TRACE_SAMPLE, 0 to
+	// 1); a caller's sampled trace is always kept.
+	Sample float64
+	// Exporter is TraceCloudTrace, TraceMemory or TraceNone
+	// (GENIMG_TRACE_EXPORTER); by default Cloud Trace, or memory when the
+	// emulators are configured.
+	Exporter string
+}
+
+// The trace exporters.
+const (
+	TraceCloudTrace = "cloudtrace"
+	TraceMemory     = "memory"
+	TraceNone       = "none"
+)
 
 // Spend bounds what genimg may spend on model calls (package spend).
 // Zero values mean unlimited.
@@ -348,6 +367,15 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			r.fail("GENIMG_RULES", rule.Name, "the rule names a callback, but GENIMG_CALLBACK_SECRET is not set: callbacks are signed with it")
 		}
 	}
+	c.Trace.Sample = r.fraction("GENIMG_TRACE_SAMPLE", 0.1)
+	defExporter := TraceCloudTrace
+	if c.Topics.EmulatorHost != "" || c.Storage.EmulatorHost != "" {
+		defExporter = TraceMemory // nothing leaves the machine
+	}
+	c.Trace.Exporter = r.str("GENIMG_TRACE_EXPORTER", defExporter)
+	if !slices.Contains([]string{TraceCloudTrace, TraceMemory, TraceNone}, c.Trace.Exporter) {
+		r.fail("GENIMG_TRACE_EXPORTER", c.Trace.Exporter, "expected cloudtrace, memory or none")
+	}
 	c.Log.Prompts = r.boolean("GENIMG_LOG_PROMPTS", false)
 	c.Log.Level = r.level("GENIMG_LOG_LEVEL")
 
@@ -400,6 +428,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("callbackAllow", c.Callback.Allow),
 		slog.Bool("callbackAllowLoopback", c.Callback.AllowLoopback),
 		slog.Duration("callbackMaxAge", c.Callback.MaxAge),
+		slog.Float64("traceSample", c.Trace.Sample),
+		slog.String("traceExporter", c.Trace.Exporter),
 		slog.Float64("budgetHourlyUsd", c.Spend.HourlyUSD),
 		slog.Float64("budgetDailyUsd", c.Spend.DailyUSD),
 		slog.Int("callsPerMinute", c.Spend.CallsPerMinute),
@@ -494,6 +524,20 @@ func (r *reader) integer(name string, def, lo, hi int) int {
 		return def
 	}
 	return n
+}
+
+// fraction reads a number from 0 to 1.
+func (r *reader) fraction(name string, def float64) float64 {
+	v := r.str(name, "")
+	if v == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < 0 || f > 1 || math.IsNaN(f) {
+		r.fail(name, v, "expected a fraction from 0 to 1, such as 0.1 (one trace in ten) or 1 (all)")
+		return def
+	}
+	return f
 }
 
 // usd reads an amount of US dollars: a finite number, 0 or more; unset is 0.

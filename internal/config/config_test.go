@@ -65,6 +65,7 @@ func defaults() config.Config {
 		Prices:   config.DefaultPrices(),
 		Webhook:  config.Webhook{Tolerance: 5 * time.Minute},
 		Callback: config.Callback{MaxAge: 24 * time.Hour, Timeout: 30 * time.Second},
+		Trace:    config.Trace{Sample: 0.1, Exporter: "cloudtrace"},
 		Log:      config.Log{Level: slog.LevelInfo},
 		Batch:    config.Batch{Chunk: 16, InlineBytes: 19_000_000, MaxAge: 30 * time.Hour, OnExpired: "resubmit", MaxResubmits: 1},
 	}
@@ -161,6 +162,7 @@ func TestLoadConfigSettings(t *testing.T) {
 				c.Prices.OutputImage, c.Prices.BatchDiscount = 15, 1
 				c.Webhook = config.Webhook{Secret: "whsec_abc", Tolerance: 30 * time.Second}
 				c.Log = config.Log{Prompts: true, Level: slog.LevelDebug}
+				c.Trace.Exporter = "memory" // with the emulators, spans stay on the machine
 			},
 		},
 		{
@@ -443,6 +445,44 @@ func TestLoadConfigCallback(t *testing.T) {
 			}
 			if diff := cmp.Diff(tt.want, got.Callback); diff != "" {
 				t.Errorf("Callback (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestLoadConfigTrace: sampling and the exporter, bad values named.
+func TestLoadConfigTrace(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     []string
+		want    config.Trace
+		wantErr string
+	}{
+		{name: "production default", want: config.Trace{Sample: 0.1, Exporter: "cloudtrace"}},
+		{name: "emulators keep spans in memory", env: []string{"PUBSUB_EMULATOR_HOST", "127.0.0.1:8085"}, want: config.Trace{Sample: 0.1, Exporter: "memory"}},
+		{name: "all set", env: []string{"GENIMG_TRACE_SAMPLE", "1", "GENIMG_TRACE_EXPORTER", "none"}, want: config.Trace{Sample: 1, Exporter: "none"}},
+		{name: "sample over 1", env: []string{"GENIMG_TRACE_SAMPLE", "10"},
+			wantErr: `GENIMG_TRACE_SAMPLE="10": expected a fraction from 0 to 1, such as 0.1 (one trace in ten) or 1 (all)`},
+		{name: "unknown exporter", env: []string{"GENIMG_TRACE_EXPORTER", "jaeger"},
+			wantErr: `GENIMG_TRACE_EXPORTER="jaeger": expected cloudtrace, memory or none`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := config.LoadConfig(env(tt.env...))
+			if tt.wantErr != "" {
+				if err == nil {
+					t.Fatalf("LoadConfig = nil error, want %q", tt.wantErr)
+				}
+				if diff := cmp.Diff(tt.wantErr, err.Error()); diff != "" {
+					t.Errorf("LoadConfig error (-want +got):\n%s", diff)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got.Trace); diff != "" {
+				t.Errorf("Trace (-want +got):\n%s", diff)
 			}
 		})
 	}

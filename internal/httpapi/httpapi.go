@@ -18,9 +18,13 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/internal/pipeline"
 	"github.com/genimg/genimg/internal/spend"
+	"github.com/genimg/genimg/internal/tracing"
 	"github.com/genimg/genimg/internal/webhook"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/storage"
@@ -59,6 +63,12 @@ func (a *API) now() time.Time { return a.svc.Now() }
 
 // Generate handles the webhook: POST a job, GET ?id= a job's record.
 func (a *API) Generate(w http.ResponseWriter, r *http.Request) {
+	// The caller's trace (a traceparent header) continues here, and through
+	// the requests topic into OnMessage.
+	ctx, span := a.svc.Traces().Start(tracing.Continue(r.Context(), r.Header.Get("traceparent")), "Generate", trace.SpanKindServer,
+		attribute.String("http.request.method", r.Method))
+	defer span.End()
+	r = r.WithContext(ctx)
 	switch r.Method {
 	case http.MethodPost:
 		a.submit(w, r)

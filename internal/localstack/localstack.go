@@ -31,6 +31,8 @@ import (
 	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/internal/delivery"
 	"github.com/genimg/genimg/internal/instance"
+	"github.com/genimg/genimg/internal/pipeline"
+	"github.com/genimg/genimg/internal/tracing"
 )
 
 // Options name every endpoint and resource of the stack. The zero value of
@@ -99,6 +101,9 @@ type Stack struct {
 	// Env is the configuration the stack gives its functions, over the
 	// process environment (Config).
 	Env map[string]string
+	// Traces keeps the spans of the stack's functions, in memory: nothing
+	// leaves the machine (the console reads them).
+	Traces *tracing.Ring
 
 	cancel  context.CancelFunc
 	closers []func()
@@ -221,7 +226,8 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		if err != nil {
 			return nil, err
 		}
-		in, err := instance.New(ctx, cfg)
+		s.Traces = tracing.NewRing(tracing.DefaultRingSize)
+		in, err := instance.New(ctx, cfg, pipeline.WithSpanExporter(s.Traces))
 		if err != nil {
 			return nil, err
 		}
@@ -279,7 +285,9 @@ func (o Options) functionsEnv(storageURL, pubsubAddr, modelURL string) map[strin
 	// Callbacks: to receivers on this machine (genimg listen, over plain
 	// http), signed with a local secret, unless the environment says
 	// otherwise (9.7: it is passed through).
-	for k, v := range map[string]string{"GENIMG_CALLBACK_SECRET": callback.LocalSecret, "GENIMG_CALLBACK_ALLOW_LOOPBACK": "true"} {
+	// Every job is traced, into memory.
+	for k, v := range map[string]string{"GENIMG_CALLBACK_SECRET": callback.LocalSecret, "GENIMG_CALLBACK_ALLOW_LOOPBACK": "true",
+		"GENIMG_TRACE_SAMPLE": "1", "GENIMG_TRACE_EXPORTER": "memory"} {
 		if os.Getenv(k) == "" {
 			env[k] = v
 		}

@@ -62,7 +62,9 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 	}
 	rec.Callback = j.Callback
 
-	claim, done, err := s.store.Claim(ctx, d.ID, rec.Fingerprint, d.Trigger)
+	sctx, end := s.traces.Step(ctx, "claim")
+	claim, done, err := s.store.Claim(sctx, d.ID, rec.Fingerprint, d.Trigger)
+	end(err)
 	switch {
 	case errors.Is(err, job.ErrConflict):
 		return s.conflict(ctx, rec, d, err)
@@ -87,7 +89,9 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 			job.ErrTransient, age.Round(1e9), s.cfg.Limits.MaxEventAge), s.now()))
 	}
 
-	if err := s.store.Resolve(ctx, &j); err != nil {
+	sctx, end = s.traces.Step(ctx, "inputs")
+	err = s.store.Resolve(sctx, &j)
+	if end(err); err != nil {
 		if job.Retryable(err) {
 			return job.Record{}, err // storage unavailable: redeliver
 		}
@@ -97,7 +101,9 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 	// The spend guard: a paused pipeline, a spent budget or the rate limit
 	// turn the job away for now; the redelivery runs it, nothing is lost.
 	estimate := s.estimate(j)
-	release, err := s.spend.Admit(ctx, estimate)
+	sctx, end = s.traces.Step(ctx, "admit")
+	release, err := s.spend.Admit(sctx, estimate)
+	end(err)
 	if err != nil {
 		s.release(ctx, claim)
 		return job.Record{}, err // transient: redeliver later
@@ -119,9 +125,11 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 	}
 	// On the job's shared context cache when it names one; a JSON answer
 	// checked against the job's schema.
-	res, err := s.contexts.GenerateWith(ctx, j, func(ctx context.Context, run job.Job) (*gemini.Result, error) {
-		return s.model.GenerateTo(ctx, run, outputs)
+	sctx, end = s.traces.Step(ctx, "model")
+	res, err := s.contexts.GenerateWith(sctx, j, func(ctx context.Context, run job.Job) (*gemini.Result, error) {
+		return s.model.GenerateTo(ctx, run, tracedSink{outputs, ctx, s.traces})
 	})
+	modelDone(sctx, end, j.Model, res, err)
 	release(res.CostUSD)
 	rec.Attempts += res.Attempts
 	rec.CostUSD += res.CostUSD
@@ -145,8 +153,9 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 
 // commit stores the record (or finds the one that won) and publishes it.
 func (s *Service) commit(ctx context.Context, c *storage.Claim, rec job.Record) (job.Record, error) {
-	stored, _, err := s.store.Commit(ctx, c, rec)
-	if err != nil {
+	sctx, end := s.traces.Step(ctx, "record")
+	stored, _, err := s.store.Commit(sctx, c, rec)
+	if end(err); err != nil {
 		return job.Record{}, err
 	}
 	if err := s.publish(ctx, stored); err != nil {

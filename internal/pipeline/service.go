@@ -15,6 +15,7 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 	cloudevents "github.com/cloudevents/sdk-go/v2"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -24,6 +25,7 @@ import (
 	"github.com/genimg/genimg/internal/callback"
 	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/internal/spend"
+	"github.com/genimg/genimg/internal/tracing"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/storage"
 )
@@ -47,7 +49,9 @@ type Service struct {
 	spend    *spend.Guard
 	// callbacks checks jobs' callback URLs and, in OnCompletion, calls them.
 	callbacks *callback.Sender
-	now       func() time.Time
+	// traces starts the job's spans (package tracing).
+	traces *tracing.Tracer
+	now    func() time.Time
 }
 
 // model is what the pipeline needs of the Gemini client: a call whose
@@ -65,6 +69,7 @@ type options struct {
 	geminiOpts []gemini.Option
 	storeOpts  []storage.Option
 	cbOpts     []callback.Option
+	spans      sdktrace.SpanExporter
 	now        func() time.Time
 }
 
@@ -94,6 +99,12 @@ func WithCallbackOptions(o ...callback.Option) Option {
 	return func(s *options) { s.cbOpts = append(s.cbOpts, o...) }
 }
 
+// WithSpanExporter sends every span, as it ends, to e (the local stack's
+// tracing.Ring) instead of where the configuration says.
+func WithSpanExporter(e sdktrace.SpanExporter) Option {
+	return func(s *options) { s.spans = e }
+}
+
 // WithClock replaces time.Now, for tests of event age.
 func WithClock(now func() time.Time) Option {
 	return func(s *options) { s.now = now }
@@ -112,7 +123,11 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 	storeCfg := cfg.Storage
 	storeCfg.InputBuckets = cfg.ReadableBuckets()
 	gcsOpts, psOpts := emulators(cfg)
-	callbacks, err := callback.New(cfg.Callback, append([]callback.Option{callback.WithClock(o.now)}, o.cbOpts...)...)
+	traces, err := tracing.New(ctx, cfg.Trace, cfg.Topics.Project, o.spans)
+	if err != nil {
+		return nil, err
+	}
+	callbacks, err := callback.New(cfg.Callback, append([]callback.Option{callback.WithClock(o.now), callback.WithTracer(traces)}, o.cbOpts...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -144,6 +159,7 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 		events:    ps.Publisher(cfg.Topics.Completion),
 		spend:     spend.New(output, cfg.Spend),
 		callbacks: callbacks,
+		traces:    traces,
 		now:       o.now,
 	}
 	// Batch jobs' gs:// images are read like online ones; their shared
@@ -188,6 +204,9 @@ func (s *Service) OnCompletion(ctx context.Context, e cloudevents.Event) error {
 	return s.callbacks.OnCompletion(ctx, e)
 }
 
+// Traces is the Service's tracer.
+func (s *Service) Traces() *tracing.Tracer { return s.traces }
+
 // Callbacks is the callback sender.
 func (s *Service) Callbacks() *callback.Sender { return s.callbacks }
 
@@ -198,7 +217,7 @@ func (s *Service) Close() error {
 	// The spend ledger's last flush, so other instances count this one's spend.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return errors.Join(s.spend.Close(ctx), s.pubsub.Close(), s.store.Close())
+	return errors.Join(s.spend.Close(ctx), s.traces.Shutdown(ctx), s.pubsub.Close(), s.store.Close())
 }
 
 // emulators points the clients at the emulators the configuration names
