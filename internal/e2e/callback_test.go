@@ -171,6 +171,9 @@ func TestCallbackRetriedThenAccepted(t *testing.T) {
 		t.Errorf("the record's callback = %+v, want the job's", rec.Callback)
 	}
 	ev := stack.events.waitJob(t, id)
+	if got := ev.Attributes[pipeline.AttrHasCallback]; got != "true" {
+		t.Errorf("the event's %s attribute = %q, want true (the callback subscription filters on it)", pipeline.AttrHasCallback, got)
+	}
 	waitFor(t, "three deliveries", func() bool { return len(rv.deliveries()) >= 3 })
 	time.Sleep(time.Second) // a fourth would come within the backoff
 	ds := rv.deliveries()

@@ -282,10 +282,9 @@ func (o Options) functionsEnv(storageURL, pubsubAddr, modelURL string) map[strin
 		"GENIMG_COMPLETION_TOPIC":   o.CompletionTopic,
 		"GENIMG_EVENT_SOURCE":       "//genimg.dev/projects/" + o.Project,
 	}
-	// Callbacks: to receivers on this machine (genimg listen, over plain
-	// http), signed with a local secret, unless the environment says
-	// otherwise (9.7: it is passed through).
-	// Every job is traced, into memory.
+	// Callbacks go to receivers on this machine (genimg listen, over plain
+	// http), signed with a local secret; every job is traced, into memory.
+	// The environment may say otherwise (9.7: it is passed through).
 	for k, v := range map[string]string{"GENIMG_CALLBACK_SECRET": callback.LocalSecret, "GENIMG_CALLBACK_ALLOW_LOOPBACK": "true",
 		"GENIMG_TRACE_SAMPLE": "1", "GENIMG_TRACE_EXPORTER": "memory"} {
 		if os.Getenv(k) == "" {

@@ -33,7 +33,7 @@ func completionMessage(source string, rec job.Record) (*pubsub.Message, error) {
 		return nil, fmt.Errorf("encoding the completion record: %w", err)
 	}
 	sum := sha256.Sum256(data)
-	return &pubsub.Message{
+	msg := &pubsub.Message{
 		Data: data,
 		Attributes: map[string]string{
 			"ce-specversion": "1.0",
@@ -46,8 +46,18 @@ func completionMessage(source string, rec job.Record) (*pubsub.Message, error) {
 			attrOutcome:      string(rec.Outcome),
 			attrTrigger:      string(rec.Trigger.Kind),
 		},
-	}, nil
+	}
+	if rec.Callback != nil {
+		// The callback function's subscription filters on it, so that
+		// OnCompletion runs only for records that name a callback.
+		msg.Attributes[AttrHasCallback] = "true"
+	}
+	return msg, nil
 }
+
+// AttrHasCallback marks a completion event whose record names a callback:
+// the OnCompletion subscription's filter is attributes.genimg-callback = "true".
+const AttrHasCallback = "genimg-callback"
 
 // publish sends rec's completion event and waits for the topic to take it:
 // the triggering delivery is acknowledged only after that.
