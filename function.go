@@ -4,7 +4,9 @@
 // pipeline that claims the job, calls the model, stores the images and the
 // completion record, and publishes a completion event. A fourth,
 // PollBatches (HTTP, called by Cloud Scheduler), finishes the jobs of the
-// batch lane with the same steps.
+// batch lane with the same steps. A fifth, OnCompletion (Pub/Sub, on the
+// completion topic), delivers each completion event to the callback URL
+// its job named.
 //
 // This file only registers the functions; internal/pipeline runs jobs and
 // internal/httpapi is the HTTP front door.
@@ -30,6 +32,7 @@ func init() {
 	functions.CloudEvent("OnMessage", OnMessage)
 	functions.CloudEvent("OnUpload", OnUpload)
 	functions.HTTP("PollBatches", PollBatches)
+	functions.CloudEvent("OnCompletion", OnCompletion)
 
 	// On Cloud Run, a bad configuration stops the start with a message
 	// that names the variable, rather than failing every request.
@@ -84,6 +87,17 @@ func OnUpload(ctx context.Context, e cloudevents.Event) error {
 		return err // retry: as above
 	}
 	return in.OnUpload(ctx, e)
+}
+
+// OnCompletion is the callback function: subscribed to the completion
+// topic, it POSTs each completion event, signed, to the callback URL of
+// its job, and answers an error for Pub/Sub to retry a failed delivery.
+func OnCompletion(ctx context.Context, e cloudevents.Event) error {
+	in, err := shared()
+	if err != nil {
+		return err // retry: as above
+	}
+	return in.OnCompletion(ctx, e)
 }
 
 // configured answers 500 when genimg cannot be built from its environment.

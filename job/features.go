@@ -91,6 +91,9 @@ func (j *Job) validateFeatures(c Capability, p Policy) []error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
+	if err := j.checkCallback(); err != nil {
+		errs = append(errs, err)
+	}
 	if j.ResponseMIMEType != "" {
 		if !slices.Contains(responseMIMETypes, j.ResponseMIMEType) {
 			bad("responseMimeType %q: accepted: %s", truncate(j.ResponseMIMEType), strings.Join(responseMIMETypes, ", "))

@@ -70,6 +70,7 @@ func TestFingerprintSensitive(t *testing.T) {
 			j.Images[1].Data[len(j.Images[1].Data)-1] ^= 1
 		}},
 		{"image URI", func(j *job.Job) { j.Images[0].URI = "gs://in/photo2.png" }},
+		{"callback", func(j *job.Job) { j.Callback = &job.Callback{URL: "https://hooks.example/genimg"} }},
 		{"image generation", func(j *job.Job) { j.Images[0].Generation = 2 }},
 		{"image order", func(j *job.Job) { j.Images[0], j.Images[1] = j.Images[1], j.Images[0] }},
 		{"an extra image", func(j *job.Job) { j.Images = append(j.Images, job.Image{URI: "gs://in/c"}) }},

@@ -49,6 +49,15 @@ type Job struct {
 	// Context names a shared context (system instruction and reference
 	// images) that genimg keeps in a context cache; see SharedContext.
 	Context *SharedContext `json:"context,omitempty"`
+	// Callback is where genimg POSTs the completion event once the record
+	// is final (contract 9.2).
+	Callback *Callback `json:"callback,omitempty"`
+}
+
+// A Callback names the URL that receives the job's completion event as a
+// signed HTTP request. In JSON: "callback": {"url": "https://receiver.example/hooks/genimg"}.
+type Callback struct {
+	URL string `json:"url"`
 }
 
 // An Image is one input image: a gs:// URI, or inline bytes (standard base64
@@ -133,11 +142,12 @@ var (
 	fieldNames = []string{
 		"id", "prompt", "images", "aspectRatio", "responseModalities", "candidateCount",
 		"systemInstruction", "safetySettings", "cachedContent", "model", "output", "labels", "billingLabels",
-		"responseMimeType", "responseSchema", "context",
+		"responseMimeType", "responseSchema", "context", "callback",
 	}
-	imageFieldNames  = []string{"uri", "generation", "data", "mimeType"}
-	safetyFieldNames = []string{"category", "threshold"}
-	outputFieldNames = []string{"prefix"}
+	callbackFieldNames = []string{"url"}
+	imageFieldNames    = []string{"uri", "generation", "data", "mimeType"}
+	safetyFieldNames   = []string{"category", "threshold"}
+	outputFieldNames   = []string{"prefix"}
 )
 
 // locateUnknownField finds the object holding the unknown field quoted (as
@@ -153,6 +163,7 @@ func locateUnknownField(data []byte, quoted string) (where string, accepted []st
 		SafetySettings []map[string]json.RawMessage
 		Output         map[string]json.RawMessage
 		Context        map[string]json.RawMessage
+		Callback       map[string]json.RawMessage
 	}
 	// Decoding without DisallowUnknownFields succeeds wherever the strict
 	// decode got as far as an unknown field; on failure, fall back.
@@ -184,6 +195,9 @@ func locateUnknownField(data []byte, quoted string) (where string, accepted []st
 	}
 	if unknownIn(top.Context, contextFieldNames) {
 		return "context: ", contextFieldNames
+	}
+	if unknownIn(top.Callback, callbackFieldNames) {
+		return "callback: ", callbackFieldNames
 	}
 	return "", fieldNames
 }

@@ -70,6 +70,10 @@ type Record struct {
 	// The outcome still follows the images.
 	JSON      json.RawMessage `json:"json,omitempty"`
 	JSONError string          `json:"jsonError,omitempty"`
+	// Callback is the job's callback, which OnCompletion delivers the
+	// completion event to; absent when the job named none (or an invalid
+	// one, which is never called).
+	Callback *Callback `json:"callback,omitempty"`
 	// Batch is set when the job ran in the batch lane.
 	Batch *BatchInfo `json:"batch,omitempty"`
 }

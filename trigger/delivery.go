@@ -36,6 +36,10 @@ type Delivery struct {
 	// what a backfill would cost: the job is logged with its estimate and
 	// never sent to the model.
 	DryRun *config.Rule
+	// Traceparent is the W3C trace context the delivery carries (a Pub/Sub
+	// message's googclient_traceparent or traceparent attribute): the
+	// job's spans continue that trace.
+	Traceparent string
 	// Batch, when set, is a batch submission ({"batch": [...]} or a
 	// *.jobs.jsonl upload) for the batch lane; Job is then empty.
 	Batch *Batch

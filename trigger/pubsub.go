@@ -75,7 +75,7 @@ func DecodeMessage(e cloudevents.Event) (MessagePublished, error) {
 
 // FromMessage decodes a messagePublished event into a delivery: a job in
 // the message data; or, for a Cloud Storage notification, an upload.
-func FromMessage(e cloudevents.Event, u config.Uploads) Delivery {
+func FromMessage(e cloudevents.Event, u config.Uploads) (out Delivery) {
 	if e.Type() == job.EventType {
 		// genimg's own completion event, delivered as itself (an unwrapped
 		// push subscription turns its ce-* attributes into headers): taking
@@ -93,6 +93,7 @@ func FromMessage(e cloudevents.Event, u config.Uploads) Delivery {
 	}
 	msg := m.Message
 	attrs := msg.Attributes
+	defer func() { out.Traceparent = traceparentOf(attrs) }()
 
 	if attrs["ce-type"] == job.EventType || attrs["type"] == job.EventType {
 		return Delivery{Ignore: "the message is a genimg completion event, never a job", Time: msg.PublishTime}
@@ -152,6 +153,20 @@ func FromMessage(e cloudevents.Event, u config.Uploads) Delivery {
 	j.ID = d.ID
 	d.Job = j
 	return d
+}
+
+// Attributes that carry a W3C trace context on a message: Google's client
+// libraries write the first, other publishers the second.
+const (
+	AttrGoogTraceparent = "googclient_traceparent"
+	AttrTraceparent     = "traceparent"
+)
+
+func traceparentOf(attrs map[string]string) string {
+	if v := attrs[AttrGoogTraceparent]; v != "" {
+		return v
+	}
+	return attrs[AttrTraceparent]
 }
 
 // fromNotification treats a Cloud Storage Pub/Sub notification exactly like

@@ -16,6 +16,8 @@
 //	go run ./cmd/genimg replay JOB [--job job.json]
 //	go run ./cmd/genimg load -n 200 -c 50 --via pubsub [--standin]
 //	go run ./cmd/genimg backfill --rules rules.json
+//	go run ./cmd/genimg listen --addr 127.0.0.1:9000
+//	go run ./cmd/genimg listen --addr 127.0.0.1:9000
 //
 // Every subcommand takes --url (the Generate function), --project,
 // --input-bucket, --output-bucket, --requests-topic and --completion-topic;

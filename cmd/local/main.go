@@ -113,10 +113,10 @@ func banner(s *localstack.Stack, took time.Duration) {
 	}
 	fmt.Printf(`genimg local is ready (%s)
 
-  functions       %[2]s/Generate  %[2]s/OnMessage  %[2]s/OnUpload
+  functions       %[2]s/Generate  %[2]s/OnMessage  %[2]s/OnUpload  %[2]s/OnCompletion
   Cloud Storage   STORAGE_EMULATOR_HOST=%[3]s   buckets %[4]s (uploads trigger OnUpload), %[5]s
   Pub/Sub         PUBSUB_EMULATOR_HOST=%[6]s   project %[7]s
-                  topics %[8]s (→ OnMessage), %[9]s (events), %[10]s
+                  topics %[8]s (→ OnMessage), %[9]s (events → OnCompletion: callbacks), %[10]s
   model           %[11]s
 
 Try a job through each trigger (in another terminal):
@@ -126,6 +126,7 @@ Try a job through each trigger (in another terminal):
   go run ./cmd/genimg generate "a lighthouse at dusk" --via pubsub
   go run ./cmd/genimg generate "make it snow" --image photo.png --via upload
   go run ./cmd/genimg events
+  go run ./cmd/genimg listen &   # then: generate "…" --callback http://127.0.0.1:9000/
 
 Ctrl-C stops everything.
 `, took.Round(time.Millisecond), s.FunctionsURL, s.StorageURL, s.InputBucket, s.OutputBucket, s.PubSubAddr, s.Project,

@@ -21,16 +21,18 @@ import (
 
 // Config is the whole of genimg's configuration.
 type Config struct {
-	Model   Model
-	Storage Storage
-	Topics  Topics
-	Limits  Limits
-	Prices  Prices
-	Uploads Uploads
-	Webhook Webhook
-	Log     Log
-	Spend   Spend
-	Batch   Batch
+	Model    Model
+	Storage  Storage
+	Topics   Topics
+	Limits   Limits
+	Prices   Prices
+	Uploads  Uploads
+	Webhook  Webhook
+	Callback Callback
+	Trace    Trace
+	Log      Log
+	Spend    Spend
+	Batch    Batch
 }
 
 // Model is how genimg reaches the model.
@@ -137,6 +139,42 @@ type Webhook struct {
 	// (GENIMG_WEBHOOK_TOLERANCE).
 	Tolerance time.Duration
 }
+
+// Callback is the delivery of completion events to jobs' callback URLs
+// (package callback).
+type Callback struct {
+	// Secret signs callbacks (GENIMG_CALLBACK_SECRET, whsec_…); empty means
+	// this deployment sends none, and jobs naming a callback are rejected.
+	Secret Secret
+	// Allow lists hosts exempt from the address rules
+	// (GENIMG_CALLBACK_ALLOW).
+	Allow []string
+	// AllowLoopback accepts loopback addresses and plain http
+	// (GENIMG_CALLBACK_ALLOW_LOOPBACK; the local stack sets it).
+	AllowLoopback bool
+	// MaxAge is how long a callback is retried (GENIMG_CALLBACK_MAX_AGE).
+	MaxAge time.Duration
+	// Timeout bounds one delivery (GENIMG_CALLBACK_TIMEOUT).
+	Timeout time.Duration
+}
+
+// Trace is where genimg's spans go (package tracing).
+type Trace struct {
+	// Sample is the fraction of new traces kept (GENIMG_TRACE_SAMPLE, 0 to
+	// 1); a caller's sampled trace is always kept.
+	Sample float64
+	// Exporter is TraceCloudTrace, TraceMemory or TraceNone
+	// (GENIMG_TRACE_EXPORTER); by default Cloud Trace, or memory when the
+	// emulators are configured.
+	Exporter string
+}
+
+// The trace exporters.
+const (
+	TraceCloudTrace = "cloudtrace"
+	TraceMemory     = "memory"
+	TraceNone       = "none"
+)
 
 // Spend bounds what genimg may spend on model calls (package spend).
 // Zero values mean unlimited.
@@ -325,6 +363,30 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	// Webhook and logging.
 	c.Webhook.Secret = Secret(r.str("GENIMG_WEBHOOK_SECRET", ""))
 	c.Webhook.Tolerance = r.duration("GENIMG_WEBHOOK_TOLERANCE", 5*time.Minute)
+	c.Callback.Secret = Secret(r.str("GENIMG_CALLBACK_SECRET", ""))
+	c.Callback.Allow = r.list("GENIMG_CALLBACK_ALLOW", nil)
+	for _, h := range c.Callback.Allow {
+		if strings.ContainsAny(h, "/:@ ") && !strings.HasPrefix(h, "[") {
+			r.fail("GENIMG_CALLBACK_ALLOW", h, "expected comma-separated host names or addresses, without scheme, port or path")
+		}
+	}
+	c.Callback.AllowLoopback = r.boolean("GENIMG_CALLBACK_ALLOW_LOOPBACK", false)
+	c.Callback.MaxAge = r.duration("GENIMG_CALLBACK_MAX_AGE", 24*time.Hour)
+	c.Callback.Timeout = r.duration("GENIMG_CALLBACK_TIMEOUT", 30*time.Second)
+	for _, rule := range c.Uploads.Rules {
+		if rule.Callback != nil && c.Callback.Secret == "" {
+			r.fail("GENIMG_RULES", rule.Name, "the rule names a callback, but GENIMG_CALLBACK_SECRET is not set: callbacks are signed with it")
+		}
+	}
+	c.Trace.Sample = r.fraction("GENIMG_TRACE_SAMPLE", 0.1)
+	defExporter := TraceCloudTrace
+	if c.Topics.EmulatorHost != "" || c.Storage.EmulatorHost != "" {
+		defExporter = TraceMemory // nothing leaves the machine
+	}
+	c.Trace.Exporter = r.str("GENIMG_TRACE_EXPORTER", defExporter)
+	if !slices.Contains([]string{TraceCloudTrace, TraceMemory, TraceNone}, c.Trace.Exporter) {
+		r.fail("GENIMG_TRACE_EXPORTER", c.Trace.Exporter, "expected cloudtrace, memory or none")
+	}
 	c.Log.Prompts = r.boolean("GENIMG_LOG_PROMPTS", false)
 	c.Log.Level = r.level("GENIMG_LOG_LEVEL")
 
@@ -373,6 +435,12 @@ func (c Config) LogValue() slog.Value {
 		slog.String("completionTopic", c.Topics.Completion),
 		slog.Duration("maxEventAge", c.Limits.MaxEventAge),
 		slog.Any("webhookSecret", c.Webhook.Secret),
+		slog.Any("callbackSecret", c.Callback.Secret),
+		slog.Any("callbackAllow", c.Callback.Allow),
+		slog.Bool("callbackAllowLoopback", c.Callback.AllowLoopback),
+		slog.Duration("callbackMaxAge", c.Callback.MaxAge),
+		slog.Float64("traceSample", c.Trace.Sample),
+		slog.String("traceExporter", c.Trace.Exporter),
 		slog.Float64("budgetHourlyUsd", c.Spend.HourlyUSD),
 		slog.Float64("budgetDailyUsd", c.Spend.DailyUSD),
 		slog.Int("callsPerMinute", c.Spend.CallsPerMinute),
@@ -467,6 +535,20 @@ func (r *reader) integer(name string, def, lo, hi int) int {
 		return def
 	}
 	return n
+}
+
+// fraction reads a number from 0 to 1.
+func (r *reader) fraction(name string, def float64) float64 {
+	v := r.str(name, "")
+	if v == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < 0 || f > 1 || math.IsNaN(f) {
+		r.fail(name, v, "expected a fraction from 0 to 1, such as 0.1 (one trace in ten) or 1 (all)")
+		return def
+	}
+	return f
 }
 
 // usd reads an amount of US dollars: a finite number, 0 or more; unset is 0.

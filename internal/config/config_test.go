@@ -64,10 +64,12 @@ func defaults() config.Config {
 			HTTPWait:        60 * time.Second,
 			QuotaRetry:      30 * time.Minute,
 		},
-		Prices:  config.DefaultPrices(),
-		Webhook: config.Webhook{Tolerance: 5 * time.Minute},
-		Log:     config.Log{Level: slog.LevelInfo},
-		Batch:   config.Batch{Chunk: 16, InlineBytes: 19_000_000, MaxAge: 30 * time.Hour, OnExpired: "resubmit", MaxResubmits: 1},
+		Prices:   config.DefaultPrices(),
+		Webhook:  config.Webhook{Tolerance: 5 * time.Minute},
+		Callback: config.Callback{MaxAge: 24 * time.Hour, Timeout: 30 * time.Second},
+		Trace:    config.Trace{Sample: 0.1, Exporter: "cloudtrace"},
+		Log:      config.Log{Level: slog.LevelInfo},
+		Batch:    config.Batch{Chunk: 16, InlineBytes: 19_000_000, MaxAge: 30 * time.Hour, OnExpired: "resubmit", MaxResubmits: 1},
 	}
 }
 
@@ -162,6 +164,7 @@ func TestLoadConfigSettings(t *testing.T) {
 				c.Prices.OutputImage, c.Prices.BatchDiscount = 15, 1
 				c.Webhook = config.Webhook{Secret: "whsec_abc", Tolerance: 30 * time.Second}
 				c.Log = config.Log{Prompts: true, Level: slog.LevelDebug}
+				c.Trace.Exporter = "memory" // with the emulators, spans stay on the machine
 			},
 		},
 		{
@@ -397,6 +400,93 @@ func TestReadableBucketsMinimal(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"genimg-output"}, c.ReadableBuckets()); diff != "" {
 		t.Errorf("ReadableBuckets with no input or upload buckets (-want +got):\n%s", diff)
+	}
+}
+
+// TestLoadConfigCallback: the callback settings, and every bad value
+// named with its variable (never the secret).
+func TestLoadConfigCallback(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     []string
+		want    config.Callback
+		wantErr string
+	}{
+		{name: "unset: no callbacks", want: config.Callback{MaxAge: 24 * time.Hour, Timeout: 30 * time.Second}},
+		{
+			name: "all set",
+			env: []string{"GENIMG_CALLBACK_SECRET", "whsec_c2VjcmV0", "GENIMG_CALLBACK_ALLOW", "hooks.corp, 10.1.2.3",
+				"GENIMG_CALLBACK_ALLOW_LOOPBACK", "true", "GENIMG_CALLBACK_MAX_AGE", "6h", "GENIMG_CALLBACK_TIMEOUT", "10s"},
+			want: config.Callback{Secret: "whsec_c2VjcmV0", Allow: []string{"hooks.corp", "10.1.2.3"}, AllowLoopback: true, MaxAge: 6 * time.Hour, Timeout: 10 * time.Second},
+		},
+		{name: "allow-list entry with a scheme", env: []string{"GENIMG_CALLBACK_ALLOW", "https://hooks.corp"},
+			wantErr: `GENIMG_CALLBACK_ALLOW="https://hooks.corp": expected comma-separated host names or addresses, without scheme, port or path`},
+		{name: "max age not a duration", env: []string{"GENIMG_CALLBACK_MAX_AGE", "1 day"},
+			wantErr: `GENIMG_CALLBACK_MAX_AGE="1 day": expected a positive duration such as 90s, 10m or 12h`},
+		{name: "a rule's callback without a secret", env: []string{"GENIMG_UPLOAD_BUCKETS", "genimg-input", "GENIMG_RULES",
+			`[{"bucket": "genimg-input", "prefix": "w/", "prompt": "p", "callback": {"url": "https://hooks.example/genimg"}}]`},
+			wantErr: `GENIMG_RULES="w/": the rule names a callback, but GENIMG_CALLBACK_SECRET is not set: callbacks are signed with it`},
+		{name: "a rule's callback that is not a URL", env: []string{"GENIMG_CALLBACK_SECRET", "s", "GENIMG_UPLOAD_BUCKETS", "genimg-input", "GENIMG_RULES",
+			`[{"bucket": "genimg-input", "prefix": "w/", "prompt": "p", "callback": {"url": "hooks.example"}}]`},
+			wantErr: `GENIMG_RULES="w/": the rule's job is invalid: callback.url "hooks.example": scheme ""; expected https://host/path`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := config.LoadConfig(env(tt.env...))
+			if tt.wantErr != "" {
+				if err == nil {
+					t.Fatalf("LoadConfig = nil error, want %q", tt.wantErr)
+				}
+				if diff := cmp.Diff(tt.wantErr, err.Error()); diff != "" {
+					t.Errorf("LoadConfig error (-want +got):\n%s", diff)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got.Callback); diff != "" {
+				t.Errorf("Callback (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestLoadConfigTrace: sampling and the exporter, bad values named.
+func TestLoadConfigTrace(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     []string
+		want    config.Trace
+		wantErr string
+	}{
+		{name: "production default", want: config.Trace{Sample: 0.1, Exporter: "cloudtrace"}},
+		{name: "emulators keep spans in memory", env: []string{"PUBSUB_EMULATOR_HOST", "127.0.0.1:8085"}, want: config.Trace{Sample: 0.1, Exporter: "memory"}},
+		{name: "all set", env: []string{"GENIMG_TRACE_SAMPLE", "1", "GENIMG_TRACE_EXPORTER", "none"}, want: config.Trace{Sample: 1, Exporter: "none"}},
+		{name: "sample over 1", env: []string{"GENIMG_TRACE_SAMPLE", "10"},
+			wantErr: `GENIMG_TRACE_SAMPLE="10": expected a fraction from 0 to 1, such as 0.1 (one trace in ten) or 1 (all)`},
+		{name: "unknown exporter", env: []string{"GENIMG_TRACE_EXPORTER", "jaeger"},
+			wantErr: `GENIMG_TRACE_EXPORTER="jaeger": expected cloudtrace, memory or none`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := config.LoadConfig(env(tt.env...))
+			if tt.wantErr != "" {
+				if err == nil {
+					t.Fatalf("LoadConfig = nil error, want %q", tt.wantErr)
+				}
+				if diff := cmp.Diff(tt.wantErr, err.Error()); diff != "" {
+					t.Errorf("LoadConfig error (-want +got):\n%s", diff)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got.Trace); diff != "" {
+				t.Errorf("Trace (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 

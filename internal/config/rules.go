@@ -35,6 +35,8 @@ type Rule struct {
 	Output             *job.OutputOptions  `json:"output,omitempty"`
 	Labels             map[string]string   `json:"labels,omitempty"`
 	BillingLabels      map[string]string   `json:"billingLabels,omitempty"`
+	// Callback receives the completion event of every job the rule makes.
+	Callback *job.Callback `json:"callback,omitempty"`
 }
 
 // Job is the job the rule makes of an uploaded image. The job shares
@@ -45,7 +47,13 @@ func (r Rule) Job(image job.Image) job.Job {
 		o := *r.Output
 		output = &o
 	}
+	var callback *job.Callback
+	if r.Callback != nil {
+		c := *r.Callback
+		callback = &c
+	}
 	return job.Job{
+		Callback:           callback,
 		Prompt:             r.Prompt,
 		Images:             []job.Image{image},
 		AspectRatio:        r.AspectRatio,

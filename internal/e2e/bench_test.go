@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/genimg/genimg/gemini/geminitest"
+	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/internal/pipeline"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/trigger"
@@ -51,11 +52,19 @@ func BenchmarkPipeline(b *testing.B) {
 		b.Fatal(err)
 	}
 	cfg.Model.BaseURL = model.URL
-	s, err := pipeline.New(b.Context(), cfg)
-	if err != nil {
-		b.Fatal(err)
+	// Tracing's cost: every span kept in memory, against no span exported
+	// (GENIMG_TRACE_EXPORTER=none, GENIMG_TRACE_SAMPLE=0).
+	services := map[string]*pipeline.Service{}
+	for mode, tc := range map[string]config.Trace{"untraced": {Sample: 0, Exporter: config.TraceNone}, "traced": {Sample: 1, Exporter: config.TraceMemory}} {
+		c := cfg
+		c.Trace = tc
+		s, err := pipeline.New(b.Context(), c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { s.Close() })
+		services[mode] = s
 	}
-	b.Cleanup(func() { s.Close() })
 
 	input := noisePNG(b, 592, 592) // about 1 MiB as PNG
 	inName := "bench/input-" + strconv.Itoa(len(input)) + ".png"
@@ -77,28 +86,31 @@ func BenchmarkPipeline(b *testing.B) {
 		{"edit-1MiB-input", job.Job{Prompt: "make it a watercolor", AspectRatio: "1:1",
 			Images: []job.Image{{URI: "gs://" + inputBucket + "/" + inName}}}},
 	} {
-		b.Run(bc.name, func(b *testing.B) {
-			n := 0
-			var outBytes int64
-			b.ReportAllocs()
-			cpu0 := cpuTime()
-			for b.Loop() {
-				n++
-				id := "bench-" + run + "-" + bc.name + "-" + strconv.Itoa(n)
-				rec, err := s.Run(b.Context(), trigger.Delivery{ID: id, Job: bc.job,
-					Trigger: job.Trigger{Kind: "pubsub", Source: id}})
-				if err != nil || rec.Outcome != job.Succeeded || len(rec.Outputs) != 1 {
-					b.Fatalf("process: %v, outcome %q, %d outputs", err, rec.Outcome, len(rec.Outputs))
+		for _, mode := range []string{"untraced", "traced"} {
+			s := services[mode]
+			b.Run(bc.name+"/"+mode, func(b *testing.B) {
+				n := 0
+				var outBytes int64
+				b.ReportAllocs()
+				cpu0 := cpuTime()
+				for b.Loop() {
+					n++
+					id := "bench-" + run + "-" + bc.name + "-" + mode + "-" + strconv.Itoa(n)
+					rec, err := s.Run(b.Context(), trigger.Delivery{ID: id, Job: bc.job,
+						Trigger: job.Trigger{Kind: "pubsub", Source: id}})
+					if err != nil || rec.Outcome != job.Succeeded || len(rec.Outputs) != 1 {
+						b.Fatalf("process: %v, outcome %q, %d outputs", err, rec.Outcome, len(rec.Outputs))
+					}
+					outBytes = rec.Outputs[0].Bytes
 				}
-				outBytes = rec.Outputs[0].Bytes
-			}
-			cpu := cpuTime() - cpu0
-			b.ReportMetric(float64(cpu.Microseconds())/1e3/float64(n), "cpu-ms/op")
-			b.ReportMetric(float64(outBytes), "out-bytes")
-			if len(bc.job.Images) > 0 {
-				b.ReportMetric(float64(len(input)), "in-bytes")
-			}
-		})
+				cpu := cpuTime() - cpu0
+				b.ReportMetric(float64(cpu.Microseconds())/1e3/float64(n), "cpu-ms/op")
+				b.ReportMetric(float64(outBytes), "out-bytes")
+				if len(bc.job.Images) > 0 {
+					b.ReportMetric(float64(len(input)), "in-bytes")
+				}
+			})
+		}
 	}
 }
 

@@ -309,6 +309,10 @@ func TestGoldenRecord(t *testing.T) {
 	rec.ResponseID = "<response id>"
 	attrs := e.Attributes
 	attrs["ce-id"], attrs["ce-time"] = "<record hash>", "<completedAt>"
+	if tp := attrs["ce-traceparent"]; len(tp) != 55 || !strings.HasPrefix(tp, "00-") {
+		t.Errorf("ce-traceparent %q is not a W3C traceparent", tp)
+	}
+	attrs["ce-traceparent"] = "<the job's trace>"
 	got, err := json.MarshalIndent(map[string]any{"record": rec, "attributes": attrs}, "", "  ")
 	if err != nil {
 		t.Fatal(err)

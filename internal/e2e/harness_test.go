@@ -85,7 +85,7 @@ func newModel(t *testing.T) *geminitest.Server {
 
 // newInstance builds an extra instance from cfg and serves it under the
 // functions framework until the test ends.
-func newInstance(t *testing.T, cfg config.Config, name string) *testInstance {
+func newInstance(t *testing.T, cfg config.Config, name string, extra ...pipeline.Option) *testInstance {
 	t.Helper()
 	in := &testInstance{
 		gcsFaults:   &storagetest.Transport{Base: http.DefaultTransport},
@@ -99,7 +99,7 @@ func newInstance(t *testing.T, cfg config.Config, name string) *testInstance {
 		}
 		return invoke(ctx, method, req, reply, cc, opts...)
 	}
-	svc, err := instance.New(context.Background(), cfg,
+	svc, err := instance.New(context.Background(), cfg, append([]pipeline.Option{
 		pipeline.WithStorageOptions(
 			option.WithEndpoint(strings.TrimSuffix(stack.StorageURL, "/")+"/storage/v1/"),
 			option.WithoutAuthentication(),
@@ -115,7 +115,7 @@ func newInstance(t *testing.T, cfg config.Config, name string) *testInstance {
 		pipeline.WithStoreOptions(storage.WithClock(in.now), storage.WithOwner(name), storage.WithUploadRetryDeadline(uploadDeadline()),
 			storage.WithRetry(gax.Backoff{Initial: time.Millisecond, Max: 10 * time.Millisecond, Multiplier: 2}, 3)),
 		pipeline.WithClock(in.now),
-	)
+	}, extra...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,7 +46,7 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	slog.SetDefault(slog.New(&tap{Handler: slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})}))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -60,6 +60,8 @@ func runMain(m *testing.M) int {
 			"GENIMG_HTTP_WAIT":     "20s",
 			"GENIMG_RETRY_BUDGET":  "5s",
 			"GENIMG_LOG_LEVEL":     "WARN",
+			// Callbacks are given up quickly here (production: 24h).
+			"GENIMG_CALLBACK_MAX_AGE": "6s",
 			// Batches go as JSONL files: the SDK decodes large inline
 			// answers several times slower (package batch tests both).
 			"GENIMG_BATCH_INLINE_BYTES": "1",

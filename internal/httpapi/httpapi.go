@@ -15,9 +15,13 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/internal/pipeline"
 	"github.com/genimg/genimg/internal/spend"
+	"github.com/genimg/genimg/internal/tracing"
 	"github.com/genimg/genimg/internal/webhook"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/storage"
@@ -56,6 +60,12 @@ func (a *API) now() time.Time { return a.svc.Now() }
 
 // Generate handles the webhook: POST a job, GET ?id= a job's record.
 func (a *API) Generate(w http.ResponseWriter, r *http.Request) {
+	// The caller's trace (a traceparent header) continues here, and through
+	// the requests topic into OnMessage.
+	ctx, span := a.svc.Traces().Start(tracing.Continue(r.Context(), r.Header.Get("traceparent")), "Generate", trace.SpanKindServer,
+		attribute.String("http.request.method", r.Method))
+	defer span.End()
+	r = r.WithContext(ctx)
 	switch r.Method {
 	case http.MethodPost:
 		a.submit(w, r)
@@ -99,6 +109,13 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 	ctx := pipeline.WithJobID(r.Context(), j.ID)
 	j.Normalize(a.policy)
 	if err := j.Validate(a.policy); err != nil {
+		slog.InfoContext(ctx, "job rejected", "error", err)
+		writeJobError(w, err)
+		return
+	}
+	// A callback URL genimg will not call rejects the job now, before it
+	// is queued and long before any model call.
+	if err := a.svc.CheckCallback(ctx, j); err != nil {
 		slog.InfoContext(ctx, "job rejected", "error", err)
 		writeJobError(w, err)
 		return

@@ -16,7 +16,7 @@ import (
 	"github.com/genimg/genimg/internal/pipeline"
 )
 
-// An Instance is genimg's four functions on one Service.
+// An Instance is genimg's five functions on one Service.
 type Instance struct {
 	*pipeline.Service
 	API *httpapi.API
@@ -45,7 +45,7 @@ func (in *Instance) PollBatches(w http.ResponseWriter, r *http.Request) { in.API
 // Register serves the functions of whatever Instance get returns at the
 // time of each request, under prefix (e.g. "/" or "/inst3/"), with the
 // functions framework: prefix+"Generate", "OnMessage", "OnUpload" and
-// "PollBatches". get may return nil while no Instance is there: the
+// "PollBatches", "OnCompletion". get may return nil while no Instance is there: the
 // request then answers 503, and an event is redelivered.
 func Register(ctx context.Context, prefix string, get func() *Instance) error {
 	unavailable := func(w http.ResponseWriter) {
@@ -75,6 +75,12 @@ func Register(ctx context.Context, prefix string, get func() *Instance) error {
 		funcframework.RegisterCloudEventFunctionContext(ctx, prefix+"OnUpload", func(ctx context.Context, e cloudevents.Event) error {
 			if in := get(); in != nil {
 				return in.OnUpload(ctx, e)
+			}
+			return errNotRunning
+		}),
+		funcframework.RegisterCloudEventFunctionContext(ctx, prefix+"OnCompletion", func(ctx context.Context, e cloudevents.Event) error {
+			if in := get(); in != nil {
+				return in.OnCompletion(ctx, e)
 			}
 			return errNotRunning
 		}),

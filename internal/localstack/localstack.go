@@ -28,9 +28,12 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/genimg/genimg/gemini/geminitest"
+	"github.com/genimg/genimg/internal/callback"
 	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/internal/delivery"
 	"github.com/genimg/genimg/internal/instance"
+	"github.com/genimg/genimg/internal/pipeline"
+	"github.com/genimg/genimg/internal/tracing"
 )
 
 // Options name every endpoint and resource of the stack. The zero value of
@@ -96,14 +99,18 @@ type Stack struct {
 	// Storage and PubSub are clients of the emulators.
 	Storage *gcs.Client
 	PubSub  *pubsub.Client
-	// Requests and Uploads are the deliveries to OnMessage and OnUpload.
-	Requests, Uploads *delivery.Pusher
+	// Requests and Uploads are the deliveries to OnMessage and OnUpload;
+	// Callbacks delivers the completion topic to OnCompletion.
+	Requests, Uploads, Callbacks *delivery.Pusher
 	// Functions is the instance the stack serves (nil with
 	// ExternalFunctions).
 	Functions *instance.Instance
 	// Env is the configuration the stack gives its functions, over the
 	// process environment (Config).
 	Env map[string]string
+	// Traces keeps the spans of the stack's functions, in memory: nothing
+	// leaves the machine (the console reads them).
+	Traces *tracing.Ring
 
 	cancel  context.CancelFunc
 	closers []func()
@@ -112,6 +119,10 @@ type Stack struct {
 // uploadsTopic carries the input bucket's notifications to the Eventarc
 // stand-in.
 const uploadsTopic = "genimg-upload-notifications"
+
+// callbackSub suffixes the completion topic's subscription that feeds
+// OnCompletion.
+const callbackSub = "-callbacks"
 
 // Start brings the stack up. The functions are built from explicit
 // configuration (Config: the stack's settings over the process
@@ -222,7 +233,8 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		if err != nil {
 			return nil, err
 		}
-		in, err := instance.New(ctx, cfg)
+		s.Traces = tracing.NewRing(tracing.DefaultRingSize)
+		in, err := instance.New(ctx, cfg, pipeline.WithSpanExporter(s.Traces))
 		if err != nil {
 			return nil, err
 		}
@@ -248,8 +260,17 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		Kind: delivery.StorageFinalized, Topic: s.Topic(uploadsTopic), Subscription: s.Subscription(uploadsTopic + "-eventarc"),
 		MinBackoff: o.MinBackoff, MaxBackoff: o.MaxBackoff, MaxAge: o.MaxEventAge,
 	}
+	// The callback function's own push subscription: no attempt limit, so
+	// that OnCompletion's maximum age decides when a callback is given up
+	// (in production the subscription's dead-letter policy backs it up).
+	s.Callbacks = &delivery.Pusher{
+		Subscriber: s.PubSub.Subscriber(s.Subscription(o.CompletionTopic + callbackSub)), Endpoint: s.FunctionsURL + "/OnCompletion",
+		Kind: delivery.MessagePublished, Topic: s.Topic(o.CompletionTopic), Subscription: s.Subscription(o.CompletionTopic + callbackSub),
+		MinBackoff: min(o.MinBackoff, time.Second), MaxBackoff: o.MaxBackoff, MaxAge: o.MaxEventAge, DeadLetter: deadLetter,
+	}
 	go s.Requests.Run(ctx)
 	go s.Uploads.Run(ctx)
+	go s.Callbacks.Run(ctx)
 	if o.Tick > 0 {
 		go s.tick(ctx, o.Tick)
 	}
@@ -294,6 +315,15 @@ func (o Options) functionsEnv(storageURL, pubsubAddr, modelURL string) map[strin
 		"GENIMG_REQUESTS_TOPIC":     o.RequestsTopic,
 		"GENIMG_COMPLETION_TOPIC":   o.CompletionTopic,
 		"GENIMG_EVENT_SOURCE":       "//genimg.dev/projects/" + o.Project,
+	}
+	// Callbacks go to receivers on this machine (genimg listen, over plain
+	// http), signed with a local secret; every job is traced, into memory.
+	// The environment may say otherwise (9.7: it is passed through).
+	for k, v := range map[string]string{"GENIMG_CALLBACK_SECRET": callback.LocalSecret, "GENIMG_CALLBACK_ALLOW_LOOPBACK": "true",
+		"GENIMG_TRACE_SAMPLE": "1", "GENIMG_TRACE_EXPORTER": "memory"} {
+		if os.Getenv(k) == "" {
+			env[k] = v
+		}
 	}
 	if modelURL != "" {
 		env["GOOGLE_GEMINI_BASE_URL"] = modelURL
@@ -368,6 +398,7 @@ func (s *Stack) provision(ctx context.Context) error {
 	// the dead-letter topic so that nothing is lost there.
 	for _, sub := range []struct{ name, topic string }{
 		{s.RequestsTopic + "-push", s.RequestsTopic},
+		{s.CompletionTopic + callbackSub, s.CompletionTopic},
 		{uploadsTopic + "-eventarc", uploadsTopic},
 		{s.DeadLetterTopic + "-hold", s.DeadLetterTopic},
 	} {

@@ -88,6 +88,11 @@ func (s *Service) TakeBatch(ctx context.Context, b trigger.Batch, trig job.Trigg
 			cause = j.Validate(s.policy)
 		}
 		if cause == nil {
+			if cause = s.CheckCallback(jctx, j); job.Retryable(cause) {
+				return ans, cause
+			}
+		}
+		if cause == nil {
 			if err := s.store.StageInputs(jctx, j.ID, &j); err != nil {
 				if job.Retryable(err) {
 					return ans, err

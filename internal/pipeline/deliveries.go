@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
@@ -14,19 +15,26 @@ import (
 // OnMessage handles one messagePublished event: a message carrying a job
 // or a batch, or a Cloud Storage notification of an upload.
 func (s *Service) OnMessage(ctx context.Context, e cloudevents.Event) error {
+	start := time.Now()
 	d := trigger.FromMessage(e, s.cfg.Uploads)
+	var err error
 	if d.Object != nil {
-		var err error
-		if d, err = trigger.CompleteUpload(ctx, d, s.store.Uploads(), s.cfg.Uploads, s.cfg.Limits.MaxRequestBytes); err != nil {
-			return s.ack(ctx, err)
-		}
+		d, err = trigger.CompleteUpload(ctx, d, s.store.Uploads(), s.cfg.Uploads, s.cfg.Limits.MaxRequestBytes)
+	}
+	ctx, end := s.startDelivery(ctx, "OnMessage", d.Traceparent, start, errors.Join(err, d.Err))
+	defer end()
+	if err != nil {
+		return s.ack(ctx, err)
 	}
 	return s.take(ctx, d)
 }
 
 // OnUpload handles one storage object finalized event.
 func (s *Service) OnUpload(ctx context.Context, e cloudevents.Event) error {
+	start := time.Now()
 	d, err := trigger.CompleteUpload(ctx, trigger.FromUpload(e, s.cfg.Uploads), s.store.Uploads(), s.cfg.Uploads, s.cfg.Limits.MaxRequestBytes)
+	ctx, end := s.startDelivery(ctx, "OnUpload", "", start, errors.Join(err, d.Err))
+	defer end()
 	if err != nil {
 		return s.ack(ctx, err)
 	}

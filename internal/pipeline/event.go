@@ -12,6 +12,7 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 
+	"github.com/genimg/genimg/internal/tracing"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/trigger"
 )
@@ -34,7 +35,7 @@ func completionMessage(source string, rec job.Record) (*pubsub.Message, error) {
 		return nil, fmt.Errorf("encoding the completion record: %w", err)
 	}
 	sum := sha256.Sum256(data)
-	return &pubsub.Message{
+	msg := &pubsub.Message{
 		Data: data,
 		Attributes: map[string]string{
 			"ce-specversion": "1.0",
@@ -47,15 +48,32 @@ func completionMessage(source string, rec job.Record) (*pubsub.Message, error) {
 			attrOutcome:      string(rec.Outcome),
 			attrTrigger:      string(rec.Trigger.Kind),
 		},
-	}, nil
+	}
+	if rec.Callback != nil {
+		// The callback function's subscription filters on it, so that
+		// OnCompletion runs only for records that name a callback.
+		msg.Attributes[AttrHasCallback] = "true"
+	}
+	return msg, nil
 }
+
+// AttrHasCallback marks a completion event whose record names a callback:
+// the OnCompletion subscription's filter is attributes.genimg-callback = "true".
+const AttrHasCallback = "genimg-callback"
 
 // publish sends rec's completion event and waits for the topic to take it:
 // the triggering delivery is acknowledged only after that.
-func (s *Service) publish(ctx context.Context, rec job.Record) error {
+func (s *Service) publish(ctx context.Context, rec job.Record) (err error) {
+	ctx, end := s.traces.Step(ctx, "publish")
+	defer func() { end(err) }()
 	msg, err := completionMessage(s.cfg.Topics.EventSource, rec)
 	if err != nil {
 		return err
+	}
+	// The CloudEvents distributed-tracing extension: the callback, and any
+	// consumer, continue the job's trace.
+	if tp := tracing.Traceparent(ctx); tp != "" {
+		msg.Attributes[tracing.AttrCETraceparent] = tp
 	}
 	if _, err := s.events.Publish(ctx, msg).Get(ctx); err != nil {
 		return fmt.Errorf("%w: publishing the completion event to %s: %v", job.ErrTransient, s.cfg.Topics.Completion, err)
@@ -75,6 +93,10 @@ func (s *Service) Enqueue(ctx context.Context, j job.Job, source string) error {
 		trigger.AttrTrigger: string(job.HTTP),
 		trigger.AttrSource:  source,
 	}}
+	// The request's trace continues in OnMessage, across the queue.
+	if tp := tracing.Traceparent(ctx); tp != "" {
+		msg.Attributes[trigger.AttrGoogTraceparent] = tp
+	}
 	if _, err := s.requests.Publish(ctx, msg).Get(ctx); err != nil {
 		return fmt.Errorf("%w: queueing the job on %s: %v", job.ErrTransient, s.cfg.Topics.Requests, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/genimg/genimg/job"
 )
@@ -21,8 +22,8 @@ func WithJobID(ctx context.Context, id string) context.Context {
 }
 
 // NewLogHandler writes JSON lines with Cloud Logging's keys: severity,
-// message, logging.googleapis.com/trace from the request's trace header,
-// and the job id from the context.
+// message, logging.googleapis.com/trace and spanId from the job's span (or
+// the request's trace header), and the job id from the context.
 func NewLogHandler(w io.Writer, project string, level slog.Leveler) slog.Handler {
 	h := slog.NewJSONHandler(w, &slog.HandlerOptions{
 		Level: level,
@@ -68,8 +69,14 @@ func (h contextHandler) Handle(ctx context.Context, r slog.Record) error {
 	if id, ok := ctx.Value(jobIDKey{}).(string); ok && !hasAttr(r, "jobId") {
 		r.AddAttrs(slog.String("jobId", id))
 	}
-	if trace := funcframework.TraceIDFromContext(ctx); trace != "" && h.project != "" {
-		r.AddAttrs(slog.String("logging.googleapis.com/trace", "projects/"+h.project+"/traces/"+trace))
+	// The job's span when there is one (logs then sit under it in Cloud
+	// Trace), else the request's trace header.
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() && h.project != "" {
+		r.AddAttrs(slog.String("logging.googleapis.com/trace", "projects/"+h.project+"/traces/"+sc.TraceID().String()),
+			slog.String("logging.googleapis.com/spanId", sc.SpanID().String()),
+			slog.Bool("logging.googleapis.com/trace_sampled", sc.IsSampled()))
+	} else if id := funcframework.TraceIDFromContext(ctx); id != "" && h.project != "" {
+		r.AddAttrs(slog.String("logging.googleapis.com/trace", "projects/"+h.project+"/traces/"+id))
 	}
 	return h.Handler.Handle(ctx, r)
 }

@@ -48,8 +48,20 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 	if cause == nil {
 		cause = j.Validate(s.policy)
 	}
+	if cause == nil {
+		if err := s.CheckCallback(ctx, j); job.Retryable(err) {
+			return job.Record{}, err // the callback host's name could not be looked up: redeliver
+		} else if err != nil {
+			cause = err
+		}
+	}
+	if cause != nil {
+		rec.Callback = nil // only a URL that passed the checks is ever called
+	}
 
-	claim, done, err := s.store.Claim(ctx, d.ID, rec.Fingerprint, d.Trigger)
+	sctx, end := s.traces.Step(ctx, "claim")
+	claim, done, err := s.store.Claim(sctx, d.ID, rec.Fingerprint, d.Trigger)
+	end(err)
 	switch {
 	case errors.Is(err, job.ErrConflict):
 		// The id belongs to other work: this delivery never touches it.
@@ -92,7 +104,9 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 func (s *Service) call(ctx context.Context, claim *storage.Claim, j job.Job, rec job.Record, d trigger.Delivery) (job.Record, error) {
 	created := firstSeen(d.Time, claim.CreatedAt)
 	parked := j.Clone() // the job as it came, should it have to wait
-	if err := s.store.ResolveImages(ctx, &j); err != nil {
+	sctx, end := s.traces.Step(ctx, "inputs")
+	err := s.store.ResolveImages(sctx, &j)
+	if end(err); err != nil {
 		if job.Retryable(err) {
 			s.release(ctx, claim)
 			return job.Record{}, err // storage unavailable: redeliver
@@ -103,7 +117,9 @@ func (s *Service) call(ctx context.Context, claim *storage.Claim, j job.Job, rec
 	// The spend guard: a paused pipeline, a spent budget or the rate limit
 	// park the job; Resume runs it when the cause clears.
 	estimate := s.estimate(j)
-	release, err := s.spend.Admit(ctx, estimate)
+	sctx, end = s.traces.Step(ctx, "admit")
+	release, err := s.spend.Admit(sctx, estimate)
+	end(err)
 	if err != nil {
 		var limit *spend.LimitError
 		if errors.As(err, &limit) {
@@ -130,9 +146,13 @@ func (s *Service) call(ctx context.Context, claim *storage.Claim, j job.Job, rec
 	// The lease is renewed while the call and its writes run, so that a
 	// long answer is never taken for an abandoned attempt.
 	stop := s.store.KeepAlive(ctx, claim)
-	res, err := s.contexts.GenerateWith(ctx, j, func(ctx context.Context, run job.Job) (*gemini.Result, error) {
-		return s.model.GenerateTo(ctx, run, outputs)
+	// On the job's shared context cache when it names one; a JSON answer
+	// checked against the job's schema.
+	sctx, end = s.traces.Step(ctx, "model")
+	res, err := s.contexts.GenerateWith(sctx, j, func(ctx context.Context, run job.Job) (*gemini.Result, error) {
+		return s.model.GenerateTo(ctx, run, tracedSink{outputs, ctx, s.traces})
 	})
+	modelDone(sctx, end, j.Model, res, err)
 	stop()
 	// An answer the model gave is paid, whatever happens to it next.
 	release(res.CostUSD)
@@ -220,8 +240,9 @@ func (s *Service) hold(ctx context.Context, c *storage.Claim, j job.Job, reason 
 
 // commit stores the record (or finds the one that won) and publishes it.
 func (s *Service) commit(ctx context.Context, c *storage.Claim, rec job.Record) (job.Record, error) {
-	stored, _, err := s.store.Commit(ctx, c, rec)
-	if err != nil {
+	sctx, end := s.traces.Step(ctx, "record")
+	stored, _, err := s.store.Commit(sctx, c, rec)
+	if end(err); err != nil {
 		return job.Record{}, err
 	}
 	if err := s.publish(ctx, stored); err != nil {
@@ -239,6 +260,7 @@ func (s *Service) newRecord(j job.Job, trig job.Trigger) job.Record {
 		Model:       j.Model,
 		Labels:      j.Labels,
 		Fingerprint: j.Fingerprint(),
+		Callback:    j.Callback,
 		Timings:     job.Timings{CreatedAt: s.now()},
 	}
 }

@@ -14,14 +14,18 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/genimg/genimg/gemini"
 	"github.com/genimg/genimg/internal/batch"
+	"github.com/genimg/genimg/internal/callback"
 	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/internal/spend"
+	"github.com/genimg/genimg/internal/tracing"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/storage"
 )
@@ -43,7 +47,11 @@ type Service struct {
 	requests *pubsub.Publisher
 	events   *pubsub.Publisher
 	spend    *spend.Guard
-	now      func() time.Time
+	// callbacks checks jobs' callback URLs and, in OnCompletion, calls them.
+	callbacks *callback.Sender
+	// traces starts the job's spans (package tracing).
+	traces *tracing.Tracer
+	now    func() time.Time
 	// unfinished keeps paid answers whose draft could not be written.
 	unfinished unfinished
 }
@@ -62,6 +70,8 @@ type options struct {
 	pubsubOpts []option.ClientOption
 	geminiOpts []gemini.Option
 	storeOpts  []storage.Option
+	cbOpts     []callback.Option
+	spans      sdktrace.SpanExporter
 	now        func() time.Time
 }
 
@@ -85,6 +95,18 @@ func WithStoreOptions(o ...storage.Option) Option {
 	return func(s *options) { s.storeOpts = append(s.storeOpts, o...) }
 }
 
+// WithCallbackOptions passes options to the callback sender (a resolver
+// that stays on the machine, in tests).
+func WithCallbackOptions(o ...callback.Option) Option {
+	return func(s *options) { s.cbOpts = append(s.cbOpts, o...) }
+}
+
+// WithSpanExporter sends every span, as it ends, to e (the local stack's
+// tracing.Ring) instead of where the configuration says.
+func WithSpanExporter(e sdktrace.SpanExporter) Option {
+	return func(s *options) { s.spans = e }
+}
+
 // WithClock replaces time.Now, for tests of event age.
 func WithClock(now func() time.Time) Option {
 	return func(s *options) { s.now = now }
@@ -103,6 +125,14 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 	storeCfg := cfg.Storage
 	storeCfg.InputBuckets = cfg.ReadableBuckets()
 	gcsOpts, psOpts := emulators(cfg)
+	traces, err := tracing.New(ctx, cfg.Trace, cfg.Topics.Project, o.spans)
+	if err != nil {
+		return nil, err
+	}
+	callbacks, err := callback.New(cfg.Callback, append([]callback.Option{callback.WithClock(o.now), callback.WithTracer(traces)}, o.cbOpts...)...)
+	if err != nil {
+		return nil, err
+	}
 	store, err := storage.Dial(ctx, storeCfg, cfg.Limits, cfg.Model.Backend, append(gcsOpts, o.gcsOpts...), o.storeOpts...)
 	if err != nil {
 		return nil, err
@@ -120,17 +150,19 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 	}
 	output := store.Output()
 	s := &Service{
-		cfg:      cfg,
-		policy:   cfg.Policy(),
-		output:   output,
-		store:    store,
-		contexts: gemini.NewContexts(m, storage.NewCacheRecords(output), store),
-		model:    m,
-		pubsub:   ps,
-		requests: ps.Publisher(cfg.Topics.Requests),
-		events:   ps.Publisher(cfg.Topics.Completion),
-		spend:    spend.New(output, cfg.Spend),
-		now:      o.now,
+		cfg:       cfg,
+		policy:    cfg.Policy(),
+		output:    output,
+		store:     store,
+		contexts:  gemini.NewContexts(m, storage.NewCacheRecords(output), store),
+		model:     m,
+		pubsub:    ps,
+		requests:  ps.Publisher(cfg.Topics.Requests),
+		events:    ps.Publisher(cfg.Topics.Completion),
+		spend:     spend.New(output, cfg.Spend),
+		callbacks: callbacks,
+		traces:    traces,
+		now:       o.now,
 	}
 	// Batch jobs' gs:// images are read like online ones; their shared
 	// contexts resolve to the same caches.
@@ -161,6 +193,25 @@ func (s *Service) Spend() *spend.Guard { return s.spend }
 // Now is the Service's clock.
 func (s *Service) Now() time.Time { return s.now() }
 
+// CheckCallback reports whether j's callback may be called (no callback:
+// nil). The error wraps job.ErrInvalid, or job.ErrTransient when the
+// callback host's name could not be looked up for now.
+func (s *Service) CheckCallback(ctx context.Context, j job.Job) error {
+	return s.callbacks.Check(ctx, j.Callback)
+}
+
+// OnCompletion is the callback function: it delivers one completion event
+// to its record's callback URL (package callback).
+func (s *Service) OnCompletion(ctx context.Context, e cloudevents.Event) error {
+	return s.callbacks.OnCompletion(ctx, e)
+}
+
+// Traces is the Service's tracer.
+func (s *Service) Traces() *tracing.Tracer { return s.traces }
+
+// Callbacks is the callback sender.
+func (s *Service) Callbacks() *callback.Sender { return s.callbacks }
+
 // Close stops the publishers and closes the clients.
 func (s *Service) Close() error {
 	s.requests.Stop()
@@ -168,7 +219,7 @@ func (s *Service) Close() error {
 	// The spend ledger's last flush, so other instances count this one's spend.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return errors.Join(s.spend.Close(ctx), s.pubsub.Close(), s.store.Close())
+	return errors.Join(s.spend.Close(ctx), s.traces.Shutdown(ctx), s.pubsub.Close(), s.store.Close())
 }
 
 // emulators points the clients at the emulators the configuration names

@@ -45,6 +45,7 @@ Usage:
   genimg load -n N -c C --via http|pubsub|upload [--standin] [--latency 2s] [--error-rate 0.05]
                                            (against a running stack; go run ./cmd/local load starts its own)
   genimg backfill --rules RULES [--json]     (what running upload rules over existing objects would cost)
+  genimg listen [--addr 127.0.0.1:9000] [--json]   (a callback receiver that verifies signatures and prints events)
 
 Run "genimg COMMAND -h" for a command's flags. Against Google Cloud, an
 IAM-protected function needs --token (or GENIMG_ID_TOKEN) or --impersonate SA:
@@ -64,6 +65,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"replay":   runReplay,
 		"load":     runLoad,
 		"backfill": runBackfill,
+		"listen":   runListen,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -38,6 +38,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	id := fs.String("id", "", "job id (idempotency key, [A-Za-z0-9._-]{1,128}); default a new one")
 	out := fs.String("out", "", "directory for the images (default ./"+defaultOutDirRoot+"/<jobId>/)")
 	wait := fs.Duration("wait", 5*time.Minute, "how long to wait for the job to finish")
+	callbackURL := fs.String("callback", "", "URL that receives the completion event, signed (try genimg listen)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -67,7 +68,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	defer c.Close()
 
-	j := job.Job{ID: *id, Prompt: pos[0], AspectRatio: *aspect}
+	j := job.Job{ID: *id, Prompt: pos[0], AspectRatio: *aspect, Callback: callbackOf(*callbackURL)}
 	// An image upload with its prompt in metadata is the upload trigger's
 	// own form, with an id derived from the object; everything else goes
 	// with an id the command chooses.
