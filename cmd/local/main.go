@@ -13,13 +13,16 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
-	"github.com/genimg/genimg"
 	"github.com/genimg/genimg/internal/localstack"
+	"github.com/genimg/genimg/internal/pipeline"
 )
 
 func main() {
@@ -50,6 +53,7 @@ func run() error {
 		"call the real Gemini API (default when GEMINI_API_KEY, GOOGLE_API_KEY or GOOGLE_GENAI_USE_VERTEXAI=true is set)")
 	verbose := flag.Bool("v", false, "log every job step (INFO), not only warnings")
 	flag.StringVar(&o.ExternalFunctions, "functions-url", "", "deliver to functions served by another process (see -functions-only) instead of starting them here")
+	consolePort := flag.Int("console-port", 4000, "web console port (0: no console)")
 	functionsOnly := flag.Bool("functions-only", false, "serve only the functions on -port, for a stack started elsewhere with -functions-url (to measure them alone)")
 	flag.Parse()
 	o.UseRealModel = *real
@@ -61,11 +65,11 @@ func run() error {
 	} else {
 		o.Env = map[string]string{"GENIMG_LOG_LEVEL": "WARN"}
 	}
-	slog.SetDefault(slog.New(genimg.NewLogHandler(os.Stderr, o.Project, level)))
+	slog.SetDefault(slog.New(pipeline.NewLogHandler(os.Stderr, o.Project, level)))
 	if *functionsOnly {
 		fmt.Printf("genimg functions on %s:%d, using the stack's emulators on ports %d (storage), %d (pub/sub), %d (model)\n",
 			o.Host, o.FunctionsPort, o.StoragePort, o.PubSubPort, o.ModelPort)
-		return localstack.ServeFunctions(o)
+		return localstack.ServeFunctions(context.Background(), o)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -76,13 +80,38 @@ func run() error {
 		return err
 	}
 	defer s.Close()
-	banner(s, time.Since(start))
+	consoleURL := ""
+	if *consolePort != 0 {
+		if consoleURL, err = serveConsole(ctx, s, *consolePort); err != nil {
+			return err
+		}
+	}
+	banner(s, time.Since(start), consoleURL)
 	<-ctx.Done()
 	fmt.Println("\nstopping genimg local")
 	return nil
 }
 
-func banner(s *localstack.Stack, took time.Duration) {
+// serveConsole serves the stack's web console on port until ctx ends.
+func serveConsole(ctx context.Context, s *localstack.Stack, port int) (string, error) {
+	c, err := s.Console(ctx)
+	if err != nil {
+		return "", err
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(s.Host, strconv.Itoa(port)))
+	if err != nil {
+		return "", fmt.Errorf("console: %w (choose another -console-port, or 0 for none)", err)
+	}
+	srv := &http.Server{Handler: c, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	context.AfterFunc(ctx, func() { srv.Close() })
+	return "http://" + l.Addr().String() + "/", nil
+}
+
+func banner(s *localstack.Stack, took time.Duration, consoleURL string) {
+	if consoleURL != "" {
+		fmt.Printf("genimg console at %s\n", consoleURL)
+	}
 	model := "stand-in model (offline) at " + s.ModelURL + "  — steer it with [[standin:…]] in a prompt"
 	if s.UseRealModel {
 		model = "the real Gemini API (credentials from the environment)"
