@@ -34,11 +34,12 @@ const PROB = { NEGLIGIBLE: "negligible", LOW: "low", MEDIUM: "medium", HIGH: "hi
 const catName = (c) => String(c || "").replace(/^HARM_CATEGORY_/, "").replace(/_/g, " ").toLowerCase();
 
 // ---- live updates ----
-let onJobsChanged = null, onMessage = null;
+let onJobsChanged = null, onMessage = null, onSpendChanged = null;
 const es = new EventSource("api/stream");
+window.addEventListener("pagehide", () => es.close()); // free the connection at once
 es.addEventListener("jobs", () => onJobsChanged && onJobsChanged());
 es.addEventListener("message", (e) => onMessage && onMessage(JSON.parse(e.data)));
-es.addEventListener("spend", () => refreshBanner());
+es.addEventListener("spend", () => { refreshBanner(); if (onSpendChanged) onSpendChanged(); });
 
 async function refreshBanner() {
   try {
@@ -50,7 +51,7 @@ async function refreshBanner() {
 // ---- routing ----
 function route() {
   const h = location.hash || "#/jobs";
-  onJobsChanged = null; onMessage = null;
+  onJobsChanged = null; onMessage = null; onSpendChanged = null;
   document.querySelectorAll("nav a").forEach((a) => a.setAttribute("aria-current", h.startsWith(a.getAttribute("href")) ? "page" : "false"));
   const m = h.match(/^#\/job\/(.+)$/);
   if (m) return jobPage(decodeURIComponent(m[1]));
@@ -111,6 +112,7 @@ async function loadJobs() {
     document.getElementById("prev").disabled = res.offset === 0;
     document.getElementById("next").disabled = res.offset + res.jobs.length >= res.total;
     document.getElementById("paused-banner").hidden = !res.paused;
+    if (!window.firstRowsAt) window.firstRowsAt = performance.now();
   } catch (e) {
     const s = document.getElementById("jobs-status");
     if (s) { s.textContent = e.message; s.className = "error"; }
@@ -123,13 +125,15 @@ async function loadJobs() {
 // ---- a job ----
 async function jobPage(id) {
   main.innerHTML = `<h2>Job <code>${esc(id)}</code></h2><div id="job"><p class="na">Loading…</p></div>`;
+  let seq = 0;
   const render = async () => {
+    const mine = ++seq;
     let j;
     try { j = await api("api/jobs/" + encodeURIComponent(id)); } catch (e) {
       document.getElementById("job").innerHTML = `<p class="error">${esc(e.message)}</p>`; return;
     }
     const el = document.getElementById("job");
-    if (!el) return;
+    if (!el || mine !== seq) return;
     el.innerHTML = jobHTML(j);
     el.querySelectorAll("img[data-full]").forEach((img) => {
       img.parentElement.addEventListener("click", (e) => { e.preventDefault(); showFull(img.dataset.full, img.alt); });
@@ -302,9 +306,12 @@ async function eventsPage() {
 
 // ---- spend ----
 async function spendPage() {
+  let seq = 0;
   const render = async () => {
+    const mine = ++seq;
     let t;
     try { t = await api("api/spend"); } catch (e) { main.innerHTML = `<p class="na">Spend: ${esc(e.message)}</p>`; return; }
+    if (mine !== seq || !location.hash.startsWith("#/spend")) return; // a later render owns the page
     const budget = (v) => (v > 0 ? usd(v) : "unlimited");
     main.innerHTML = `<h2>Spend</h2><table><thead><tr><th scope="col"></th><th scope="col">Spent</th><th scope="col">Budget</th></tr></thead><tbody>
       <tr><th scope="row">This hour (${esc(t.hour)} UTC)</th><td class="num" id="spend-hour">${usd(t.hourUsd)}</td><td class="num">${budget(t.hourlyBudgetUsd)}</td></tr>
@@ -318,7 +325,7 @@ async function spendPage() {
       catch (e) { const o = document.getElementById("ks-out"); o.className = "error"; o.textContent = e.message; }
     };
   };
-  onJobsChanged = render;
+  onSpendChanged = render;
   render();
 }
 
