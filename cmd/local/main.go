@@ -19,8 +19,11 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -63,6 +66,7 @@ func run() error {
 		"call the real Gemini API (default when GEMINI_API_KEY, GOOGLE_API_KEY or GOOGLE_GENAI_USE_VERTEXAI=true is set)")
 	verbose := flag.Bool("v", false, "log every job step (INFO), not only warnings")
 	flag.StringVar(&o.ExternalFunctions, "functions-url", "", "deliver to functions served by another process (see -functions-only) instead of starting them here")
+	consolePort := flag.Int("console-port", 4000, "web console port (0: no console)")
 	functionsOnly := flag.Bool("functions-only", false, "serve only the functions on -port, for a stack started elsewhere with -functions-url (to measure them alone)")
 	flag.Usage = func() {
 		fmt.Fprint(flag.CommandLine.Output(), `Usage:
@@ -100,13 +104,38 @@ Flags:
 		return err
 	}
 	defer s.Close()
-	banner(s, time.Since(start))
+	consoleURL := ""
+	if *consolePort != 0 {
+		if consoleURL, err = serveConsole(ctx, s, *consolePort); err != nil {
+			return err
+		}
+	}
+	banner(s, time.Since(start), consoleURL)
 	<-ctx.Done()
 	fmt.Println("\nstopping genimg local")
 	return nil
 }
 
-func banner(s *localstack.Stack, took time.Duration) {
+// serveConsole serves the stack's web console on port until ctx ends.
+func serveConsole(ctx context.Context, s *localstack.Stack, port int) (string, error) {
+	c, err := s.Console(ctx)
+	if err != nil {
+		return "", err
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(s.Host, strconv.Itoa(port)))
+	if err != nil {
+		return "", fmt.Errorf("console: %w (choose another -console-port, or 0 for none)", err)
+	}
+	srv := &http.Server{Handler: c, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	context.AfterFunc(ctx, func() { srv.Close() })
+	return "http://" + l.Addr().String() + "/", nil
+}
+
+func banner(s *localstack.Stack, took time.Duration, consoleURL string) {
+	if consoleURL != "" {
+		fmt.Printf("genimg console at %s\n", consoleURL)
+	}
 	model := "stand-in model (offline) at " + s.ModelURL + "  — steer it with [[standin:…]] in a prompt"
 	if s.UseRealModel {
 		model = "the real Gemini API (credentials from the environment)"
