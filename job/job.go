@@ -48,6 +48,8 @@ type Job struct {
 	// Context names a shared context (system instruction and reference
 	// images) that genimg keeps in a context cache; see SharedContext.
 	Context *SharedContext `json:"context,omitempty"`
+	// Renditions are web-ready copies of each output image (Rendition).
+	Renditions []Rendition `json:"renditions,omitempty"`
 }
 
 // An Image is one input image: a gs:// URI, or inline bytes (standard base64
@@ -132,7 +134,7 @@ var (
 	fieldNames = []string{
 		"id", "prompt", "images", "aspectRatio", "responseModalities", "candidateCount",
 		"systemInstruction", "safetySettings", "cachedContent", "model", "output", "labels", "billingLabels",
-		"responseMimeType", "responseSchema", "context",
+		"responseMimeType", "responseSchema", "context", "renditions",
 	}
 	imageFieldNames  = []string{"uri", "generation", "data", "mimeType"}
 	safetyFieldNames = []string{"category", "threshold"}
@@ -152,6 +154,7 @@ func locateUnknownField(data []byte, quoted string) (where string, accepted []st
 		SafetySettings []map[string]json.RawMessage
 		Output         map[string]json.RawMessage
 		Context        map[string]json.RawMessage
+		Renditions     []map[string]json.RawMessage
 	}
 	// Decoding without DisallowUnknownFields succeeds wherever the strict
 	// decode got as far as an unknown field; on failure, fall back.
@@ -183,6 +186,11 @@ func locateUnknownField(data []byte, quoted string) (where string, accepted []st
 	}
 	if unknownIn(top.Context, contextFieldNames) {
 		return "context: ", contextFieldNames
+	}
+	for i, r := range top.Renditions {
+		if unknownIn(r, renditionFieldNames) {
+			return fmt.Sprintf("renditions[%d]: ", i), renditionFieldNames
+		}
 	}
 	return "", fieldNames
 }

@@ -90,6 +90,11 @@ type StoredImage struct {
 	Width    int    `json:"width"`
 	Height   int    `json:"height"`
 	SHA256   string `json:"sha256"`
+	// Renditions are the image's renditions, in the order the job asked
+	// for them (contract 9.4); RenditionError says why they are missing
+	// when the image could not be rendered.
+	Renditions     []StoredImage `json:"renditions,omitempty"`
+	RenditionError string        `json:"renditionError,omitempty"`
 }
 
 // A SafetyRating is one category's rating, as the model reports it.

@@ -71,6 +71,7 @@ func (j *Job) Normalize(p Policy) {
 		j.Output = nil
 	}
 	j.normalizeFeatures()
+	j.normalizeRenditions()
 }
 
 // Validate checks a normalised job against the policy and the model's
@@ -194,6 +195,7 @@ func (j *Job) Validate(p Policy) error {
 		}
 	}
 	errs = append(errs, j.validateFeatures(c, p)...)
+	errs = append(errs, ValidateRenditions("renditions", j.Renditions)...)
 	return wrapInvalid(errs)
 }
 

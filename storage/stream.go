@@ -186,7 +186,7 @@ func (w *ImageWriter) open() error {
 	ctx, cancel := context.WithTimeout(o.ctx, o.s.retryDeadline)
 	w.cancel = cancel
 	w.w = o.s.newWriter(ctx, o.s.cfg.OutputBucket, name, writeOpts{
-		contentType: mime, metadata: md, cond: &gcs.Conditions{DoesNotExist: true},
+		contentType: mime, cacheControl: o.meta.CacheControl, metadata: md, cond: &gcs.Conditions{DoesNotExist: true},
 	})
 	return nil
 }
@@ -286,6 +286,7 @@ func (s *Store) newWriter(ctx context.Context, bucket, name string, o writeOpts)
 	w.ChunkSize = s.cfg.ChunkSize
 	w.ChunkRetryDeadline = s.retryDeadline
 	w.ContentType = o.contentType
+	w.CacheControl = o.cacheControl
 	w.Metadata = o.metadata
 	return w
 }

@@ -36,6 +36,9 @@ type Delivery struct {
 	// what a backfill would cost: the job is logged with its estimate and
 	// never sent to the model.
 	DryRun *config.Rule
+	// CacheControl is the matching upload rule's Cache-Control for the
+	// job's output objects; empty: the deployment's (GENIMG_CACHE_CONTROL).
+	CacheControl string
 	// Batch, when set, is a batch submission ({"batch": [...]} or a
 	// *.jobs.jsonl upload) for the batch lane; Job is then empty.
 	Batch *Batch

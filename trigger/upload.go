@@ -126,6 +126,7 @@ func FromObject(o Object, when time.Time, u config.Uploads) Delivery {
 		d.ID = job.DeriveID("up", o.Source(), "rule", rule.Name)
 		d.Job = rule.Job(image)
 		d.Job.ID = d.ID
+		d.CacheControl = rule.CacheControl
 		if rule.DryRun {
 			d.DryRun = &rule
 		}

@@ -77,6 +77,10 @@ type Storage struct {
 	Lease time.Duration
 	// ChunkSize is the upload buffer per writer (GENIMG_WRITE_CHUNK_SIZE).
 	ChunkSize int
+	// CacheControl is the Cache-Control of every output object, images and
+	// renditions (GENIMG_CACHE_CONTROL); an upload rule's cacheControl
+	// takes its place for the rule's jobs. Empty: none.
+	CacheControl string
 }
 
 // Topics are the Pub/Sub side.
@@ -240,6 +244,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	c.Storage.ChunkSize = r.integer("GENIMG_WRITE_CHUNK_SIZE", 256<<10, 256<<10, 16<<20)
 	if c.Storage.ChunkSize%(256<<10) != 0 {
 		r.fail("GENIMG_WRITE_CHUNK_SIZE", strconv.Itoa(c.Storage.ChunkSize), "must be a multiple of 262144 (256 KiB)")
+	}
+	c.Storage.CacheControl = r.str("GENIMG_CACHE_CONTROL", "")
+	if err := checkCacheControl(c.Storage.CacheControl); err != nil {
+		r.fail("GENIMG_CACHE_CONTROL", c.Storage.CacheControl, err.Error())
 	}
 
 	// Topics.
@@ -572,4 +580,18 @@ func (r *reader) level(name string) slog.Level {
 		r.fail(name, v, "expected DEBUG, INFO, WARN or ERROR")
 	}
 	return l
+}
+
+// checkCacheControl accepts a Cache-Control value as Cloud Storage stores
+// it: printable ASCII, at most 256 bytes ("public, max-age=86400").
+func checkCacheControl(v string) error {
+	if len(v) > 256 {
+		return fmt.Errorf("%d bytes; at most 256", len(v))
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] > 0x7e {
+			return errors.New("must be printable ASCII, such as \"public, max-age=86400\"")
+		}
+	}
+	return nil
 }

@@ -35,6 +35,10 @@ type Rule struct {
 	Output             *job.OutputOptions  `json:"output,omitempty"`
 	Labels             map[string]string   `json:"labels,omitempty"`
 	BillingLabels      map[string]string   `json:"billingLabels,omitempty"`
+	Renditions         []job.Rendition     `json:"renditions,omitempty"`
+	// CacheControl is the Cache-Control of the rule's output objects, in
+	// place of GENIMG_CACHE_CONTROL.
+	CacheControl string `json:"cacheControl,omitempty"`
 }
 
 // Job is the job the rule makes of an uploaded image. The job shares
@@ -58,6 +62,7 @@ func (r Rule) Job(image job.Image) job.Job {
 		Output:             output,
 		Labels:             maps.Clone(r.Labels),
 		BillingLabels:      maps.Clone(r.BillingLabels),
+		Renditions:         append([]job.Rendition(nil), r.Renditions...),
 	}
 }
 
@@ -97,6 +102,15 @@ func (r *reader) rules(name string) []Rule {
 			r.fail(name, rule.Prefix, "every rule needs a prefix ending in '/', such as watercolor/")
 		case strings.TrimSpace(rule.Prompt) == "":
 			r.fail(name, rule.Prefix, "every rule needs a prompt")
+		}
+		for i := range rule.Renditions {
+			rule.Renditions[i].Format = strings.ToLower(strings.TrimSpace(rule.Renditions[i].Format))
+		}
+		for _, err := range job.ValidateRenditions("renditions", rule.Renditions) {
+			r.fail(name, rule.Prefix, err.Error())
+		}
+		if err := checkCacheControl(rule.CacheControl); err != nil {
+			r.fail(name, rule.Prefix, "cacheControl: "+err.Error())
 		}
 		if rule.Name == "" {
 			rule.Name = rule.Prefix

@@ -327,7 +327,7 @@ func (f batchFinisher) Finish(ctx context.Context, fin batch.Finished) error {
 	rec.Attempts += res.Attempts
 	rec.CostUSD += res.CostUSD
 	rec.Timings.ModelMs = res.ModelTime.Milliseconds()
-	meta := storage.ImageMeta{Model: j.Model, PromptSHA256: job.PromptHash(j.Prompt)}
+	meta := storage.ImageMeta{Model: j.Model, PromptSHA256: job.PromptHash(j.Prompt), CacheControl: s.cfg.Storage.CacheControl}
 	if fin.Trigger.Kind == job.Upload {
 		meta.Source = fin.Trigger.Source
 	}
@@ -342,6 +342,10 @@ func (f batchFinisher) Finish(ctx context.Context, fin batch.Finished) error {
 	}
 	fillFromModel(&rec, res)
 	rec.Outputs = outputs
+	if err := s.renditions(ctx, claim, j.Renditions, rec.Outputs, meta); err != nil {
+		s.release(ctx, claim)
+		return err // storage unavailable: the next poll retries
+	}
 	rec.Timings.CompletedAt = s.now()
 	rec.Timings.TotalMs = rec.Timings.CompletedAt.Sub(rec.Timings.CreatedAt).Milliseconds()
 	if err := s.store.WriteDraft(ctx, claim, rec); err != nil {

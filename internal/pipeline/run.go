@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -104,7 +105,8 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 	}
 	// The answer's images stream into Cloud Storage while it is read: no
 	// whole image is held in memory (BENCHMARKS.md "## memory design").
-	meta := storage.ImageMeta{Model: j.Model, PromptSHA256: job.PromptHash(j.Prompt), Source: sourceObject(d)}
+	meta := storage.ImageMeta{Model: j.Model, PromptSHA256: job.PromptHash(j.Prompt), Source: sourceObject(d),
+		CacheControl: cmp.Or(d.CacheControl, s.cfg.Storage.CacheControl)}
 	outputs, err := s.store.NewOutputs(ctx, claim, &j, meta)
 	if err != nil {
 		release(0)
@@ -128,6 +130,9 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 	}
 	fillFromModel(&rec, res)
 	rec.Outputs = outputs.Stored()
+	if err := s.renditions(ctx, claim, j.Renditions, rec.Outputs, meta); err != nil {
+		return job.Record{}, err // storage unavailable: redeliver
+	}
 	rec.Timings.CompletedAt = s.now()
 	rec.Timings.TotalMs = rec.Timings.CompletedAt.Sub(start).Milliseconds()
 	if err := s.store.WriteDraft(ctx, claim, rec); err != nil {
