@@ -53,8 +53,15 @@ func (c *Client) request(j job.Job) ([]*genai.Content, *genai.GenerateContentCon
 	if j.CandidateCount > 1 {
 		cfg.CandidateCount = j.CandidateCount
 	}
-	if j.AspectRatio != "" {
-		cfg.ImageConfig = &genai.ImageConfig{AspectRatio: j.AspectRatio}
+	if j.AspectRatio != "" || j.ImageSize != "" {
+		// imageSize is a plain string on the wire ("512", "1K", "2K",
+		// "4K"); genai.ImageSize is another field's enum.
+		cfg.ImageConfig = &genai.ImageConfig{AspectRatio: j.AspectRatio, ImageSize: j.ImageSize}
+	}
+	for _, t := range j.Tools {
+		if t.GoogleSearch != nil {
+			cfg.Tools = append(cfg.Tools, &genai.Tool{GoogleSearch: &genai.GoogleSearch{}})
+		}
 	}
 	if j.SystemInstruction != "" {
 		cfg.SystemInstruction = &genai.Content{Parts: []*genai.Part{{Text: j.SystemInstruction}}}

@@ -46,6 +46,8 @@ type Result struct {
 	// why JSON is absent otherwise (structured.go).
 	JSON      json.RawMessage
 	JSONError string
+	// GroundingMetadata is the first candidate's, when it has one.
+	GroundingMetadata json.RawMessage
 }
 
 // finishOutcomes maps every genai.FinishReason constant of the SDK to an
@@ -129,6 +131,11 @@ func fillResult(res *Result, resp *genai.GenerateContentResponse, st *callState)
 				res.FinishMessage = st.finishMessages[0] // the SDK drops it on the Gemini API
 			}
 			res.SafetyRatings = ratings(cand.SafetyRatings)
+			if cand.GroundingMetadata != nil {
+				if b, err := json.Marshal(cand.GroundingMetadata); err == nil {
+					res.GroundingMetadata = b
+				}
+			}
 		}
 		if cand.Content == nil {
 			continue

@@ -50,7 +50,22 @@ type Job struct {
 	Context *SharedContext `json:"context,omitempty"`
 	// Renditions are web-ready copies of each output image (Rendition).
 	Renditions []Rendition `json:"renditions,omitempty"`
+	// ImageSize is the output size ("512", "1K", "2K", "4K") for models
+	// that take one (Capability.ImageSizes).
+	ImageSize string `json:"imageSize,omitempty"`
+	// Tools are the model's tools: Google Search grounding only.
+	Tools []Tool `json:"tools,omitempty"`
 }
+
+// A Tool is one tool the model may use, as the Gemini API spells it:
+// {"googleSearch": {}} grounds the answer in Google Search results.
+type Tool struct {
+	GoogleSearch *GoogleSearch `json:"googleSearch,omitempty"`
+}
+
+// GoogleSearch asks for grounding with Google Search. It has no options
+// in genimg.
+type GoogleSearch struct{}
 
 // An Image is one input image: a gs:// URI, or inline bytes (standard base64
 // in JSON). MIMEType is a hint; the type is always sniffed from the bytes.
@@ -134,7 +149,7 @@ var (
 	fieldNames = []string{
 		"id", "prompt", "images", "aspectRatio", "responseModalities", "candidateCount",
 		"systemInstruction", "safetySettings", "cachedContent", "model", "output", "labels", "billingLabels",
-		"responseMimeType", "responseSchema", "context", "renditions",
+		"responseMimeType", "responseSchema", "context", "renditions", "imageSize", "tools",
 	}
 	imageFieldNames  = []string{"uri", "generation", "data", "mimeType"}
 	safetyFieldNames = []string{"category", "threshold"}

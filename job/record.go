@@ -70,6 +70,10 @@ type Record struct {
 	// The outcome still follows the images.
 	JSON      json.RawMessage `json:"json,omitempty"`
 	JSONError string          `json:"jsonError,omitempty"`
+	// GroundingMetadata is the first candidate's grounding with Google
+	// Search (queries, sources, the search entry point), as the model
+	// returned it, when the job asked for the googleSearch tool.
+	GroundingMetadata json.RawMessage `json:"groundingMetadata,omitempty"`
 	// Batch is set when the job ran in the batch lane.
 	Batch *BatchInfo `json:"batch,omitempty"`
 }

@@ -78,7 +78,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		t.Errorf("LoadConfig defaults (-want +got):\n%s", diff)
 	}
 	want := config.Prices{InputText: 0.30, InputImage: 0.30, OutputImage: 30, OutputText: 2.50, Cached: 0.03, BatchDiscount: 0.5}
-	if diff := cmp.Diff(want, config.DefaultPrices()); diff != "" {
+	if diff := cmp.Diff(want, config.DefaultPrices().For("gemini-2.5-flash-image")); diff != "" {
 		t.Errorf("DefaultPrices, the public price page (-want +got):\n%s", diff)
 	}
 	// $30 per 1M image tokens, 1290 tokens per image: $0.0387 an image.
@@ -252,9 +252,9 @@ func TestLoadConfigRejects(t *testing.T) {
 		{"retry budget over function timeout", []string{"GENIMG_RETRY_BUDGET", "10m"}, `GENIMG_RETRY_BUDGET="10m": must be shorter than GENIMG_FUNCTION_TIMEOUT 9m0s (default)`},
 		{"http wait over function timeout", []string{"GENIMG_HTTP_WAIT", "10m"}, `GENIMG_HTTP_WAIT="10m": must not exceed GENIMG_FUNCTION_TIMEOUT 9m0s (default)`},
 		{"unknown model in GENIMG_MODELS", []string{"GENIMG_MODELS", "gemini-2.5-flash-image,dall-e-3"},
-			`GENIMG_MODELS="dall-e-3": model "dall-e-3" is not one genimg knows; known: [gemini-2.5-flash-image gemini-2.5-flash-image-preview]`},
+			`GENIMG_MODELS="dall-e-3": model "dall-e-3" is not one genimg knows; known: [gemini-2.5-flash-image gemini-2.5-flash-image-preview gemini-3-pro-image gemini-3-pro-image-preview gemini-3.1-flash-image gemini-3.1-flash-image-preview]`},
 		{"unknown default model", []string{"GENIMG_MODEL", "dall-e-3"},
-			`GENIMG_MODEL="dall-e-3": model "dall-e-3" is not one genimg knows; known: [gemini-2.5-flash-image gemini-2.5-flash-image-preview]`},
+			`GENIMG_MODEL="dall-e-3": model "dall-e-3" is not one genimg knows; known: [gemini-2.5-flash-image gemini-2.5-flash-image-preview gemini-3-pro-image gemini-3-pro-image-preview gemini-3.1-flash-image gemini-3.1-flash-image-preview]`},
 		{"default model not in the allow-list", []string{"GENIMG_MODEL", "gemini-2.5-flash-image-preview", "GENIMG_MODELS", "gemini-2.5-flash-image"},
 			`GENIMG_MODEL="gemini-2.5-flash-image-preview": must be one of GENIMG_MODELS gemini-2.5-flash-image`},
 		{"prices not JSON", []string{"GENIMG_PRICES", "outputImage=15"}, `GENIMG_PRICES="outputImage=15": expected a JSON object of per-million-token prices: …`},

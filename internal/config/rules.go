@@ -36,6 +36,8 @@ type Rule struct {
 	Labels             map[string]string   `json:"labels,omitempty"`
 	BillingLabels      map[string]string   `json:"billingLabels,omitempty"`
 	Renditions         []job.Rendition     `json:"renditions,omitempty"`
+	ImageSize          string              `json:"imageSize,omitempty"`
+	Tools              []job.Tool          `json:"tools,omitempty"`
 	// CacheControl is the Cache-Control of the rule's output objects, in
 	// place of GENIMG_CACHE_CONTROL.
 	CacheControl string `json:"cacheControl,omitempty"`
@@ -63,6 +65,8 @@ func (r Rule) Job(image job.Image) job.Job {
 		Labels:             maps.Clone(r.Labels),
 		BillingLabels:      maps.Clone(r.BillingLabels),
 		Renditions:         append([]job.Rendition(nil), r.Renditions...),
+		ImageSize:          r.ImageSize,
+		Tools:              append([]job.Tool(nil), r.Tools...),
 	}
 }
 

@@ -60,6 +60,7 @@ func runMain(m *testing.M) int {
 			"GENIMG_HTTP_WAIT":     "20s",
 			"GENIMG_RETRY_BUDGET":  "5s",
 			"GENIMG_LOG_LEVEL":     "WARN",
+			"GENIMG_MODELS":        "gemini-2.5-flash-image,gemini-3.1-flash-image,gemini-3-pro-image",
 			// Batches go as JSONL files: the SDK decodes large inline
 			// answers several times slower (package batch tests both).
 			"GENIMG_BATCH_INLINE_BYTES": "1",

@@ -218,6 +218,7 @@ func fillFromModel(rec *job.Record, res *gemini.Result) {
 	rec.ResponseID = res.ResponseID
 	rec.JSON = res.JSON
 	rec.JSONError = res.JSONError
+	rec.GroundingMetadata = res.GroundingMetadata
 }
 
 // release lets the redelivery take the job over at once rather than wait
@@ -235,8 +236,8 @@ func (s *Service) estimate(j job.Job) float64 {
 	if err != nil {
 		return 0
 	}
-	tokens := float64(c.OutputTokensPerImage) * float64(max(j.CandidateCount, 1))
-	return tokens * s.cfg.Prices.OutputImage / 1e6
+	tokens := float64(c.ImageTokens(j.ImageSize)) * float64(max(j.CandidateCount, 1))
+	return tokens * s.cfg.Prices.For(j.Model).OutputImage / 1e6
 }
 
 // sourceObject names the uploaded object a job came from, if any.
