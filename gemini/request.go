@@ -44,7 +44,11 @@ func (c *Client) request(j job.Job) ([]*genai.Content, *genai.GenerateContentCon
 			return nil, nil, fmt.Errorf("%w: gemini: images[%d]: not resolved to bytes (uri %q) for the %s backend", job.ErrInvalid, i, img.URI, c.backend)
 		}
 	}
-	contents := []*genai.Content{{Role: genai.RoleUser, Parts: parts}}
+	contents, err := history(j)
+	if err != nil {
+		return nil, nil, err
+	}
+	contents = append(contents, &genai.Content{Role: genai.RoleUser, Parts: parts})
 
 	cfg := &genai.GenerateContentConfig{
 		ResponseModalities: j.ResponseModalities,
@@ -81,6 +85,31 @@ func (c *Client) request(j job.Job) ([]*genai.Content, *genai.GenerateContentCon
 		return nil, nil, err
 	}
 	return contents, cfg, nil
+}
+
+// history is the contents of j's conversation before its own turn: each
+// turn's parts as the record kept them, images inline from the bytes the
+// pipeline read back, and every thought signature as the model returned it.
+func history(j job.Job) ([]*genai.Content, error) {
+	if j.Parent != "" && len(j.History) == 0 {
+		return nil, fmt.Errorf("%w: gemini: job %s continues %s, but its history was not read", job.ErrInvalid, j.ID, j.Parent)
+	}
+	contents := make([]*genai.Content, 0, len(j.History)+1)
+	for i, t := range j.History {
+		c := &genai.Content{Role: t.Role, Parts: make([]*genai.Part, 0, len(t.Parts))}
+		for k, p := range t.Parts {
+			part := &genai.Part{Text: p.Text, Thought: p.Thought, ThoughtSignature: p.ThoughtSignature}
+			if p.Image != nil {
+				if len(p.Image.Data) == 0 {
+					return nil, fmt.Errorf("%w: gemini: history turn %d part %d: image %s not read", job.ErrInvalid, i, k, p.Image.URI)
+				}
+				part.InlineData = &genai.Blob{Data: p.Image.Data, MIMEType: p.Image.MIMEType}
+			}
+			c.Parts = append(c.Parts, part)
+		}
+		contents = append(contents, c)
+	}
+	return contents, nil
 }
 
 // Inline inputs are base64-encoded once, straight into the request body.

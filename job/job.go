@@ -55,6 +55,13 @@ type Job struct {
 	ImageSize string `json:"imageSize,omitempty"`
 	// Tools are the model's tools: Google Search grounding only.
 	Tools []Tool `json:"tools,omitempty"`
+	// Parent is the id of a succeeded job whose conversation this job
+	// continues (conversation.go).
+	Parent string `json:"parent,omitempty"`
+
+	// History is the parent's conversation, oldest turn first, with its
+	// images read back: resolved by the pipeline, never decoded or stored.
+	History []Turn `json:"-"`
 }
 
 // A Tool is one tool the model may use, as the Gemini API spells it:
@@ -149,7 +156,7 @@ var (
 	fieldNames = []string{
 		"id", "prompt", "images", "aspectRatio", "responseModalities", "candidateCount",
 		"systemInstruction", "safetySettings", "cachedContent", "model", "output", "labels", "billingLabels",
-		"responseMimeType", "responseSchema", "context", "renditions", "imageSize", "tools",
+		"responseMimeType", "responseSchema", "context", "renditions", "imageSize", "tools", "parent",
 	}
 	imageFieldNames  = []string{"uri", "generation", "data", "mimeType"}
 	safetyFieldNames = []string{"category", "threshold"}

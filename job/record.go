@@ -74,6 +74,11 @@ type Record struct {
 	// Search (queries, sources, the search entry point), as the model
 	// returned it, when the job asked for the googleSearch tool.
 	GroundingMetadata json.RawMessage `json:"groundingMetadata,omitempty"`
+	// Parent is the job whose conversation this one continued.
+	Parent string `json:"parent,omitempty"`
+	// Turns are this job's user turn and the model's answer turn, as a
+	// child job rebuilds them (conversation.go); set on succeeded jobs.
+	Turns []Turn `json:"turns,omitempty"`
 	// Batch is set when the job ran in the batch lane.
 	Batch *BatchInfo `json:"batch,omitempty"`
 }

@@ -198,6 +198,7 @@ func (j *Job) Validate(p Policy) error {
 	errs = append(errs, j.validateFeatures(c, p)...)
 	errs = append(errs, ValidateRenditions("renditions", j.Renditions)...)
 	errs = append(errs, j.validateModelFeatures(c)...)
+	errs = append(errs, j.validateParent()...)
 	return wrapInvalid(errs)
 }
 

@@ -71,6 +71,12 @@ func (o *Outputs) Stored() []job.StoredImage {
 	return out
 }
 
+// StoredAt is the index-th image, if it was kept.
+func (o *Outputs) StoredAt(index int) (job.StoredImage, bool) {
+	st, ok := o.stored[index]
+	return st, ok
+}
+
 // OpenImage starts the index-th image. mimeType is the type the model
 // declared, used only when the bytes do not say (job.Sniff). The returned
 // writer keeps the image on Close, and drops it (the object is never

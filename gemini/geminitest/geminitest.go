@@ -154,6 +154,17 @@ type Handler struct {
 	closeOnce             sync.Once
 
 	res resources // batches, files and caches (resources.go)
+
+	watchers sync.Map // *func(Request) → struct{}: Watch
+}
+
+// Watch calls fn with every generateContent request the handler receives,
+// decoded, until stop is called: a way to see requests without recording
+// them all (Options.Record). fn runs on the request's goroutine.
+func (h *Handler) Watch(fn func(Request)) (stop func()) {
+	key := &fn
+	h.watchers.Store(key, struct{}{})
+	return func() { h.watchers.Delete(key) }
 }
 
 // NewHandler returns the stand-in model as an http.Handler.
@@ -285,6 +296,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.requests = append(h.requests, req)
 		h.mu.Unlock()
 	}
+	h.watchers.Range(func(k, _ any) bool {
+		(*k.(*func(Request)))(req)
+		return true
+	})
 	if apiErr != nil {
 		apiErr.write(w)
 		return

@@ -112,6 +112,9 @@ type Limits struct {
 	// MaxPromptBytes bounds the prompt and instruction
 	// (GENIMG_MAX_PROMPT_BYTES).
 	MaxPromptBytes int
+	// MaxTurns bounds an edit session: the most user turns one
+	// conversation may have (GENIMG_MAX_TURNS).
+	MaxTurns int
 	// HTTPWait is how long Generate waits for a record by default
 	// (GENIMG_HTTP_WAIT) before answering 202.
 	HTTPWait time.Duration
@@ -273,6 +276,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	c.Limits.MaxImagePixels = int64(r.integer("GENIMG_MAX_IMAGE_PIXELS", 40_000_000, 1, 1<<40))
 	c.Limits.MaxRequestBytes = int64(r.integer("GENIMG_MAX_REQUEST_BYTES", 32<<20, 1, 32<<20))
 	c.Limits.MaxPromptBytes = r.integer("GENIMG_MAX_PROMPT_BYTES", 100_000, 1, 1<<20)
+	c.Limits.MaxTurns = r.integer("GENIMG_MAX_TURNS", job.DefaultMaxTurns, 1, 100)
 	c.Limits.HTTPWait = r.duration("GENIMG_HTTP_WAIT", 60*time.Second)
 	if c.Limits.HTTPWait > c.Limits.FunctionTimeout {
 		r.fail("GENIMG_HTTP_WAIT", r.shown("GENIMG_HTTP_WAIT", c.Limits.HTTPWait), "must not exceed GENIMG_FUNCTION_TIMEOUT "+r.shown("GENIMG_FUNCTION_TIMEOUT", c.Limits.FunctionTimeout))

@@ -60,6 +60,7 @@ func defaults() config.Config {
 			MaxImagePixels:  40_000_000,
 			MaxRequestBytes: 32 << 20,
 			MaxPromptBytes:  100_000,
+			MaxTurns:        10,
 			HTTPWait:        60 * time.Second,
 		},
 		Prices:  config.DefaultPrices(),
@@ -147,16 +148,17 @@ func TestLoadConfigSettings(t *testing.T) {
 				"GENIMG_MAX_IMAGE_PIXELS", "1000000", "GENIMG_MAX_REQUEST_BYTES", "2000", "GENIMG_MAX_PROMPT_BYTES", "300", "GENIMG_HTTP_WAIT", "60s",
 				"GENIMG_PRICES", `{"outputImage": 15, "batchDiscount": 1}`, "GENIMG_WEBHOOK_SECRET", "whsec_abc", "GENIMG_WEBHOOK_TOLERANCE", "30s",
 				"GENIMG_LOG_PROMPTS", "true", "GENIMG_LOG_LEVEL", "debug",
+				"GENIMG_MAX_TURNS", "4", "GENIMG_CACHE_CONTROL", "public, max-age=60",
 			},
 			change: func(c *config.Config) {
 				c.Model.Default = "gemini-2.5-flash-image-preview"
 				c.Model.Allowed = []string{"gemini-2.5-flash-image", "gemini-2.5-flash-image-preview"}
 				c.Model.CallTimeout, c.Model.RetryBudget, c.Model.MaxAttempts, c.Model.MaxConcurrent = 30*time.Second, 50*time.Second, 20, 8
 				c.Storage = config.Storage{EmulatorHost: "http://127.0.0.1:4443", OutputBucket: "genimg-output", OutputPrefix: "renders/",
-					InputBuckets: []string{"a-in", "b.in"}, Lease: 2 * time.Minute, ChunkSize: 1 << 20}
+					InputBuckets: []string{"a-in", "b.in"}, Lease: 2 * time.Minute, ChunkSize: 1 << 20, CacheControl: "public, max-age=60"}
 				c.Topics = config.Topics{Project: "proj", EmulatorHost: "127.0.0.1:8085", Requests: "req", Completion: "done", EventSource: "//example/genimg"}
 				c.Limits = config.Limits{MaxEventAge: 23*time.Hour + 59*time.Minute, FunctionTimeout: 60 * time.Second, MaxImageBytes: 1000,
-					MaxImagePixels: 1_000_000, MaxRequestBytes: 2000, MaxPromptBytes: 300, HTTPWait: 60 * time.Second}
+					MaxImagePixels: 1_000_000, MaxRequestBytes: 2000, MaxPromptBytes: 300, MaxTurns: 4, HTTPWait: 60 * time.Second}
 				c.Prices.OutputImage, c.Prices.BatchDiscount = 15, 1
 				c.Webhook = config.Webhook{Secret: "whsec_abc", Tolerance: 30 * time.Second}
 				c.Log = config.Log{Prompts: true, Level: slog.LevelDebug}

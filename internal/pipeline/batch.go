@@ -87,6 +87,11 @@ func (s *Service) TakeBatch(ctx context.Context, b trigger.Batch, trig job.Trigg
 		if cause == nil {
 			cause = j.Validate(s.policy)
 		}
+		if cause == nil && j.Parent != "" {
+			// The batch lane keeps no conversation turns and reads no
+			// history: an edit session runs online.
+			cause = fmt.Errorf("%w: parent: edit sessions run one job at a time, not in the batch lane; submit the job without \"batch\"", job.ErrInvalid)
+		}
 		if cause == nil {
 			if err := s.store.StageInputs(jctx, j.ID, &j); err != nil {
 				if job.Retryable(err) {

@@ -42,6 +42,7 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 	j.Normalize(s.policy)
 	rec := job.Record{
 		JobID:       d.ID,
+		Parent:      j.Parent,
 		Trigger:     d.Trigger,
 		Model:       j.Model,
 		Labels:      j.Labels,
@@ -81,7 +82,17 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 			job.ErrTransient, age.Round(1e9), s.cfg.Limits.MaxEventAge), s.now()))
 	}
 
-	if err := s.store.Resolve(ctx, &j); err != nil {
+	// A conversation's history and this job's inputs are read and checked
+	// before anything is paid: a parent that cannot be continued fails the
+	// job here.
+	if err := s.store.History(ctx, &j); err != nil {
+		if job.Retryable(err) {
+			return job.Record{}, err // storage unavailable: redeliver
+		}
+		return s.commit(ctx, claim, failed(rec, err, s.now()))
+	}
+	inputs, err := s.store.ResolveInputs(ctx, &j)
+	if err != nil {
 		if job.Retryable(err) {
 			return job.Record{}, err // storage unavailable: redeliver
 		}
@@ -132,6 +143,11 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 	rec.Outputs = outputs.Stored()
 	if err := s.renditions(ctx, claim, j.Renditions, rec.Outputs, meta); err != nil {
 		return job.Record{}, err // storage unavailable: redeliver
+	}
+	if rec.Outcome == job.Succeeded {
+		if rec.Turns, err = s.turns(ctx, &j, inputs, res, outputs); err != nil {
+			return job.Record{}, err // storage unavailable: redeliver
+		}
 	}
 	rec.Timings.CompletedAt = s.now()
 	rec.Timings.TotalMs = rec.Timings.CompletedAt.Sub(start).Milliseconds()
@@ -246,4 +262,26 @@ func sourceObject(d trigger.Delivery) string {
 		return ""
 	}
 	return d.Object.Source()
+}
+
+// turns are the record's two turns of the conversation (contract 9.3): the
+// user's, as sent, and the model's answer as returned, its images by the
+// URI and SHA-256 they were stored under.
+func (s *Service) turns(ctx context.Context, j *job.Job, inputs []storage.Input, res *gemini.Result, outputs *storage.Outputs) ([]job.Turn, error) {
+	user, err := s.store.UserTurn(ctx, j, inputs)
+	if err != nil {
+		return nil, err
+	}
+	model := job.Turn{Role: "model", Parts: make([]job.TurnPart, 0, len(res.ModelTurn))}
+	for _, p := range res.ModelTurn {
+		if p.Image != nil {
+			st, ok := outputs.StoredAt(p.Image.Index)
+			if !ok {
+				continue // not kept: nothing to send back
+			}
+			p.Image = &job.TurnImage{URI: st.URI, MIMEType: st.MIMEType, SHA256: st.SHA256}
+		}
+		model.Parts = append(model.Parts, p)
+	}
+	return []job.Turn{user, model}, nil
 }
