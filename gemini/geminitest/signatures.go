@@ -61,7 +61,7 @@ func checkSignatures(req *GenerateContentRequest) *APIError {
 			case p.ThoughtSignature == "" && p.InlineData != nil:
 				return badRequest(fmt.Sprintf("Image part is missing a thought_signature in content position %d, part position %d.", i+1, j+1))
 			case p.ThoughtSignature == "":
-				return badRequest(fmt.Sprintf("Function call is missing a thought_signature in content position %d, part position %d.", i+1, j+1))
+				return badRequest(fmt.Sprintf("Part is missing a thought_signature in content position %d, part position %d.", i+1, j+1))
 			case !validSignature(p.ThoughtSignature):
 				return badRequest(fmt.Sprintf("Unable to submit request because it has an invalid thought signature for content at index %d.", i))
 			}
