@@ -136,3 +136,29 @@ func TestRenditionRefusals(t *testing.T) {
 		t.Errorf("%d model calls for refused jobs", got)
 	}
 }
+
+// An upload rule with renditions and its own Cache-Control: the renditions
+// of the edit are written beside it, every object with the rule's header.
+func TestUploadRuleRenditions(t *testing.T) {
+	name := "products/" + uniq(t) + ".png"
+	attrs := upload(t, inputBucket, name, testPNG(t, 400, 300), "image/png", nil)
+	source := fmt.Sprintf("gs://%s/%s#%d", inputBucket, name, attrs.Generation)
+	rec := stack.events.wait(t, func(e event) bool { return e.Record.Trigger.Source == source }).Record
+	if rec.Outcome != job.Succeeded || len(rec.Outputs) != 1 || len(rec.Outputs[0].Renditions) != 2 {
+		t.Fatalf("outcome %s, outputs %+v, error %+v", rec.Outcome, rec.Outputs, rec.Error)
+	}
+	type object struct {
+		W, H                 int
+		ContentType, CacheCC string
+	}
+	var got []object
+	for _, uri := range []string{rec.Outputs[0].URI, rec.Outputs[0].Renditions[0].URI, rec.Outputs[0].Renditions[1].URI} {
+		w, h, _, ct, cc := objectOf(t, uri)
+		got = append(got, object{w, h, ct, cc})
+	}
+	// 1184×864 (4:3): 128 → 128×93 (93.4), 600 → 600×438 (437.8).
+	want := []object{{1184, 864, "image/png", "public, max-age=600"}, {128, 93, "image/webp", "public, max-age=600"}, {600, 438, "image/jpeg", "public, max-age=600"}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("objects (-want +got):\n%s", diff)
+	}
+}

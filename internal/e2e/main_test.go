@@ -65,7 +65,9 @@ func runMain(m *testing.M) int {
 			// answers several times slower (package batch tests both).
 			"GENIMG_BATCH_INLINE_BYTES": "1",
 			"GENIMG_RULES": `[{"bucket": "genimg-input", "prefix": "watercolor/", "prompt": "Turn this photo into a watercolor painting", "aspectRatio": "1:1"},
-				{"bucket": "genimg-input", "prefix": "backfill/", "prompt": "Restore this old photo", "dryRun": true}]`,
+				{"bucket": "genimg-input", "prefix": "backfill/", "prompt": "Restore this old photo", "dryRun": true},
+				{"bucket": "genimg-input", "prefix": "products/", "prompt": "Put this product on a white background", "aspectRatio": "4:3",
+				 "renditions": [{"format": "webp", "maxSize": 128}, {"format": "jpeg", "maxSize": 600}], "cacheControl": "public, max-age=600"}]`,
 		},
 	})
 	if err != nil {

@@ -119,6 +119,43 @@ func TestEditSession(t *testing.T) {
 	}
 }
 
+// An uploaded image with prompt and parent metadata continues the parent's
+// conversation: the request holds the parent's turns, then the new prompt
+// with the uploaded image.
+func TestUploadContinuesSession(t *testing.T) {
+	marker := uniq(t)
+	requests := watchRequests(t, marker)
+	parent := marker + "-1"
+	resp, b := postJSON(t, fmt.Sprintf(`{"id": %q, "prompt": "a harbour at noon %s"}`, parent, marker), nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("parent: status %d: %s", resp.StatusCode, b)
+	}
+	photo := testPNG(t, 320, 240)
+	name := "photos/" + marker + ".png"
+	attrs := upload(t, inputBucket, name, photo, "image/png", map[string]string{"prompt": "add this boat to it " + marker, "parent": parent})
+	source := fmt.Sprintf("gs://%s/%s#%d", inputBucket, name, attrs.Generation)
+	rec := stack.events.wait(t, func(e event) bool { return e.Record.Trigger.Source == source }).Record
+	if rec.Outcome != job.Succeeded || rec.Parent != parent {
+		t.Fatalf("outcome %s, parent %q, error %+v", rec.Outcome, rec.Parent, rec.Error)
+	}
+	reqs := requests()
+	if len(reqs) != 2 {
+		t.Fatalf("%d requests, want 2", len(reqs))
+	}
+	var got []string
+	for _, c := range reqs[1].Decoded.Contents {
+		got = append(got, describeContent(t, c))
+	}
+	first := storedRecord(t, parent)
+	want := []string{describeTurn(first.Turns[0]), describeTurn(first.Turns[1]), "user: text add this boat to it " + marker + " | image " + sha(photo)}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("request contents (-want +got):\n%s", diff)
+	}
+	if img := rec.Turns[0].Parts[1].Image; img == nil || img.URI != "gs://"+inputBucket+"/"+name || img.Generation != attrs.Generation {
+		t.Errorf("the user turn's image %+v, want %s#%d", img, name, attrs.Generation)
+	}
+}
+
 // describeTurn and describeContent render a recorded turn and a request's
 // content alike: role, then each part's text, image hash and signature.
 func describeTurn(t job.Turn) string {
