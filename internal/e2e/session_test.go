@@ -101,6 +101,15 @@ func TestEditSession(t *testing.T) {
 			t.Errorf("request of turn %d: contents (-want +got):\n%s", k+1, diff)
 		}
 	}
+	// The history is paid as input: each turn's prompt counts the earlier
+	// turns' text and images.
+	for i := 1; i < len(recs); i++ {
+		prev, cur := recs[i-1].Usage, recs[i].Usage
+		if cur.PromptTokens <= prev.PromptTokens || cur.PromptTokensByModality["IMAGE"] <= prev.PromptTokensByModality["IMAGE"] {
+			t.Errorf("turn %d: prompt tokens %d (image %d) not above turn %d's %d (image %d)", i+1,
+				cur.PromptTokens, cur.PromptTokensByModality["IMAGE"], i, prev.PromptTokens, prev.PromptTokensByModality["IMAGE"])
+		}
+	}
 	// The model turns carried signatures at all (the stand-in signs the
 	// first part and the image of a thinking model's answer).
 	for i, rec := range recs {
