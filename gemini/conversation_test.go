@@ -80,3 +80,30 @@ func TestThoughtSignaturesRoundTrip(t *testing.T) {
 		t.Errorf("a parent without its history read: err %v, want ErrInvalid", err)
 	}
 }
+
+// On Vertex AI a history image without bytes goes by its gs:// URI
+// (fileData); on the Gemini API it is refused, never sent empty.
+func TestHistoryImagesByURIOnVertex(t *testing.T) {
+	srv := geminitest.NewServer()
+	defer srv.Close()
+	turns := []job.Turn{
+		{Role: "user", Parts: []job.TurnPart{{Text: "a harbour"}}},
+		{Role: "model", Parts: []job.TurnPart{{Image: &job.TurnImage{URI: "gs://out/images/h1/a1-0.png", MIMEType: "image/png"}}}},
+	}
+	j := job.Job{ID: "h2", Parent: "h1", Prompt: "add a boat", Model: job.DefaultModel, History: turns}
+
+	v, _ := newClient(t, srv, job.VertexAI, nil)
+	if _, err := v.Generate(t.Context(), j); err != nil {
+		t.Fatal(err)
+	}
+	reqs := srv.Requests()
+	got := reqs[len(reqs)-1].Decoded.Contents[1].Parts[0].FileData
+	if diff := cmp.Diff(&geminitest.FileData{MIMEType: "image/png", FileURI: "gs://out/images/h1/a1-0.png"}, got); diff != "" {
+		t.Errorf("history image on Vertex (-want +got):\n%s", diff)
+	}
+
+	g, _ := newClient(t, srv, job.GeminiAPI, nil)
+	if _, err := g.Generate(t.Context(), j); !errors.Is(err, job.ErrInvalid) {
+		t.Errorf("Gemini API, image not read: %v, want ErrInvalid", err)
+	}
+}

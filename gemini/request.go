@@ -44,7 +44,7 @@ func (c *Client) request(j job.Job) ([]*genai.Content, *genai.GenerateContentCon
 			return nil, nil, fmt.Errorf("%w: gemini: images[%d]: not resolved to bytes (uri %q) for the %s backend", job.ErrInvalid, i, img.URI, c.backend)
 		}
 	}
-	contents, err := history(j)
+	contents, err := history(j, c.backend)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -90,7 +90,10 @@ func (c *Client) request(j job.Job) ([]*genai.Content, *genai.GenerateContentCon
 // history is the contents of j's conversation before its own turn: each
 // turn's parts as the record kept them, images inline from the bytes the
 // pipeline read back, and every thought signature as the model returned it.
-func history(j job.Job) ([]*genai.Content, error) {
+//
+// On Vertex AI an image without bytes goes by its gs:// URI: Vertex reads
+// it (storage.Store.History checked it is the recorded one).
+func history(j job.Job, backend job.Backend) ([]*genai.Content, error) {
 	if j.Parent != "" && len(j.History) == 0 {
 		return nil, fmt.Errorf("%w: gemini: job %s continues %s, but its history was not read", job.ErrInvalid, j.ID, j.Parent)
 	}
@@ -99,11 +102,14 @@ func history(j job.Job) ([]*genai.Content, error) {
 		c := &genai.Content{Role: t.Role, Parts: make([]*genai.Part, 0, len(t.Parts))}
 		for k, p := range t.Parts {
 			part := &genai.Part{Text: p.Text, Thought: p.Thought, ThoughtSignature: p.ThoughtSignature}
-			if p.Image != nil {
-				if len(p.Image.Data) == 0 {
-					return nil, fmt.Errorf("%w: gemini: history turn %d part %d: image %s not read", job.ErrInvalid, i, k, p.Image.URI)
-				}
+			switch {
+			case p.Image == nil:
+			case len(p.Image.Data) > 0:
 				part.InlineData = &genai.Blob{Data: p.Image.Data, MIMEType: p.Image.MIMEType}
+			case backend == job.VertexAI && strings.HasPrefix(p.Image.URI, "gs://") && p.Image.MIMEType != "":
+				part.FileData = &genai.FileData{FileURI: p.Image.URI, MIMEType: p.Image.MIMEType}
+			default:
+				return nil, fmt.Errorf("%w: gemini: history turn %d part %d: image %s not read", job.ErrInvalid, i, k, p.Image.URI)
 			}
 			c.Parts = append(c.Parts, part)
 		}

@@ -22,7 +22,8 @@ const maxTurnImageBytes = 64 << 20
 // History resolves the conversation j continues (job.Job.Parent) into
 // j.History, oldest turn first, with every image read back from Cloud
 // Storage: inputs at the generation the parent's record pinned, outputs
-// checked against the SHA-256 the record holds. The records are genimg's
+// checked against the SHA-256 the record holds. On Vertex AI the images are
+// checked, not held: the request names them by URI (fileData). The records are genimg's
 // own, read from the output bucket; nothing of the history comes from the
 // caller.
 //
@@ -124,6 +125,9 @@ func (s *Store) readTurnImage(ctx context.Context, jobID string, img job.TurnIma
 		return nil, fmt.Errorf("%w: job %s's turn image %s is not in a bucket genimg may read inputs from", job.ErrInvalid, jobID, img.URI)
 	}
 	obj := s.client.Bucket(bucket).Object(name)
+	if s.backend == job.VertexAI {
+		return nil, s.checkTurnImage(ctx, jobID, obj, img)
+	}
 	if img.Generation != 0 {
 		obj = obj.Generation(img.Generation)
 	}
@@ -145,6 +149,39 @@ func (s *Store) readTurnImage(ctx context.Context, jobID string, img job.TurnIma
 		}
 	}
 	return data, nil
+}
+
+// checkTurnImage is readTurnImage on Vertex AI, which reads gs:// images
+// itself (fileData): nothing is held. The live object must be the recorded
+// one, since fileData cannot name a generation: the same generation, and
+// for an image with a SHA-256 the same bytes (hashed as they stream by).
+func (s *Store) checkTurnImage(ctx context.Context, jobID string, obj *gcs.ObjectHandle, img job.TurnImage) error {
+	attrs, err := obj.Attrs(ctx)
+	if errors.Is(err, gcs.ErrObjectNotExist) {
+		return fmt.Errorf("%w: job %s's turn image %s no longer exists: the conversation cannot be continued", job.ErrInvalid, jobID, img.URI)
+	}
+	if err != nil {
+		return classify(err, "reading "+img.URI)
+	}
+	if img.Generation != 0 && attrs.Generation != img.Generation {
+		return fmt.Errorf("%w: job %s's turn image %s was replaced since it was recorded (generation %d, now %d); Vertex AI reads it by URI and cannot name the recorded one", job.ErrInvalid, jobID, img.URI, img.Generation, attrs.Generation)
+	}
+	if img.SHA256 == "" {
+		return nil
+	}
+	r, err := obj.Generation(attrs.Generation).NewReader(ctx)
+	if err != nil {
+		return classify(err, "reading "+img.URI)
+	}
+	defer r.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.LimitReader(r, maxTurnImageBytes)); err != nil {
+		return classify(err, "reading "+img.URI)
+	}
+	if hex.EncodeToString(h.Sum(nil)) != img.SHA256 {
+		return fmt.Errorf("%w: job %s's turn image %s has changed since it was recorded (SHA-256 differs)", job.ErrInvalid, jobID, img.URI)
+	}
+	return nil
 }
 
 // UserTurn is the record's user turn of a resolved job: the prompt, then
