@@ -14,6 +14,7 @@ import (
 	_ "golang.org/x/image/webp"
 
 	"github.com/genimg/genimg/job"
+	"github.com/genimg/genimg/storage/storagetest"
 )
 
 // runOn delivers a job message to an extra instance's OnMessage, as the
@@ -160,5 +161,22 @@ func TestUploadRuleRenditions(t *testing.T) {
 	want := []object{{1184, 864, "image/png", "public, max-age=600"}, {128, 93, "image/webp", "public, max-age=600"}, {600, 438, "image/jpeg", "public, max-age=600"}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("objects (-want +got):\n%s", diff)
+	}
+}
+
+// A rendition Cloud Storage refuses past every retry costs no second model
+// call: the job succeeds with its image, and the record says why the
+// renditions are missing.
+func TestRenditionWriteFailureCostsNoCall(t *testing.T) {
+	model := newModel(t)
+	in := newInstance(t, baseConfig(t, model), "renditionfault")
+	id := uniq(t)
+	in.gcsFaults.Inject(storagetest.Fault{Status: 503, Match: storagetest.MatchUpload("images/" + id + "/a1-0_128.webp")})
+	rec := runOn(t, in, id, fmt.Sprintf(`{"id": %q, "prompt": "a lighthouse", "renditions": [{"format": "webp", "maxSize": 128}]}`, id))
+	if rec.Outcome != job.Succeeded || len(rec.Outputs) != 1 || rec.Attempts != 1 || model.Calls() != 1 {
+		t.Fatalf("outcome %s, %d outputs, %d attempts, %d calls; want succeeded with one call", rec.Outcome, len(rec.Outputs), rec.Attempts, model.Calls())
+	}
+	if o := rec.Outputs[0]; len(o.Renditions) != 0 || !strings.Contains(o.RenditionError, "no renditions") {
+		t.Errorf("renditions %+v, renditionError %q", o.Renditions, o.RenditionError)
 	}
 }

@@ -347,10 +347,7 @@ func (f batchFinisher) Finish(ctx context.Context, fin batch.Finished) error {
 	}
 	fillFromModel(&rec, res)
 	rec.Outputs = outputs
-	if err := s.renditions(ctx, claim, j.Renditions, rec.Outputs, meta); err != nil {
-		s.release(ctx, claim)
-		return err // storage unavailable: the next poll retries
-	}
+	s.renditions(ctx, claim, j.Renditions, rec.Outputs, meta)
 	rec.Timings.CompletedAt = s.now()
 	rec.Timings.TotalMs = rec.Timings.CompletedAt.Sub(rec.Timings.CreatedAt).Milliseconds()
 	if err := s.store.WriteDraft(ctx, claim, rec); err != nil {

@@ -26,19 +26,21 @@ const maxRenderPixels = 40 << 20
 // reading it back (one more read in the same region) is what keeps the
 // model's answer from being held in memory.
 //
-// An image that cannot be decoded keeps its place in the record with a
-// renditionError; a Cloud Storage error is returned, classified, for the
-// caller to retry.
-func (s *Service) renditions(ctx context.Context, c *storage.Claim, specs []job.Rendition, outs []job.StoredImage, meta storage.ImageMeta) error {
+// Renditions never cost a model call: the model's answer is kept already,
+// and a job is paid again only when its answer could not be kept (contract
+// 9.1). So an image whose renditions cannot be made or written (past the
+// client's retries) keeps its place in the record with a renditionError
+// saying why, and the job goes on to its record.
+func (s *Service) renditions(ctx context.Context, c *storage.Claim, specs []job.Rendition, outs []job.StoredImage, meta storage.ImageMeta) {
 	if len(specs) == 0 {
-		return nil
+		return
 	}
 	for i := range outs {
 		if err := s.renderImage(ctx, c, specs, &outs[i], meta); err != nil {
-			return err
+			outs[i].Renditions, outs[i].RenditionError = nil, fmt.Sprintf("no renditions: %v", err)
+			slog.WarnContext(ctx, "output image not rendered", "uri", outs[i].URI, "error", err)
 		}
 	}
-	return nil
 }
 
 func (s *Service) renderImage(ctx context.Context, c *storage.Claim, specs []job.Rendition, out *job.StoredImage, meta storage.ImageMeta) error {
@@ -49,20 +51,13 @@ func (s *Service) renderImage(ctx context.Context, c *storage.Claim, specs []job
 	img, err := render.Decode(r, maxRenderPixels)
 	r.Close()
 	if err != nil {
-		if job.Retryable(err) {
-			return err
-		}
-		out.RenditionError = fmt.Sprintf("no renditions: %v", err)
-		slog.WarnContext(ctx, "output image not rendered", "uri", out.URI, "error", err)
-		return nil
+		return err
 	}
 	out.Renditions = make([]job.StoredImage, 0, len(specs))
 	for _, spec := range specs {
 		res, err := render.Make(img, spec)
 		if err != nil {
-			out.Renditions, out.RenditionError = nil, fmt.Sprintf("no renditions: %v", err)
-			slog.WarnContext(ctx, "output image not rendered", "uri", out.URI, "error", err)
-			return nil
+			return err
 		}
 		st, err := s.store.WriteRendition(ctx, c, *out, spec.MaxSize, render.Extension(spec.Format), res.MIMEType,
 			res.Width, res.Height, res.Data, meta)

@@ -141,12 +141,13 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 	}
 	fillFromModel(&rec, res)
 	rec.Outputs = outputs.Stored()
-	if err := s.renditions(ctx, claim, j.Renditions, rec.Outputs, meta); err != nil {
-		return job.Record{}, err // storage unavailable: redeliver
-	}
+	s.renditions(ctx, claim, j.Renditions, rec.Outputs, meta)
 	if rec.Outcome == job.Succeeded {
+		// Like renditions, the turns never cost a second model call: a
+		// record without them only cannot be continued, which a child job
+		// is told.
 		if rec.Turns, err = s.turns(ctx, &j, inputs, res, outputs); err != nil {
-			return job.Record{}, err // storage unavailable: redeliver
+			slog.WarnContext(ctx, "conversation turns not kept", "error", err)
 		}
 	}
 	rec.Timings.CompletedAt = s.now()
