@@ -277,7 +277,8 @@ func (c *Client) batchResult(i int, key string, resp *genai.GenerateContentRespo
 	// The same reading as an online answer's, with the images in memory:
 	// batch answers arrive whole, in the batch's results.
 	fillResult(res, resp, &callState{mem: &memorySink{}})
-	res.CostUSD = c.Cost(res.Usage, true)
+	// Priced by the model that answered: a batch holds one model's jobs.
+	res.CostUSD = c.Cost(resp.ModelVersion, res.Usage, true)
 	br.Result = res
 	return br
 }

@@ -160,8 +160,8 @@ func TestVertexBatch(t *testing.T) {
 		g := got{Key: r.Key, Index: r.Index, Err: r.Err != nil}
 		if r.Result != nil {
 			g.Outcome = r.Result.Outcome
-			want := c.Cost(r.Result.Usage, true)
-			if math.Abs(r.Result.CostUSD-want) > 1e-12 || r.Result.CostUSD >= c.Cost(r.Result.Usage, false) {
+			want := c.Cost(job.DefaultModel, r.Result.Usage, true)
+			if math.Abs(r.Result.CostUSD-want) > 1e-12 || r.Result.CostUSD >= c.Cost(job.DefaultModel, r.Result.Usage, false) {
 				t.Errorf("%s: cost %v, want the batch price %v", r.Key, r.Result.CostUSD, want)
 			}
 		}

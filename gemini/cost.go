@@ -5,11 +5,13 @@ import (
 	"github.com/genimg/genimg/job"
 )
 
-// Cost prices a usage with the client's price table; batch applies the
-// batch discount.
-func (c *Client) Cost(u job.Usage, batch bool) float64 { return Cost(c.prices, u, batch) }
+// Cost prices a usage of model with the client's price table
+// (config.Prices.For); batch applies the batch discount.
+func (c *Client) Cost(model string, u job.Usage, batch bool) float64 {
+	return Cost(c.prices.For(model), u, batch)
+}
 
-// Cost prices a usage in US dollars: prompt tokens by modality (cached
+// Cost prices a usage in US dollars at one model's rates (p.For(model)): prompt tokens by modality (cached
 // tokens at the cached price), output tokens by modality, thoughts as text
 // output. Tokens whose modality the answer did not say are priced at the
 // higher rate of their direction, so the estimate errs high, never low.

@@ -186,7 +186,7 @@ func (c *Client) generate(ctx context.Context, j job.Job, sink ImageSink) (*Resu
 			err = fillResult(res, resp, st)
 		}
 		if err == nil {
-			res.CostUSD = c.Cost(res.Usage, false)
+			res.CostUSD = c.Cost(j.Model, res.Usage, false)
 			return res, nil
 		}
 		if st.sinkErr != nil {

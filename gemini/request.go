@@ -44,7 +44,11 @@ func (c *Client) request(j job.Job) ([]*genai.Content, *genai.GenerateContentCon
 			return nil, nil, fmt.Errorf("%w: gemini: images[%d]: not resolved to bytes (uri %q) for the %s backend", job.ErrInvalid, i, img.URI, c.backend)
 		}
 	}
-	contents := []*genai.Content{{Role: genai.RoleUser, Parts: parts}}
+	contents, err := history(j, c.backend)
+	if err != nil {
+		return nil, nil, err
+	}
+	contents = append(contents, &genai.Content{Role: genai.RoleUser, Parts: parts})
 
 	cfg := &genai.GenerateContentConfig{
 		ResponseModalities: j.ResponseModalities,
@@ -53,8 +57,15 @@ func (c *Client) request(j job.Job) ([]*genai.Content, *genai.GenerateContentCon
 	if j.CandidateCount > 1 {
 		cfg.CandidateCount = j.CandidateCount
 	}
-	if j.AspectRatio != "" {
-		cfg.ImageConfig = &genai.ImageConfig{AspectRatio: j.AspectRatio}
+	if j.AspectRatio != "" || j.ImageSize != "" {
+		// imageSize is a plain string on the wire ("512", "1K", "2K",
+		// "4K"); genai.ImageSize is another field's enum.
+		cfg.ImageConfig = &genai.ImageConfig{AspectRatio: j.AspectRatio, ImageSize: j.ImageSize}
+	}
+	for _, t := range j.Tools {
+		if t.GoogleSearch != nil {
+			cfg.Tools = append(cfg.Tools, &genai.Tool{GoogleSearch: &genai.GoogleSearch{}})
+		}
 	}
 	if j.SystemInstruction != "" {
 		cfg.SystemInstruction = &genai.Content{Parts: []*genai.Part{{Text: j.SystemInstruction}}}
@@ -74,6 +85,37 @@ func (c *Client) request(j job.Job) ([]*genai.Content, *genai.GenerateContentCon
 		return nil, nil, err
 	}
 	return contents, cfg, nil
+}
+
+// history is the contents of j's conversation before its own turn: each
+// turn's parts as the record kept them, images inline from the bytes the
+// pipeline read back, and every thought signature as the model returned it.
+//
+// On Vertex AI an image without bytes goes by its gs:// URI: Vertex reads
+// it (storage.Store.History checked it is the recorded one).
+func history(j job.Job, backend job.Backend) ([]*genai.Content, error) {
+	if j.Parent != "" && len(j.History) == 0 {
+		return nil, fmt.Errorf("%w: gemini: job %s continues %s, but its history was not read", job.ErrInvalid, j.ID, j.Parent)
+	}
+	contents := make([]*genai.Content, 0, len(j.History)+1)
+	for i, t := range j.History {
+		c := &genai.Content{Role: t.Role, Parts: make([]*genai.Part, 0, len(t.Parts))}
+		for k, p := range t.Parts {
+			part := &genai.Part{Text: p.Text, Thought: p.Thought, ThoughtSignature: p.ThoughtSignature}
+			switch {
+			case p.Image == nil:
+			case len(p.Image.Data) > 0:
+				part.InlineData = &genai.Blob{Data: p.Image.Data, MIMEType: p.Image.MIMEType}
+			case backend == job.VertexAI && strings.HasPrefix(p.Image.URI, "gs://") && p.Image.MIMEType != "":
+				part.FileData = &genai.FileData{FileURI: p.Image.URI, MIMEType: p.Image.MIMEType}
+			default:
+				return nil, fmt.Errorf("%w: gemini: history turn %d part %d: image %s not read", job.ErrInvalid, i, k, p.Image.URI)
+			}
+			c.Parts = append(c.Parts, part)
+		}
+		contents = append(contents, c)
+	}
+	return contents, nil
 }
 
 // Inline inputs are base64-encoded once, straight into the request body.

@@ -46,6 +46,14 @@ type Result struct {
 	// why JSON is absent otherwise (structured.go).
 	JSON      json.RawMessage
 	JSONError string
+	// GroundingMetadata is the first candidate's, when it has one.
+	GroundingMetadata json.RawMessage
+	// ModelTurn is the first candidate's answer as the model returned it,
+	// for a conversation's next turn: text and thought parts, and kept
+	// images by their index among the answer's images (TurnImage.Index),
+	// each with its thought signature. Image parts that were thoughts
+	// were not kept and are left out.
+	ModelTurn []job.TurnPart
 }
 
 // finishOutcomes maps every genai.FinishReason constant of the SDK to an
@@ -117,6 +125,7 @@ func OutcomeOf(finishReason, blockReason string, images int) job.Outcome {
 func fillResult(res *Result, resp *genai.GenerateContentResponse, st *callState) error {
 	res.ModelVersion = resp.ModelVersion
 	res.ResponseID = resp.ResponseID
+	res.ModelTurn = nil // a retried call's answer replaces the last one's
 	var texts []string
 	for i, cand := range resp.Candidates {
 		if cand == nil {
@@ -129,19 +138,38 @@ func fillResult(res *Result, resp *genai.GenerateContentResponse, st *callState)
 				res.FinishMessage = st.finishMessages[0] // the SDK drops it on the Gemini API
 			}
 			res.SafetyRatings = ratings(cand.SafetyRatings)
+			if cand.GroundingMetadata != nil {
+				if b, err := json.Marshal(cand.GroundingMetadata); err == nil {
+					res.GroundingMetadata = b
+				}
+			}
 		}
 		if cand.Content == nil {
 			continue
 		}
 		for _, p := range cand.Content.Parts {
+			if p == nil {
+				continue
+			}
+			turn := job.TurnPart{Text: p.Text, Thought: p.Thought, ThoughtSignature: p.ThoughtSignature}
 			switch {
-			case p == nil || p.Thought:
+			case p.Thought && p.InlineData != nil:
+				continue // a thought image: dropped by the first pass, never stored
+			case p.Thought:
 			case p.InlineData != nil && len(p.InlineData.Data) > 0:
-				if err := st.take(res, p.InlineData); err != nil {
+				index, kept, err := st.take(res, p.InlineData)
+				if err != nil {
 					return err
 				}
+				if !kept {
+					continue
+				}
+				turn.Image = &job.TurnImage{MIMEType: p.InlineData.MIMEType, Index: index}
 			case p.Text != "":
 				texts = append(texts, p.Text)
+			}
+			if i == 0 && (turn.Text != "" || turn.Image != nil) {
+				res.ModelTurn = append(res.ModelTurn, turn)
 			}
 		}
 	}
@@ -171,40 +199,43 @@ func fillResult(res *Result, resp *genai.GenerateContentResponse, st *callState)
 }
 
 // take adds one answer image to res: from memory (Generate) or as counted
-// in the sink (GenerateTo).
-func (st *callState) take(res *Result, b *genai.Blob) error {
+// in the sink (GenerateTo). It answers the image's index: its place in
+// res.Images, or the sink's index; kept is false for an image the first
+// pass dropped (a thought).
+func (st *callState) take(res *Result, b *genai.Blob) (index int, kept bool, err error) {
 	if i, ok := streamedIndex(b.Data); ok {
 		if !st.kept[i] {
-			return nil // dropped by the first pass (a thought)
+			return 0, false, nil // dropped by the first pass (a thought)
 		}
 		if st.mem != nil {
 			res.Images = append(res.Images, job.Image{Data: st.mem.images[i].Bytes(), MIMEType: b.MIMEType})
-		} else {
-			res.StreamedImages++
+			return len(res.Images) - 1, true, nil
 		}
-		return nil
+		res.StreamedImages++
+		return i, true, nil
 	}
 	if st.mem != nil {
 		res.Images = append(res.Images, job.Image{Data: b.Data, MIMEType: b.MIMEType})
-		return nil
+		return len(res.Images) - 1, true, nil
 	}
-	w, err := st.sink.OpenImage(st.opened, b.MIMEType)
+	index = st.opened
+	w, err := st.sink.OpenImage(index, b.MIMEType)
 	if err != nil {
 		st.sinkErr = err
-		return err
+		return 0, false, err
 	}
 	st.opened++
 	if _, err := w.Write(b.Data); err != nil {
 		abort(w, err)
 		st.sinkErr = err
-		return err
+		return 0, false, err
 	}
 	if err := w.Close(); err != nil {
 		st.sinkErr = err
-		return err
+		return 0, false, err
 	}
 	res.StreamedImages++
-	return nil
+	return index, true, nil
 }
 
 func ratings(in []*genai.SafetyRating) []job.SafetyRating {

@@ -11,7 +11,8 @@ import (
 
 func TestCapabilityTable(t *testing.T) {
 	models := job.KnownModels()
-	if diff := cmp.Diff([]string{"gemini-2.5-flash-image", "gemini-2.5-flash-image-preview"}, models); diff != "" {
+	if diff := cmp.Diff([]string{"gemini-2.5-flash-image", "gemini-2.5-flash-image-preview", "gemini-3-pro-image",
+		"gemini-3-pro-image-preview", "gemini-3.1-flash-image", "gemini-3.1-flash-image-preview"}, models); diff != "" {
 		t.Errorf("KnownModels (-want +got):\n%s", diff)
 	}
 	if !slices.Contains(models, job.DefaultModel) {
@@ -24,7 +25,7 @@ func TestCapabilityTable(t *testing.T) {
 		"5:4": {Width: 1152, Height: 896}, "9:16": {Width: 768, Height: 1344}, "16:9": {Width: 1344, Height: 768},
 		"21:9": {Width: 1536, Height: 672},
 	}
-	for _, m := range models {
+	for _, m := range []string{"gemini-2.5-flash-image", "gemini-2.5-flash-image-preview"} {
 		for _, b := range []job.Backend{job.GeminiAPI, job.VertexAI} {
 			c, err := job.Lookup(m, b)
 			if err != nil {
@@ -98,7 +99,7 @@ func TestLookupErrors(t *testing.T) {
 		backend job.Backend
 		want    string
 	}{
-		{"imagen-4", job.GeminiAPI, `model "imagen-4" is not one genimg knows; known: [gemini-2.5-flash-image gemini-2.5-flash-image-preview]`},
+		{"imagen-4", job.GeminiAPI, `model "imagen-4" is not one genimg knows; known: [gemini-2.5-flash-image gemini-2.5-flash-image-preview gemini-3-pro-image gemini-3-pro-image-preview gemini-3.1-flash-image gemini-3.1-flash-image-preview]`},
 		{"gemini-2.5-flash-image", "bedrock", `model "gemini-2.5-flash-image" is not available on backend "bedrock"`},
 	}
 	for _, tt := range tests {
@@ -138,5 +139,49 @@ func TestSniff(t *testing.T) {
 		if got := job.Sniff(tt.head); got != tt.want {
 			t.Errorf("Sniff(%s) = %q, want %q", tt.name, got, tt.want)
 		}
+	}
+}
+
+// The Gemini 3 image models: sizes, ratios, limits and features.
+func TestNewerImageModels(t *testing.T) {
+	type facts struct {
+		Sizes                                    []string
+		Ratios                                   int
+		MaxImages                                int
+		Tokens                                   map[string]int32
+		Grounding, Thinking, Signatures, Preview bool
+		Px16x9At2K, Px1x4At1K                    job.Size
+	}
+	for _, tt := range []struct {
+		model   string
+		backend job.Backend
+		want    facts
+	}{
+		{"gemini-3-pro-image", job.VertexAI, facts{[]string{"1K", "2K", "4K"}, 10, 14,
+			map[string]int32{"1K": 1120, "2K": 1120, "4K": 2000}, true, true, false, false, job.Size{Width: 2752, Height: 1536}, job.Size{}}},
+		{"gemini-3-pro-image-preview", job.GeminiAPI, facts{[]string{"1K", "2K", "4K"}, 10, 14,
+			map[string]int32{"1K": 1120, "2K": 1120, "4K": 2000}, true, true, false, true, job.Size{Width: 2752, Height: 1536}, job.Size{}}},
+		{"gemini-3.1-flash-image", job.GeminiAPI, facts{[]string{"512", "1K", "2K", "4K"}, 14, 14,
+			map[string]int32{"512": 747, "1K": 1120, "2K": 1680, "4K": 2520}, true, true, true, false, job.Size{Width: 2752, Height: 1536}, job.Size{Width: 512, Height: 2048}}},
+		{"gemini-3.1-flash-image-preview", job.GeminiAPI, facts{[]string{"512", "1K", "2K", "4K"}, 14, 14,
+			map[string]int32{"512": 747, "1K": 1120, "2K": 1680, "4K": 2520}, true, true, true, true, job.Size{Width: 2752, Height: 1536}, job.Size{Width: 512, Height: 2048}}},
+	} {
+		c, err := job.Lookup(tt.model, tt.backend)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens := map[string]int32{}
+		for _, s := range c.ImageSizes {
+			tokens[s] = c.ImageTokens(s)
+		}
+		px, _ := c.OutputSize("16:9", "2K")
+		tall, _ := c.OutputSize("1:4", "1K")
+		got := facts{c.ImageSizes, len(c.AspectRatios), c.MaxImages, tokens, c.Grounding, c.Thinking, c.RequiresSignatures, c.Preview, px, tall}
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("%s on %s (-want +got):\n%s", tt.model, tt.backend, diff)
+		}
+	}
+	if _, err := job.Lookup("gemini-3-pro-image-preview", job.VertexAI); err == nil {
+		t.Error("a preview id Vertex AI retired is offered there")
 	}
 }

@@ -54,7 +54,7 @@ func TestDecode(t *testing.T) {
 }
 
 func TestDecodeRejects(t *testing.T) {
-	jobFields := "accepted fields: id, prompt, images, aspectRatio, responseModalities, candidateCount, systemInstruction, safetySettings, cachedContent, model, output, labels, billingLabels, responseMimeType, responseSchema, context"
+	jobFields := "accepted fields: id, prompt, images, aspectRatio, responseModalities, candidateCount, systemInstruction, safetySettings, cachedContent, model, output, labels, billingLabels, responseMimeType, responseSchema, context, callback, renditions, imageSize, tools, parent"
 	tests := []struct {
 		name string
 		body string

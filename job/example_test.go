@@ -24,7 +24,7 @@ func Example() {
 	// Output:
 	// gemini-2.5-flash-image 1
 	// invalid job: aspectRatio "7:5" is not supported by gemini-2.5-flash-image; accepted: 9:16, 2:3, 3:4, 4:5, 1:1, 5:4, 4:3, 3:2, 16:9, 21:9
-	// invalid job: job: unknown field "aspect_ratio"; accepted fields: id, prompt, images, aspectRatio, responseModalities, candidateCount, systemInstruction, safetySettings, cachedContent, model, output, labels, billingLabels, responseMimeType, responseSchema, context, callback
+	// invalid job: job: unknown field "aspect_ratio"; accepted fields: id, prompt, images, aspectRatio, responseModalities, candidateCount, systemInstruction, safetySettings, cachedContent, model, output, labels, billingLabels, responseMimeType, responseSchema, context, callback, renditions, imageSize, tools, parent
 }
 
 // The same work always has the same fingerprint, whatever its id.

@@ -49,6 +49,20 @@ type Job struct {
 	// Context names a shared context (system instruction and reference
 	// images) that genimg keeps in a context cache; see SharedContext.
 	Context *SharedContext `json:"context,omitempty"`
+	// Renditions are web-ready copies of each output image (Rendition).
+	Renditions []Rendition `json:"renditions,omitempty"`
+	// ImageSize is the output size ("512", "1K", "2K", "4K") for models
+	// that take one (Capability.ImageSizes).
+	ImageSize string `json:"imageSize,omitempty"`
+	// Tools are the model's tools: Google Search grounding only.
+	Tools []Tool `json:"tools,omitempty"`
+	// Parent is the id of a succeeded job whose conversation this job
+	// continues (conversation.go).
+	Parent string `json:"parent,omitempty"`
+
+	// History is the parent's conversation, oldest turn first, with its
+	// images read back: resolved by the pipeline, never decoded or stored.
+	History []Turn `json:"-"`
 	// Callback is where genimg POSTs the completion event once the record
 	// is final (contract 9.2).
 	Callback *Callback `json:"callback,omitempty"`
@@ -59,6 +73,16 @@ type Job struct {
 type Callback struct {
 	URL string `json:"url"`
 }
+
+// A Tool is one tool the model may use, as the Gemini API spells it:
+// {"googleSearch": {}} grounds the answer in Google Search results.
+type Tool struct {
+	GoogleSearch *GoogleSearch `json:"googleSearch,omitempty"`
+}
+
+// GoogleSearch asks for grounding with Google Search. It has no options
+// in genimg.
+type GoogleSearch struct{}
 
 // An Image is one input image: a gs:// URI, or inline bytes (standard base64
 // in JSON). MIMEType is a hint; the type is always sniffed from the bytes.
@@ -142,7 +166,7 @@ var (
 	fieldNames = []string{
 		"id", "prompt", "images", "aspectRatio", "responseModalities", "candidateCount",
 		"systemInstruction", "safetySettings", "cachedContent", "model", "output", "labels", "billingLabels",
-		"responseMimeType", "responseSchema", "context", "callback",
+		"responseMimeType", "responseSchema", "context", "callback", "renditions", "imageSize", "tools", "parent",
 	}
 	callbackFieldNames = []string{"url"}
 	imageFieldNames    = []string{"uri", "generation", "data", "mimeType"}
@@ -164,6 +188,7 @@ func locateUnknownField(data []byte, quoted string) (where string, accepted []st
 		Output         map[string]json.RawMessage
 		Context        map[string]json.RawMessage
 		Callback       map[string]json.RawMessage
+		Renditions     []map[string]json.RawMessage
 	}
 	// Decoding without DisallowUnknownFields succeeds wherever the strict
 	// decode got as far as an unknown field; on failure, fall back.
@@ -198,6 +223,11 @@ func locateUnknownField(data []byte, quoted string) (where string, accepted []st
 	}
 	if unknownIn(top.Callback, callbackFieldNames) {
 		return "callback: ", callbackFieldNames
+	}
+	for i, r := range top.Renditions {
+		if unknownIn(r, renditionFieldNames) {
+			return fmt.Sprintf("renditions[%d]: ", i), renditionFieldNames
+		}
 	}
 	return "", fieldNames
 }

@@ -74,6 +74,15 @@ type Record struct {
 	// completion event to; absent when the job named none (or an invalid
 	// one, which is never called).
 	Callback *Callback `json:"callback,omitempty"`
+	// GroundingMetadata is the first candidate's grounding with Google
+	// Search (queries, sources, the search entry point), as the model
+	// returned it, when the job asked for the googleSearch tool.
+	GroundingMetadata json.RawMessage `json:"groundingMetadata,omitempty"`
+	// Parent is the job whose conversation this one continued.
+	Parent string `json:"parent,omitempty"`
+	// Turns are this job's user turn and the model's answer turn, as a
+	// child job rebuilds them (conversation.go); set on succeeded jobs.
+	Turns []Turn `json:"turns,omitempty"`
 	// Batch is set when the job ran in the batch lane.
 	Batch *BatchInfo `json:"batch,omitempty"`
 }
@@ -94,6 +103,11 @@ type StoredImage struct {
 	Width    int    `json:"width"`
 	Height   int    `json:"height"`
 	SHA256   string `json:"sha256"`
+	// Renditions are the image's renditions, in the order the job asked
+	// for them (contract 9.4); RenditionError says why they are missing
+	// when the image could not be rendered.
+	Renditions     []StoredImage `json:"renditions,omitempty"`
+	RenditionError string        `json:"renditionError,omitempty"`
 }
 
 // A SafetyRating is one category's rating, as the model reports it.

@@ -71,6 +71,8 @@ func (j *Job) Normalize(p Policy) {
 		j.Output = nil
 	}
 	j.normalizeFeatures()
+	j.normalizeRenditions()
+	j.ImageSize = strings.ToUpper(strings.TrimSpace(j.ImageSize))
 }
 
 // Validate checks a normalised job against the policy and the model's
@@ -194,6 +196,9 @@ func (j *Job) Validate(p Policy) error {
 		}
 	}
 	errs = append(errs, j.validateFeatures(c, p)...)
+	errs = append(errs, ValidateRenditions("renditions", j.Renditions)...)
+	errs = append(errs, j.validateModelFeatures(c)...)
+	errs = append(errs, j.validateParent()...)
 	return wrapInvalid(errs)
 }
 
@@ -272,4 +277,31 @@ func truncate(s string) string {
 		cut-- // never split a character
 	}
 	return s[:cut] + "…"
+}
+
+// validateModelFeatures checks the fields only some models take: imageSize
+// and Google Search grounding.
+func (j *Job) validateModelFeatures(c Capability) []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if j.ImageSize != "" {
+		switch {
+		case len(c.ImageSizes) == 0:
+			bad("imageSize %q: %s has one output size and takes no imageSize; models that take one: %s", truncate(j.ImageSize), j.Model, strings.Join(modelsWith(func(c Capability) bool { return len(c.ImageSizes) > 0 }), ", "))
+		case !slices.Contains(c.ImageSizes, j.ImageSize):
+			bad("imageSize %q is not supported by %s; accepted: %s", truncate(j.ImageSize), j.Model, strings.Join(c.ImageSizes, ", "))
+		}
+	}
+	for i, t := range j.Tools {
+		switch {
+		case t.GoogleSearch == nil:
+			bad(`tools[%d]: name a tool; accepted: {"googleSearch": {}}`, i)
+		case !c.Grounding:
+			bad("tools[%d]: %s does not take googleSearch grounding; models that do: %s", i, j.Model, strings.Join(modelsWith(func(c Capability) bool { return c.Grounding }), ", "))
+		}
+	}
+	if len(j.Tools) > 1 {
+		bad("tools: %d tools; googleSearch is the one tool genimg passes on, once", len(j.Tools))
+	}
+	return errs
 }

@@ -29,11 +29,15 @@ type ImageMeta struct {
 	// Source is the object (gs://bucket/name#generation) or message the job
 	// came from, if any.
 	Source string
+	// CacheControl is every output object's Cache-Control (images and
+	// renditions): GENIMG_CACHE_CONTROL or the upload rule's; none if empty.
+	CacheControl string
 }
 
 // imageName matches the images genimg writes in a job's folder:
-// a<attempt>-<index>.<ext>.
-var imageName = regexp.MustCompile(`^a[0-9]+-[0-9]+\.[a-z]{3,4}$`)
+// a<attempt>-<index>.<ext>, and their renditions,
+// a<attempt>-<index>_<maxSize>.<ext>.
+var imageName = regexp.MustCompile(`^a[0-9]+-[0-9]+(_[0-9]+)?\.[a-z]{3,4}$`)
 
 // folder is where a job's images go: the job's output.prefix or
 // cfg.OutputPrefix, then the job id.
@@ -90,7 +94,7 @@ func (s *Store) WriteImages(ctx context.Context, c *Claim, j *job.Job, images []
 		if meta.Source != "" {
 			md[MetaSource] = meta.Source
 		}
-		if err := s.createOnce(ctx, name, img.Data, mime, md); err != nil {
+		if err := s.createOnce(ctx, name, img.Data, mime, meta.CacheControl, md); err != nil {
 			return nil, err
 		}
 		c.written = append(c.written, name)
@@ -112,9 +116,9 @@ func (s *Store) WriteImages(ctx context.Context, c *Claim, j *job.Job, images []
 
 // createOnce writes name create-only. A 412 is read back: the same bytes
 // (by MD5) are our own earlier try, committed before its answer was lost.
-func (s *Store) createOnce(ctx context.Context, name string, data []byte, mime string, md map[string]string) error {
+func (s *Store) createOnce(ctx context.Context, name string, data []byte, mime, cacheControl string, md map[string]string) error {
 	_, err := s.write(ctx, s.cfg.OutputBucket, name, data, writeOpts{
-		contentType: mime, metadata: md, cond: &gcs.Conditions{DoesNotExist: true},
+		contentType: mime, cacheControl: cacheControl, metadata: md, cond: &gcs.Conditions{DoesNotExist: true},
 	})
 	if err == nil {
 		return nil
@@ -272,11 +276,16 @@ func (s *Store) removeLoser(ctx context.Context, c *Claim, mine, winner job.Reco
 	keep := map[string]bool{}
 	for _, o := range winner.Outputs {
 		keep[o.URI] = true
+		for _, r := range o.Renditions {
+			keep[r.URI] = true
+		}
 	}
 	var names []string
 	for _, o := range mine.Outputs {
-		if b, name, err := job.ParseGCS(o.URI); err == nil && b == s.cfg.OutputBucket {
-			names = append(names, name)
+		for _, uri := range append([]string{o.URI}, renditionURIs(o)...) {
+			if b, name, err := job.ParseGCS(uri); err == nil && b == s.cfg.OutputBucket {
+				names = append(names, name)
+			}
 		}
 	}
 	names = append(names, c.written...)
@@ -303,6 +312,9 @@ func (s *Store) tidy(ctx context.Context, c *Claim, rec job.Record) {
 	keep := map[string]bool{}
 	for _, o := range rec.Outputs {
 		keep[o.URI] = true
+		for _, r := range o.Renditions {
+			keep[r.URI] = true
+		}
 		if _, name, err := job.ParseGCS(o.URI); err == nil && folder == "" {
 			folder = name[:strings.LastIndex(name, "/")+1]
 		}

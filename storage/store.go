@@ -213,8 +213,9 @@ func truncate(s string) string {
 
 // writeOpts are what one object write needs.
 type writeOpts struct {
-	contentType string
-	metadata    map[string]string
+	contentType  string
+	cacheControl string
+	metadata     map[string]string
 	// cond: DoesNotExist for create-only, GenerationMatch for replace-if.
 	cond *gcs.Conditions
 }
@@ -234,6 +235,7 @@ func (s *Store) write(ctx context.Context, bucket, name string, data []byte, o w
 	w.ChunkSize = s.cfg.ChunkSize
 	w.ChunkRetryDeadline = s.retryDeadline
 	w.ContentType = o.contentType
+	w.CacheControl = o.cacheControl
 	w.Metadata = o.metadata
 	if _, err := w.Write(data); err != nil {
 		_ = w.Close()

@@ -83,6 +83,12 @@ func (o *Outputs) Stored() []job.StoredImage {
 	return out
 }
 
+// StoredAt is the index-th image, if it was kept.
+func (o *Outputs) StoredAt(index int) (job.StoredImage, bool) {
+	st, ok := o.stored[index]
+	return st, ok
+}
+
 // OpenImage starts the index-th image. mimeType is the type the model
 // declared, used only when the bytes do not say (job.Sniff). The returned
 // writer keeps the image on Close, and drops it (the object is never
@@ -239,7 +245,7 @@ func (w *ImageWriter) open() error {
 	ctx, cancel := context.WithTimeout(o.ctx, o.s.retryDeadline)
 	w.cancel = cancel
 	w.w = o.s.newWriter(ctx, o.s.cfg.OutputBucket, name, writeOpts{
-		contentType: mime, metadata: md, cond: &gcs.Conditions{DoesNotExist: true},
+		contentType: mime, cacheControl: o.meta.CacheControl, metadata: md, cond: &gcs.Conditions{DoesNotExist: true},
 	})
 	return nil
 }
@@ -353,6 +359,7 @@ func (s *Store) newWriter(ctx context.Context, bucket, name string, o writeOpts)
 	w.ChunkSize = s.cfg.ChunkSize
 	w.ChunkRetryDeadline = s.retryDeadline
 	w.ContentType = o.contentType
+	w.CacheControl = o.cacheControl
 	w.Metadata = o.metadata
 	return w
 }

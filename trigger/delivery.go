@@ -40,6 +40,9 @@ type Delivery struct {
 	// message's googclient_traceparent or traceparent attribute): the
 	// job's spans continue that trace.
 	Traceparent string
+	// CacheControl is the matching upload rule's Cache-Control for the
+	// job's output objects; empty: the deployment's (GENIMG_CACHE_CONTROL).
+	CacheControl string
 	// Batch, when set, is a batch submission ({"batch": [...]} or a
 	// *.jobs.jsonl upload) for the batch lane; Job is then empty.
 	Batch *Batch

@@ -25,6 +25,9 @@ const (
 	MetaPrompt            = "prompt"
 	MetaAspectRatio       = "aspect-ratio"
 	MetaSystemInstruction = "system-instruction"
+	// MetaParent continues a succeeded job's conversation (contract 9.3):
+	// the uploaded image is the new turn's input.
+	MetaParent = "parent"
 )
 
 // FromUpload decodes a google.cloud.storage.object.v1.finalized event (or
@@ -111,6 +114,7 @@ func FromObject(o Object, when time.Time, u config.Uploads) Delivery {
 			Images:            []job.Image{image},
 			AspectRatio:       o.Metadata[MetaAspectRatio],
 			SystemInstruction: o.Metadata[MetaSystemInstruction],
+			Parent:            o.Metadata[MetaParent],
 		}
 		d.Job.ID = d.ID
 		return d
@@ -126,6 +130,7 @@ func FromObject(o Object, when time.Time, u config.Uploads) Delivery {
 		d.ID = job.DeriveID("up", o.Source(), "rule", rule.Name)
 		d.Job = rule.Job(image)
 		d.Job.ID = d.ID
+		d.CacheControl = rule.CacheControl
 		if rule.DryRun {
 			d.DryRun = &rule
 		}

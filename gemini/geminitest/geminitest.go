@@ -70,6 +70,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -153,6 +154,17 @@ type Handler struct {
 	closeOnce             sync.Once
 
 	res resources // batches, files and caches (resources.go)
+
+	watchers sync.Map // *func(Request) → struct{}: Watch
+}
+
+// Watch calls fn with every generateContent request the handler receives,
+// decoded, until stop is called: a way to see requests without recording
+// them all (Options.Record). fn runs on the request's goroutine.
+func (h *Handler) Watch(fn func(Request)) (stop func()) {
+	key := &fn
+	h.watchers.Store(key, struct{}{})
+	return func() { h.watchers.Delete(key) }
 }
 
 // NewHandler returns the stand-in model as an http.Handler.
@@ -284,6 +296,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.requests = append(h.requests, req)
 		h.mu.Unlock()
 	}
+	h.watchers.Range(func(k, _ any) bool {
+		(*k.(*func(Request)))(req)
+		return true
+	})
 	if apiErr != nil {
 		apiErr.write(w)
 		return
@@ -524,12 +540,32 @@ func (h *Handler) answer(req *GenerateContentRequest, v validated, b Behavior, r
 			}
 			c.Content.Parts = append(c.Content.Parts, answerPart{InlineData: &answerBlob{MIMEType: "image/png", Data: h.image(v, i)}})
 			imagesOut++
+			if v.capability.Thinking {
+				// The first part and every image part are signed
+				// (signatures.go).
+				c.Content.Parts[0].ThoughtSignature = newSignature()
+				if len(c.Content.Parts) > 1 {
+					c.Content.Parts[len(c.Content.Parts)-1].ThoughtSignature = newSignature()
+				}
+			}
+			if v.grounding {
+				q := summary(v.prompt)
+				c.GroundingMetadata = &groundingMetadata{
+					WebSearchQueries: []string{q},
+					SearchEntryPoint: map[string]string{"renderedContent": "<div class=\"container\">" + html.EscapeString(q) + "</div>"},
+					GroundingChunks:  []map[string]any{{"web": map[string]string{"uri": "https://example.com/standin/" + url.PathEscape(q), "title": "example.com"}}},
+				}
+			}
 		}
 		resp.Candidates = append(resp.Candidates, c)
 	}
-	u.CandidatesTokenCount = textOut + imagesOut*tokensPerOutputImage
+	perImage := int32(tokensPerOutputImage)
+	if t := v.capability.ImageTokens(v.imageSize); t > 0 {
+		perImage = t
+	}
+	u.CandidatesTokenCount = textOut + imagesOut*perImage
 	if imagesOut > 0 {
-		u.CandidatesTokensDetails = append(u.CandidatesTokensDetails, modalityCount{"IMAGE", imagesOut * tokensPerOutputImage})
+		u.CandidatesTokensDetails = append(u.CandidatesTokensDetails, modalityCount{"IMAGE", imagesOut * perImage})
 	}
 	if textOut > 0 {
 		u.CandidatesTokensDetails = append(u.CandidatesTokensDetails, modalityCount{"TEXT", textOut})

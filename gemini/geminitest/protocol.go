@@ -19,6 +19,12 @@ type GenerateContentRequest struct {
 	CachedContent     string            `json:"cachedContent,omitempty"`
 	// Labels exist on Vertex AI only; the Gemini API rejects the field.
 	Labels map[string]string `json:"labels,omitempty"`
+	Tools  []Tool            `json:"tools,omitempty"`
+}
+
+// Tool is one tool; the image models take Google Search grounding.
+type Tool struct {
+	GoogleSearch *struct{} `json:"googleSearch,omitempty"`
 }
 
 // Content is one turn.
@@ -33,6 +39,8 @@ type Part struct {
 	InlineData *Blob     `json:"inlineData,omitempty"`
 	FileData   *FileData `json:"fileData,omitempty"`
 	Thought    bool      `json:"thought,omitempty"`
+	// ThoughtSignature is base64, as the model returned it in a model turn.
+	ThoughtSignature string `json:"thoughtSignature,omitempty"`
 }
 
 // Blob is inline data; Data is base64 as sent (decoded during validation).
@@ -92,7 +100,15 @@ type candidate struct {
 	FinishReason  string         `json:"finishReason,omitempty"`
 	FinishMessage string         `json:"finishMessage,omitempty"`
 	SafetyRatings []safetyRating `json:"safetyRatings,omitempty"`
-	Index         int            `json:"index"`
+	// GroundingMetadata answers a request with the googleSearch tool.
+	GroundingMetadata *groundingMetadata `json:"groundingMetadata,omitempty"`
+	Index             int                `json:"index"`
+}
+
+type groundingMetadata struct {
+	WebSearchQueries []string          `json:"webSearchQueries"`
+	SearchEntryPoint map[string]string `json:"searchEntryPoint"`
+	GroundingChunks  []map[string]any  `json:"groundingChunks"`
 }
 
 type answerContent struct {
@@ -101,8 +117,9 @@ type answerContent struct {
 }
 
 type answerPart struct {
-	Text       string      `json:"text,omitempty"`
-	InlineData *answerBlob `json:"inlineData,omitempty"`
+	Text             string      `json:"text,omitempty"`
+	InlineData       *answerBlob `json:"inlineData,omitempty"`
+	ThoughtSignature []byte      `json:"thoughtSignature,omitempty"` // standard base64
 }
 
 type answerBlob struct {

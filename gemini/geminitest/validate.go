@@ -25,6 +25,8 @@ type validated struct {
 	modalities   []string
 	candidates   int
 	ratio        string
+	imageSize    string
+	grounding    bool
 	capability   job.Capability
 }
 
@@ -148,6 +150,26 @@ func validate(req *GenerateContentRequest, backend job.Backend, model string) (v
 			}
 			v.ratio = ic.AspectRatio
 		}
+		if ic := g.ImageConfig; ic != nil && ic.ImageSize != "" {
+			if !slices.Contains(c.ImageSizes, ic.ImageSize) {
+				return v, badRequest(fmt.Sprintf("Unsupported image size: %s. Supported image sizes are: %s.", ic.ImageSize, strings.Join(c.ImageSizes, ", ")))
+			}
+			v.imageSize = ic.ImageSize
+		}
+	}
+	for i, t := range req.Tools {
+		if t.GoogleSearch == nil {
+			return v, badRequest(fmt.Sprintf("* GenerateContentRequest.tools[%d]: tool must have one initialized field\n", i))
+		}
+		if !c.Grounding {
+			return v, badRequest("Search Grounding is not supported.")
+		}
+		v.grounding = true
+	}
+	if c.RequiresSignatures {
+		if apiErr := checkSignatures(req); apiErr != nil {
+			return v, apiErr
+		}
 	}
 	for i, s := range req.SafetySettings {
 		if !slices.Contains(c.SafetyCategories, s.Category) {
@@ -169,7 +191,7 @@ func validate(req *GenerateContentRequest, backend job.Backend, model string) (v
 // size is the answer's size: the ratio's; else, for an edit, the ratio
 // nearest the first input's shape; else 1:1.
 func (v validated) size() (int, int) {
-	if s, ok := v.capability.AspectRatios[v.ratio]; ok {
+	if s, ok := v.capability.OutputSize(v.ratio, v.imageSize); ok {
 		return s.Width, s.Height
 	}
 	if len(v.images) > 0 && v.images[0].data != nil {
@@ -177,7 +199,7 @@ func (v validated) size() (int, int) {
 			want := math.Log(float64(w) / float64(h))
 			best, bestDiff := job.Size{Width: 1024, Height: 1024}, math.Inf(1)
 			for _, r := range v.capability.Ratios() {
-				s := v.capability.AspectRatios[r]
+				s, _ := v.capability.OutputSize(r, v.imageSize)
 				if d := math.Abs(math.Log(float64(s.Width)/float64(s.Height)) - want); d < bestDiff {
 					best, bestDiff = s, d
 				}
@@ -185,7 +207,7 @@ func (v validated) size() (int, int) {
 			return best.Width, best.Height
 		}
 	}
-	if s, ok := v.capability.AspectRatios["1:1"]; ok {
+	if s, ok := v.capability.OutputSize("1:1", v.imageSize); ok {
 		return s.Width, s.Height
 	}
 	return 1024, 1024

@@ -84,6 +84,10 @@ type Storage struct {
 	// whose upload fails can still be written later instead of paid again;
 	// 0 turns it off.
 	SpoolBytes int64
+	// CacheControl is the Cache-Control of every output object, images and
+	// renditions (GENIMG_CACHE_CONTROL); an upload rule's cacheControl
+	// takes its place for the rule's jobs. Empty: none.
+	CacheControl string
 }
 
 // Topics are the Pub/Sub side.
@@ -115,6 +119,9 @@ type Limits struct {
 	// MaxPromptBytes bounds the prompt and instruction
 	// (GENIMG_MAX_PROMPT_BYTES).
 	MaxPromptBytes int
+	// MaxTurns bounds an edit session: the most user turns one
+	// conversation may have (GENIMG_MAX_TURNS).
+	MaxTurns int
 	// HTTPWait is how long Generate waits for a record by default
 	// (GENIMG_HTTP_WAIT) before answering 202.
 	HTTPWait time.Duration
@@ -289,6 +296,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if c.Storage.ChunkSize%(256<<10) != 0 {
 		r.fail("GENIMG_WRITE_CHUNK_SIZE", strconv.Itoa(c.Storage.ChunkSize), "must be a multiple of 262144 (256 KiB)")
 	}
+	c.Storage.CacheControl = r.str("GENIMG_CACHE_CONTROL", "")
+	if err := checkCacheControl(c.Storage.CacheControl); err != nil {
+		r.fail("GENIMG_CACHE_CONTROL", c.Storage.CacheControl, err.Error())
+	}
 
 	// Topics.
 	c.Topics.Project = c.Model.Project
@@ -313,6 +324,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	c.Limits.MaxImagePixels = int64(r.integer("GENIMG_MAX_IMAGE_PIXELS", 40_000_000, 1, 1<<40))
 	c.Limits.MaxRequestBytes = int64(r.integer("GENIMG_MAX_REQUEST_BYTES", 32<<20, 1, 32<<20))
 	c.Limits.MaxPromptBytes = r.integer("GENIMG_MAX_PROMPT_BYTES", 100_000, 1, 1<<20)
+	c.Limits.MaxTurns = r.integer("GENIMG_MAX_TURNS", job.DefaultMaxTurns, 1, 100)
 	c.Limits.HTTPWait = r.duration("GENIMG_HTTP_WAIT", 60*time.Second)
 	c.Limits.QuotaRetry = r.duration("GENIMG_QUOTA_RETRY", 30*time.Minute)
 	if c.Limits.HTTPWait > c.Limits.FunctionTimeout {
@@ -665,4 +677,18 @@ func (r *reader) level(name string) slog.Level {
 		r.fail(name, v, "expected DEBUG, INFO, WARN or ERROR")
 	}
 	return l
+}
+
+// checkCacheControl accepts a Cache-Control value as Cloud Storage stores
+// it: printable ASCII, at most 256 bytes ("public, max-age=86400").
+func checkCacheControl(v string) error {
+	if len(v) > 256 {
+		return fmt.Errorf("%d bytes; at most 256", len(v))
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] > 0x7e {
+			return errors.New("must be printable ASCII, such as \"public, max-age=86400\"")
+		}
+	}
+	return nil
 }

@@ -61,6 +61,7 @@ func defaults() config.Config {
 			MaxImagePixels:  40_000_000,
 			MaxRequestBytes: 32 << 20,
 			MaxPromptBytes:  100_000,
+			MaxTurns:        10,
 			HTTPWait:        60 * time.Second,
 			QuotaRetry:      30 * time.Minute,
 		},
@@ -82,7 +83,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		t.Errorf("LoadConfig defaults (-want +got):\n%s", diff)
 	}
 	want := config.Prices{InputText: 0.30, InputImage: 0.30, OutputImage: 30, OutputText: 2.50, Cached: 0.03, BatchDiscount: 0.5}
-	if diff := cmp.Diff(want, config.DefaultPrices()); diff != "" {
+	if diff := cmp.Diff(want, config.DefaultPrices().For("gemini-2.5-flash-image")); diff != "" {
 		t.Errorf("DefaultPrices, the public price page (-want +got):\n%s", diff)
 	}
 	// $30 per 1M image tokens, 1290 tokens per image: $0.0387 an image.
@@ -151,16 +152,17 @@ func TestLoadConfigSettings(t *testing.T) {
 				"GENIMG_MAX_IMAGE_PIXELS", "1000000", "GENIMG_MAX_REQUEST_BYTES", "2000", "GENIMG_MAX_PROMPT_BYTES", "300", "GENIMG_HTTP_WAIT", "60s",
 				"GENIMG_PRICES", `{"outputImage": 15, "batchDiscount": 1}`, "GENIMG_WEBHOOK_SECRET", "whsec_abc", "GENIMG_WEBHOOK_TOLERANCE", "30s",
 				"GENIMG_LOG_PROMPTS", "true", "GENIMG_LOG_LEVEL", "debug",
+				"GENIMG_MAX_TURNS", "4", "GENIMG_CACHE_CONTROL", "public, max-age=60",
 			},
 			change: func(c *config.Config) {
 				c.Model.Default = "gemini-2.5-flash-image-preview"
 				c.Model.Allowed = []string{"gemini-2.5-flash-image", "gemini-2.5-flash-image-preview"}
 				c.Model.CallTimeout, c.Model.RetryBudget, c.Model.MaxAttempts, c.Model.MaxConcurrent = 30*time.Second, 50*time.Second, 20, 8
 				c.Storage = config.Storage{EmulatorHost: "http://127.0.0.1:4443", OutputBucket: "genimg-output", OutputPrefix: "renders/",
-					InputBuckets: []string{"a-in", "b.in"}, Lease: 2 * time.Minute, ChunkSize: 1 << 20, SpoolBytes: 32 << 20}
+					InputBuckets: []string{"a-in", "b.in"}, Lease: 2 * time.Minute, ChunkSize: 1 << 20, CacheControl: "public, max-age=60", SpoolBytes: 32 << 20}
 				c.Topics = config.Topics{Project: "proj", EmulatorHost: "127.0.0.1:8085", Requests: "req", Completion: "done", EventSource: "//example/genimg"}
 				c.Limits = config.Limits{MaxEventAge: 23*time.Hour + 59*time.Minute, FunctionTimeout: 60 * time.Second, MaxImageBytes: 1000,
-					MaxImagePixels: 1_000_000, MaxRequestBytes: 2000, MaxPromptBytes: 300, HTTPWait: 60 * time.Second, QuotaRetry: 30 * time.Minute}
+					MaxImagePixels: 1_000_000, MaxRequestBytes: 2000, MaxPromptBytes: 300, MaxTurns: 4, HTTPWait: 60 * time.Second, QuotaRetry: 30 * time.Minute}
 				c.Prices.OutputImage, c.Prices.BatchDiscount = 15, 1
 				c.Webhook = config.Webhook{Secret: "whsec_abc", Tolerance: 30 * time.Second}
 				c.Log = config.Log{Prompts: true, Level: slog.LevelDebug}
@@ -257,9 +259,9 @@ func TestLoadConfigRejects(t *testing.T) {
 		{"retry budget over function timeout", []string{"GENIMG_RETRY_BUDGET", "10m"}, `GENIMG_RETRY_BUDGET="10m": must be shorter than GENIMG_FUNCTION_TIMEOUT 9m0s (default)`},
 		{"http wait over function timeout", []string{"GENIMG_HTTP_WAIT", "10m"}, `GENIMG_HTTP_WAIT="10m": must not exceed GENIMG_FUNCTION_TIMEOUT 9m0s (default)`},
 		{"unknown model in GENIMG_MODELS", []string{"GENIMG_MODELS", "gemini-2.5-flash-image,dall-e-3"},
-			`GENIMG_MODELS="dall-e-3": model "dall-e-3" is not one genimg knows; known: [gemini-2.5-flash-image gemini-2.5-flash-image-preview]`},
+			`GENIMG_MODELS="dall-e-3": model "dall-e-3" is not one genimg knows; known: [gemini-2.5-flash-image gemini-2.5-flash-image-preview gemini-3-pro-image gemini-3-pro-image-preview gemini-3.1-flash-image gemini-3.1-flash-image-preview]`},
 		{"unknown default model", []string{"GENIMG_MODEL", "dall-e-3"},
-			`GENIMG_MODEL="dall-e-3": model "dall-e-3" is not one genimg knows; known: [gemini-2.5-flash-image gemini-2.5-flash-image-preview]`},
+			`GENIMG_MODEL="dall-e-3": model "dall-e-3" is not one genimg knows; known: [gemini-2.5-flash-image gemini-2.5-flash-image-preview gemini-3-pro-image gemini-3-pro-image-preview gemini-3.1-flash-image gemini-3.1-flash-image-preview]`},
 		{"default model not in the allow-list", []string{"GENIMG_MODEL", "gemini-2.5-flash-image-preview", "GENIMG_MODELS", "gemini-2.5-flash-image"},
 			`GENIMG_MODEL="gemini-2.5-flash-image-preview": must be one of GENIMG_MODELS gemini-2.5-flash-image`},
 		{"prices not JSON", []string{"GENIMG_PRICES", "outputImage=15"}, `GENIMG_PRICES="outputImage=15": expected a JSON object of per-million-token prices: …`},

@@ -37,6 +37,12 @@ type Rule struct {
 	BillingLabels      map[string]string   `json:"billingLabels,omitempty"`
 	// Callback receives the completion event of every job the rule makes.
 	Callback *job.Callback `json:"callback,omitempty"`
+	Renditions         []job.Rendition     `json:"renditions,omitempty"`
+	ImageSize          string              `json:"imageSize,omitempty"`
+	Tools              []job.Tool          `json:"tools,omitempty"`
+	// CacheControl is the Cache-Control of the rule's output objects, in
+	// place of GENIMG_CACHE_CONTROL.
+	CacheControl string `json:"cacheControl,omitempty"`
 }
 
 // Job is the job the rule makes of an uploaded image. The job shares
@@ -66,6 +72,9 @@ func (r Rule) Job(image job.Image) job.Job {
 		Output:             output,
 		Labels:             maps.Clone(r.Labels),
 		BillingLabels:      maps.Clone(r.BillingLabels),
+		Renditions:         append([]job.Rendition(nil), r.Renditions...),
+		ImageSize:          r.ImageSize,
+		Tools:              append([]job.Tool(nil), r.Tools...),
 	}
 }
 
@@ -105,6 +114,15 @@ func (r *reader) rules(name string) []Rule {
 			r.fail(name, rule.Prefix, "every rule needs a prefix ending in '/', such as watercolor/")
 		case strings.TrimSpace(rule.Prompt) == "":
 			r.fail(name, rule.Prefix, "every rule needs a prompt")
+		}
+		for i := range rule.Renditions {
+			rule.Renditions[i].Format = strings.ToLower(strings.TrimSpace(rule.Renditions[i].Format))
+		}
+		for _, err := range job.ValidateRenditions("renditions", rule.Renditions) {
+			r.fail(name, rule.Prefix, err.Error())
+		}
+		if err := checkCacheControl(rule.CacheControl); err != nil {
+			r.fail(name, rule.Prefix, "cacheControl: "+err.Error())
 		}
 		if rule.Name == "" {
 			rule.Name = rule.Prefix

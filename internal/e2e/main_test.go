@@ -62,11 +62,14 @@ func runMain(m *testing.M) int {
 			"GENIMG_LOG_LEVEL":     "WARN",
 			// Callbacks are given up quickly here (production: 24h).
 			"GENIMG_CALLBACK_MAX_AGE": "6s",
+			"GENIMG_MODELS":        "gemini-2.5-flash-image,gemini-3.1-flash-image,gemini-3-pro-image",
 			// Batches go as JSONL files: the SDK decodes large inline
 			// answers several times slower (package batch tests both).
 			"GENIMG_BATCH_INLINE_BYTES": "1",
 			"GENIMG_RULES": `[{"bucket": "genimg-input", "prefix": "watercolor/", "prompt": "Turn this photo into a watercolor painting", "aspectRatio": "1:1"},
-				{"bucket": "genimg-input", "prefix": "backfill/", "prompt": "Restore this old photo", "dryRun": true}]`,
+				{"bucket": "genimg-input", "prefix": "backfill/", "prompt": "Restore this old photo", "dryRun": true},
+				{"bucket": "genimg-input", "prefix": "products/", "prompt": "Put this product on a white background", "aspectRatio": "4:3",
+				 "renditions": [{"format": "webp", "maxSize": 128}, {"format": "jpeg", "maxSize": 600}], "cacheControl": "public, max-age=600"}]`,
 		},
 	})
 	if err != nil {

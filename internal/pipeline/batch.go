@@ -87,6 +87,11 @@ func (s *Service) TakeBatch(ctx context.Context, b trigger.Batch, trig job.Trigg
 		if cause == nil {
 			cause = j.Validate(s.policy)
 		}
+		if cause == nil && j.Parent != "" {
+			// The batch lane keeps no conversation turns and reads no
+			// history: an edit session runs online.
+			cause = fmt.Errorf("%w: parent: edit sessions run one job at a time, not in the batch lane; submit the job without \"batch\"", job.ErrInvalid)
+		}
 		if cause == nil {
 			if cause = s.CheckCallback(jctx, j); job.Retryable(cause) {
 				return ans, cause
@@ -316,7 +321,7 @@ func (f batchFinisher) Finish(ctx context.Context, fin batch.Finished) error {
 	rec.Attempts += res.Attempts
 	rec.CostUSD += res.CostUSD
 	rec.Timings.ModelMs = res.ModelTime.Milliseconds()
-	meta := storage.ImageMeta{Model: j.Model, PromptSHA256: job.PromptHash(j.Prompt)}
+	meta := storage.ImageMeta{Model: j.Model, PromptSHA256: job.PromptHash(j.Prompt), CacheControl: s.cfg.Storage.CacheControl}
 	if fin.Trigger.Kind == job.Upload {
 		meta.Source = fin.Trigger.Source
 	}
@@ -331,8 +336,9 @@ func (f batchFinisher) Finish(ctx context.Context, fin batch.Finished) error {
 	}
 	fillFromModel(&rec, res)
 	rec.Outputs = outputs
+	s.renditions(ctx, claim, j.Renditions, rec.Outputs, meta)
 	rec.Timings.CompletedAt = s.now()
 	rec.Timings.TotalMs = rec.Timings.CompletedAt.Sub(rec.Timings.CreatedAt).Milliseconds()
-	_, err = s.finish(ctx, claim, rec, nil)
+	_, err = s.finish(ctx, claim, rec, nil, nil)
 	return err
 }

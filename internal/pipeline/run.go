@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -83,7 +84,7 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 		// refused its images or its draft: finish it from memory.
 		slog.InfoContext(ctx, "finishing an earlier attempt kept in memory", "attempt", claim.Attempt)
 		kept.rec.Attempts, kept.rec.CostUSD = max(kept.rec.Attempts, claim.PriorCalls), max(kept.rec.CostUSD, claim.PriorCost)
-		return s.finish(ctx, claim, kept.rec, kept.outputs)
+		return s.finish(ctx, claim, kept.rec, kept.outputs, kept.after)
 	}
 	rec.Attempts, rec.CostUSD = claim.PriorCalls, claim.PriorCost
 	if cause != nil {
@@ -104,8 +105,15 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 func (s *Service) call(ctx context.Context, claim *storage.Claim, j job.Job, rec job.Record, d trigger.Delivery) (job.Record, error) {
 	created := firstSeen(d.Time, claim.CreatedAt)
 	parked := j.Clone() // the job as it came, should it have to wait
+	// A conversation's history and this job's inputs are read and checked
+	// before anything is paid: a parent that cannot be continued fails the
+	// job here.
 	sctx, end := s.traces.Step(ctx, "inputs")
-	err := s.store.ResolveImages(sctx, &j)
+	err := s.store.History(sctx, &j)
+	var inputs []storage.Input
+	if err == nil {
+		inputs, err = s.store.ResolveInputs(sctx, &j)
+	}
 	if end(err); err != nil {
 		if job.Retryable(err) {
 			s.release(ctx, claim)
@@ -137,7 +145,8 @@ func (s *Service) call(ctx context.Context, claim *storage.Claim, j job.Job, rec
 	}
 	// The answer's images stream into Cloud Storage while it is read: no
 	// whole image is held in memory (BENCHMARKS.md "## memory design").
-	meta := storage.ImageMeta{Model: j.Model, PromptSHA256: job.PromptHash(j.Prompt), Source: sourceObject(d)}
+	meta := storage.ImageMeta{Model: j.Model, PromptSHA256: job.PromptHash(j.Prompt), Source: sourceObject(d),
+		CacheControl: cmp.Or(d.CacheControl, s.cfg.Storage.CacheControl)}
 	outputs, err := s.store.NewOutputs(ctx, claim, &j, meta)
 	if err != nil {
 		release(0)
@@ -172,26 +181,43 @@ func (s *Service) call(ctx context.Context, claim *storage.Claim, j job.Job, rec
 	}
 	fillFromModel(&rec, res)
 	rec.Outputs = outputs.Stored()
-	rec.Timings.CompletedAt = s.now()
-	rec.Timings.TotalMs = rec.Timings.CompletedAt.Sub(rec.Timings.CreatedAt).Milliseconds()
-	return s.finish(ctx, claim, rec, outputs)
+	// Once the images are all stored: their renditions, and the turns a
+	// child job continues from. Neither ever costs a second model call: a
+	// record without them says why, or only cannot be continued.
+	after := func(ctx context.Context, rec *job.Record) {
+		s.renditions(ctx, claim, j.Renditions, rec.Outputs, meta)
+		if rec.Outcome == job.Succeeded {
+			var err error
+			if rec.Turns, err = s.turns(ctx, &j, inputs, res, outputs); err != nil {
+				slog.WarnContext(ctx, "conversation turns not kept", "error", err)
+			}
+		}
+		rec.Timings.CompletedAt = s.now()
+		rec.Timings.TotalMs = rec.Timings.CompletedAt.Sub(rec.Timings.CreatedAt).Milliseconds()
+	}
+	return s.finish(ctx, claim, rec, outputs, after)
 }
 
 // finish keeps a paid answer: the images the spool held through a failed
-// upload, then the draft, both retried in process; then the record. If
-// Cloud Storage refuses them past every retry, the answer stays in memory
-// for the redelivery (unfinished) and the claim is released.
-func (s *Service) finish(ctx context.Context, c *storage.Claim, rec job.Record, outputs *storage.Outputs) (job.Record, error) {
+// upload are written, then after completes the record (renditions, turns;
+// once), then the draft, all retried in process; then the record. If Cloud
+// Storage refuses them past every retry, the answer stays in memory for the
+// redelivery (unfinished) and the claim is released.
+func (s *Service) finish(ctx context.Context, c *storage.Claim, rec job.Record, outputs *storage.Outputs, after func(context.Context, *job.Record)) (job.Record, error) {
 	write := func() error {
 		if outputs != nil {
 			if err := outputs.Flush(ctx); err != nil {
 				return err
 			}
 		}
+		if after != nil {
+			after(ctx, &rec)
+			after = nil
+		}
 		return s.store.WriteDraft(ctx, c, rec)
 	}
 	if err := retryStorage(ctx, write); err != nil {
-		s.unfinished.keep(rec, outputs)
+		s.unfinished.keep(rec, outputs, after)
 		s.release(ctx, c)
 		return job.Record{}, err
 	}
@@ -256,6 +282,7 @@ func (s *Service) commit(ctx context.Context, c *storage.Claim, rec job.Record) 
 func (s *Service) newRecord(j job.Job, trig job.Trigger) job.Record {
 	return job.Record{
 		JobID:       j.ID,
+		Parent:      j.Parent,
 		Trigger:     trig,
 		Model:       j.Model,
 		Labels:      j.Labels,
@@ -288,6 +315,7 @@ func fillFromModel(rec *job.Record, res *gemini.Result) {
 	rec.ResponseID = res.ResponseID
 	rec.JSON = res.JSON
 	rec.JSONError = res.JSONError
+	rec.GroundingMetadata = res.GroundingMetadata
 }
 
 // release lets the redelivery take the job over at once rather than wait
@@ -305,8 +333,8 @@ func (s *Service) estimate(j job.Job) float64 {
 	if err != nil {
 		return 0
 	}
-	tokens := float64(c.OutputTokensPerImage) * float64(max(j.CandidateCount, 1))
-	return tokens * s.cfg.Prices.OutputImage / 1e6
+	tokens := float64(c.ImageTokens(j.ImageSize)) * float64(max(j.CandidateCount, 1))
+	return tokens * s.cfg.Prices.For(j.Model).OutputImage / 1e6
 }
 
 // tooOld fails a delivery older than the maximum event age, retryably:
@@ -337,4 +365,26 @@ func sourceObject(d trigger.Delivery) string {
 		return ""
 	}
 	return d.Object.Source()
+}
+
+// turns are the record's two turns of the conversation (contract 9.3): the
+// user's, as sent, and the model's answer as returned, its images by the
+// URI and SHA-256 they were stored under.
+func (s *Service) turns(ctx context.Context, j *job.Job, inputs []storage.Input, res *gemini.Result, outputs *storage.Outputs) ([]job.Turn, error) {
+	user, err := s.store.UserTurn(ctx, j, inputs)
+	if err != nil {
+		return nil, err
+	}
+	model := job.Turn{Role: "model", Parts: make([]job.TurnPart, 0, len(res.ModelTurn))}
+	for _, p := range res.ModelTurn {
+		if p.Image != nil {
+			st, ok := outputs.StoredAt(p.Image.Index)
+			if !ok {
+				continue // not kept: nothing to send back
+			}
+			p.Image = &job.TurnImage{URI: st.URI, MIMEType: st.MIMEType, SHA256: st.SHA256}
+		}
+		model.Parts = append(model.Parts, p)
+	}
+	return []job.Turn{user, model}, nil
 }

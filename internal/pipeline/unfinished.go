@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"sync"
 
 	"github.com/genimg/genimg/job"
@@ -28,9 +29,12 @@ type unfinished struct {
 type answer struct {
 	rec     job.Record
 	outputs *storage.Outputs
+	// after completes the record once the images are stored, if it has not
+	// run yet (Service.finish).
+	after func(context.Context, *job.Record)
 }
 
-func (u *unfinished) keep(rec job.Record, outputs *storage.Outputs) {
+func (u *unfinished) keep(rec job.Record, outputs *storage.Outputs, after func(context.Context, *job.Record)) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.kept == nil {
@@ -41,7 +45,7 @@ func (u *unfinished) keep(rec job.Record, outputs *storage.Outputs) {
 	} else {
 		u.order = append(u.order, rec.JobID)
 	}
-	u.kept[rec.JobID] = answer{rec, outputs}
+	u.kept[rec.JobID] = answer{rec, outputs, after}
 	for len(u.order) > maxUnfinished {
 		u.kept[u.order[0]].discard()
 		delete(u.kept, u.order[0])

@@ -67,7 +67,8 @@ func EstimateRule(rule config.Rule, prices config.Prices, policy job.Policy) (mo
 	chars := utf8.RuneCountInString(rule.Prompt) + utf8.RuneCountInString(rule.SystemInstruction)
 	promptTokens := math.Ceil(float64(chars) / CharsPerToken)
 	const perToken = 1e-6 // prices are per million tokens
-	usd = perToken * (images*float64(c.OutputTokensPerImage)*prices.OutputImage +
+	prices = prices.For(model)
+	usd = perToken * (images*float64(c.ImageTokens(rule.ImageSize))*prices.OutputImage +
 		InputImageTokens*prices.InputImage +
 		promptTokens*prices.InputText)
 	return model, usd, nil
