@@ -18,8 +18,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/genimg/genimg"
 	"github.com/genimg/genimg/internal/localstack"
+	"github.com/genimg/genimg/internal/pipeline"
 )
 
 func main() {
@@ -61,15 +61,15 @@ func run() error {
 	} else {
 		o.Env = map[string]string{"GENIMG_LOG_LEVEL": "WARN"}
 	}
-	slog.SetDefault(slog.New(genimg.NewLogHandler(os.Stderr, o.Project, level)))
+	slog.SetDefault(slog.New(pipeline.NewLogHandler(os.Stderr, o.Project, level)))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	if *functionsOnly {
 		fmt.Printf("genimg functions on %s:%d, using the stack's emulators on ports %d (storage), %d (pub/sub), %d (model)\n",
 			o.Host, o.FunctionsPort, o.StoragePort, o.PubSubPort, o.ModelPort)
-		return localstack.ServeFunctions(o)
+		return localstack.ServeFunctions(ctx, o)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	start := time.Now()
 	s, err := localstack.Start(ctx, o)
 	if err != nil {

@@ -38,12 +38,15 @@ type API struct {
 	// set; key is nil otherwise.
 	key    webhook.Key
 	replay *webhook.Replay
+	// large holds a slot per large body being read and staged (body.go).
+	large chan struct{}
 }
 
 // New builds the API of svc.
 func New(svc *pipeline.Service) (*API, error) {
 	cfg := svc.Config()
-	a := &API{svc: svc, cfg: cfg, policy: svc.Policy(), store: svc.Store(), spend: svc.Spend()}
+	a := &API{svc: svc, cfg: cfg, policy: svc.Policy(), store: svc.Store(), spend: svc.Spend(),
+		large: make(chan struct{}, maxLargeBodies)}
 	if cfg.Webhook.Secret != "" {
 		key, err := webhook.ParseKey(cfg.Webhook.Secret)
 		if err != nil {
@@ -81,17 +84,23 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 		writeJobError(w, err)
 		return
 	}
-	// {"batch": [...]} goes to the batch lane, each job on its own.
-	if b, ok, err := trigger.BatchFromHTTP(r, a.cfg.Limits.MaxRequestBytes); err != nil {
-		writeJobError(w, err)
-		return
-	} else if ok {
-		a.submitBatch(w, r, b, webhookID)
-		return
-	}
-	j, err := trigger.FromHTTP(r, a.cfg.Limits.MaxRequestBytes)
+	// One pass over the body: {"batch": [...]} goes to the batch lane,
+	// each job on its own; a job's inline images are decoded as read.
+	release, err := a.admitBody(r)
 	if err != nil {
 		writeJobError(w, err)
+		return
+	}
+	defer release()
+	j, b, err := trigger.ReadHTTP(r, a.cfg.Limits.MaxRequestBytes)
+	if err != nil {
+		release()
+		writeJobError(w, err)
+		return
+	}
+	if b != nil {
+		release()
+		a.submitBatch(w, r, *b, webhookID)
 		return
 	}
 	if j.ID == "" {
@@ -127,6 +136,7 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 		a.writeUnavailable(ctx, w, "staging the job's images", err)
 		return
 	}
+	release() // the images are staged: the body's memory is done with
 	fp := j.Fingerprint()
 	rec, _, _, err := a.store.Status(durable, j.ID)
 	switch {
@@ -141,6 +151,10 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// Watch before queueing, so that a run on this instance that ends
+	// before the wait starts is still seen.
+	watch := a.svc.Watch(j.ID)
+	defer watch.Close()
 	if err := a.svc.Enqueue(durable, j, "request/"+trigger.NewID()); err != nil {
 		a.writeUnavailable(ctx, w, "queueing the job", err)
 		return
@@ -159,36 +173,70 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 	case async || wait <= 0:
 		writeAccepted(w, r, j.ID)
 	default:
-		a.await(ctx, w, r, j.ID, fp, wait)
+		a.await(ctx, w, r, watch, j.ID, fp, wait)
 	}
 }
 
-// await polls the job's record until it is there or wait runs out. The
-// record lives in Cloud Storage, so any instance's work is seen.
-func (a *API) await(ctx context.Context, w http.ResponseWriter, r *http.Request, id, fp string, wait time.Duration) {
+// await waits for the job's record until it is there or wait runs out.
+// When this instance runs the job, the run hands the record over in
+// process (pipeline.Watch); otherwise — the job runs on another instance,
+// or a run here ended without a record and was redelivered — the record
+// in Cloud Storage is read with backoff, so any instance's work is seen.
+// While the job runs here, that read is only a slow safety net.
+func (a *API) await(ctx context.Context, w http.ResponseWriter, r *http.Request, watch *pipeline.Watch, id, fp string, wait time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	delay := 100 * time.Millisecond
-	for {
-		rec, _, _, err := a.store.Status(ctx, id)
-		switch {
-		case rec != nil && rec.Fingerprint != fp:
+	answer := func(rec *job.Record) {
+		if rec.Fingerprint != fp {
 			writeError(w, http.StatusConflict, fmt.Sprintf("job id %s was already used for a different job; use a new id", id))
 			return
+		}
+		writeRecord(w, *rec)
+	}
+	delay := firstPoll
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	for {
+		select {
+		case rec := <-watch.Done():
+			answer(&rec)
+			return
+		case <-watch.Changed():
+			// A run here started or ended: re-arm the read for it.
+			delay = firstPoll
+			timer.Reset(nextPoll(watch, delay))
+			continue
+		case <-ctx.Done():
+			writeAccepted(w, r, id)
+			return
+		case <-timer.C:
+		}
+		rec, _, _, err := a.store.Status(ctx, id)
+		switch {
 		case rec != nil:
-			writeRecord(w, *rec)
+			answer(rec)
 			return
 		case err != nil && !errors.Is(err, storage.ErrNotFound) && ctx.Err() == nil:
 			slog.WarnContext(ctx, "reading the job's state", "error", err)
 		}
-		select {
-		case <-ctx.Done():
-			writeAccepted(w, r, id)
-			return
-		case <-time.After(delay):
-			delay = min(delay*3/2, time.Second)
-		}
+		delay = min(delay*2, maxPoll)
+		timer.Reset(nextPoll(watch, delay))
 	}
+}
+
+// The record is read after firstPoll, then at doubling intervals up to
+// maxPoll; while this instance runs the job, every runningPoll.
+const (
+	firstPoll   = 250 * time.Millisecond
+	maxPoll     = 2 * time.Second
+	runningPoll = 10 * time.Second
+)
+
+func nextPoll(w *pipeline.Watch, delay time.Duration) time.Duration {
+	if w.Running() {
+		return runningPoll
+	}
+	return delay
 }
 
 // status answers GET ?id=JOB: the record (200), running (202) or unknown (404).

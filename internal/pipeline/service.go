@@ -44,6 +44,8 @@ type Service struct {
 	events   *pubsub.Publisher
 	spend    *spend.Guard
 	now      func() time.Time
+	// waits are Generate's waiters on this instance (notify.go).
+	waits notifier
 }
 
 // model is what the pipeline needs of the Gemini client: a call whose
