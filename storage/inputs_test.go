@@ -148,3 +148,48 @@ func TestStageInputs(t *testing.T) {
 		t.Errorf("StageInputs with id ../x: %v, want ErrInvalid", err)
 	}
 }
+
+// TestStagedInputTakenFromMemory: an input Generate staged on this instance
+// is resolved from memory by a run on the same Store — no read back, even
+// with Cloud Storage failing every request — once; a second run reads the
+// object, and another Store (another instance) always does.
+func TestStagedInputTakenFromMemory(t *testing.T) {
+	srv := newServer(t)
+	img := pngBytes(t, 64, 48)
+	client, tr := srv.NewClient(t)
+	s := newStore(client, newClock(), "o", job.GeminiAPI)
+	other := newStore(client, newClock(), "o2", job.GeminiAPI)
+	staged := job.Job{Prompt: "p", Model: job.DefaultModel, Images: []job.Image{{Data: bytes.Clone(img)}}}
+	if err := s.StageInputs(t.Context(), "job-mem", &staged); err != nil {
+		t.Fatal(err)
+	}
+
+	resolve := func(s *Store) (job.Job, error) {
+		j := staged
+		j.Images = append([]job.Image(nil), staged.Images...)
+		_, err := s.ResolveInputs(t.Context(), &j)
+		return j, err
+	}
+	want := []job.Image{{Data: img, MIMEType: "image/png"}}
+	tr.Inject(storagetest.Fault{Status: 503})
+	if _, err := resolve(other); !errors.Is(err, job.ErrTransient) {
+		t.Fatalf("another instance: err = %v, want a transient read error", err)
+	}
+	got, err := resolve(s)
+	if err != nil {
+		t.Fatalf("same instance, storage down: %v", err)
+	}
+	if diff := cmp.Diff(want, got.Images); diff != "" {
+		t.Errorf("images (-want +got):\n%s", diff)
+	}
+	if _, err := resolve(s); !errors.Is(err, job.ErrTransient) {
+		t.Fatalf("second run: err = %v, want a read (failing)", err)
+	}
+	tr.Clear()
+	if got, err = resolve(s); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got.Images); diff != "" {
+		t.Errorf("read back (-want +got):\n%s", diff)
+	}
+}
