@@ -139,6 +139,7 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 	// send each at once rather than waiting to batch.
 	s.events.PublishSettings.DelayThreshold = time.Millisecond
 	s.requests.PublishSettings.DelayThreshold = time.Millisecond
+	go s.warm()
 	slog.InfoContext(ctx, "genimg ready", "config", cfg)
 	return s, nil
 }
