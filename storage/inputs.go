@@ -408,11 +408,7 @@ func (s *Store) StageInputs(ctx context.Context, jobID string, j *job.Job) error
 		if mime == "" {
 			mime = "application/octet-stream"
 		}
-		attrs, err := s.write(ctx, s.cfg.OutputBucket, name, img.Data, writeOpts{
-			contentType: mime,
-			metadata:    map[string]string{MetaJob: jobID, MetaGeneratedBy: GeneratedBy},
-			cond:        &gcs.Conditions{DoesNotExist: true},
-		})
+		attrs, err := s.stage(ctx, name, img.Data, mime, jobID)
 		// 412: the same bytes are already there under their own hash (an
 		// earlier try, or another job with this image): nothing to do.
 		if err != nil && !isPrecondition(err) {
@@ -427,6 +423,47 @@ func (s *Store) StageInputs(ctx context.Context, jobID string, j *job.Job) error
 		}
 	}
 	return nil
+}
+
+// stage writes one staged input in a single request that streams data
+// (ChunkSize 0: no chunk buffer, no resumable session — a 1 MiB input
+// would otherwise be copied into a buffer and sent as four 256 KiB chunk
+// requests). The client does not retry such a write, so stage does: the
+// bytes are at hand and the write is create-only under their hash, so a
+// retry after a lost answer finds the object there (412) and is done.
+func (s *Store) stage(ctx context.Context, name string, data []byte, mime, jobID string) (*gcs.ObjectAttrs, error) {
+	delay := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		attrs, err := s.stageOnce(ctx, name, data, mime, jobID)
+		if err == nil || attempt == stageAttempts || !job.Retryable(classify(err, "")) || ctx.Err() != nil {
+			return attrs, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(delay):
+			delay *= 2
+		}
+	}
+}
+
+const stageAttempts = 4
+
+func (s *Store) stageOnce(ctx context.Context, name string, data []byte, mime, jobID string) (*gcs.ObjectAttrs, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.retryDeadline)
+	defer cancel()
+	w := s.client.Bucket(s.cfg.OutputBucket).Object(name).If(gcs.Conditions{DoesNotExist: true}).NewWriter(ctx)
+	w.ChunkSize = 0
+	w.ContentType = mime
+	w.Metadata = map[string]string{MetaJob: jobID, MetaGeneratedBy: GeneratedBy}
+	if _, err := w.Write(data); err != nil {
+		_ = w.Close()
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return w.Attrs(), nil
 }
 
 // staged keeps the inputs Generate staged on this instance for a short

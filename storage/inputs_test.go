@@ -193,3 +193,39 @@ func TestStagedInputTakenFromMemory(t *testing.T) {
 		t.Errorf("read back (-want +got):\n%s", diff)
 	}
 }
+
+// TestStageInputsRetries: staging is one streamed request that the client
+// does not retry, so StageInputs does — after a 503, and after an answer
+// lost once the object was stored (the retry's 412 means it is there).
+func TestStageInputsRetries(t *testing.T) {
+	srv := newServer(t)
+	img := pngBytes(t, 32, 32)
+	for _, tt := range []struct {
+		name  string
+		fault storagetest.Fault
+	}{
+		{"503 once", storagetest.Fault{Status: 503, Times: 1}},
+		{"answer lost once", storagetest.Fault{DropResponse: true, Times: 1}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			client, tr := srv.NewClient(t)
+			tr.Inject(tt.fault)
+			s := newStore(client, newClock(), "o", job.GeminiAPI)
+			j := job.Job{Prompt: "p", Images: []job.Image{{Data: bytes.Clone(img)}}}
+			if err := s.StageInputs(t.Context(), "job-retry-"+strings.ReplaceAll(tt.name, " ", "-"), &j); err != nil {
+				t.Fatal(err)
+			}
+			if _, injected := tr.Counts(); injected != 1 {
+				t.Errorf("%d faults injected, want 1", injected)
+			}
+			bucket, object, err := job.ParseGCS(j.Images[0].URI)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := get(t, srv.Client, bucket, object)
+			if !bytes.Equal(got, img) {
+				t.Errorf("staged %d bytes, want the image's %d", len(got), len(img))
+			}
+		})
+	}
+}
