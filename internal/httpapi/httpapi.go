@@ -138,7 +138,7 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 	}
 	release() // the images are staged: the body's memory is done with
 	fp := j.Fingerprint()
-	rec, _, _, err := a.store.Status(durable, j.ID)
+	rec, err := a.store.Record(durable, j.ID)
 	switch {
 	case err != nil && !errors.Is(err, storage.ErrNotFound):
 		a.writeUnavailable(ctx, w, "reading the job's state", err)
@@ -225,10 +225,13 @@ func (a *API) await(ctx context.Context, w http.ResponseWriter, r *http.Request,
 }
 
 // The record is read after firstPoll, then at doubling intervals up to
-// maxPoll; while this instance runs the job, every runningPoll.
+// maxPoll; while this instance runs the job, every runningPoll. A job run
+// on another instance is seen at most maxPoll late; one run here at once.
+// (Each read is one or two Cloud Storage requests: reading every 100 ms,
+// as before, cost more than the rest of the front door.)
 const (
-	firstPoll   = 250 * time.Millisecond
-	maxPoll     = 2 * time.Second
+	firstPoll   = time.Second
+	maxPoll     = 3 * time.Second
 	runningPoll = 10 * time.Second
 )
 
