@@ -26,9 +26,13 @@ func (a *API) admitBody(r *http.Request) (release func(), err error) {
 		return func() {}, nil
 	}
 	select {
-	case a.large <- struct{}{}:
-	case <-r.Context().Done():
-		return nil, fmt.Errorf("%w: the caller went away while waiting to read the body", job.ErrInvalid)
+	case a.large <- struct{}{}: // a free slot is taken even if the caller is leaving
+	default:
+		select {
+		case a.large <- struct{}{}:
+		case <-r.Context().Done():
+			return nil, fmt.Errorf("%w: the caller went away while waiting to read the body", job.ErrInvalid)
+		}
 	}
 	var once sync.Once
 	return func() { once.Do(func() { <-a.large }) }, nil
