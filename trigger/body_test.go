@@ -144,3 +144,31 @@ func (m *maxReader) Read(p []byte) (int, error) {
 	m.left -= int64(n)
 	return n, err
 }
+
+// FuzzStreamJob: whatever the body, the one-pass reader agrees with
+// job.Decode of the whole body — the same job, or an error both times.
+func FuzzStreamJob(f *testing.F) {
+	for _, s := range []string{
+		`{"prompt": "p", "images": [{"data": "YWJj", "mimeType": "image/png"}]}`,
+		`{"images": [{"data": "YQ=="}, {"uri": "gs://b/o"}], "id": "a"}`,
+		`{"prompt": "p", "images": [{"data": "YW\/j\n"}]}`,
+		`{"batch": []}`, `{}`, `[]`, `{"prompt": 1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		want, wantErr := job.Decode(body)
+		got, batch, err := streamJob(bytes.NewReader(body), int64(len(body)), 1<<20, false)
+		if batch != nil {
+			return // a batch: DecodeBatch's to judge
+		}
+		if (err != nil) != (wantErr != nil) {
+			t.Fatalf("body %q: streamJob err = %v, job.Decode err = %v", body, err, wantErr)
+		}
+		if err == nil {
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Fatalf("body %q: job (-job.Decode +streamJob):\n%s", body, diff)
+			}
+		}
+	})
+}
