@@ -103,7 +103,9 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 		a.submitBatch(w, r, *b, webhookID)
 		return
 	}
-	if j.ID == "" {
+	// A job without an id gets a new one, which no earlier job can have.
+	newID := j.ID == ""
+	if newID {
 		j.ID = trigger.NewID()
 	}
 	ctx := pipeline.WithJobID(r.Context(), j.ID)
@@ -138,17 +140,20 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 	}
 	release() // the images are staged: the body's memory is done with
 	fp := j.Fingerprint()
-	rec, err := a.store.Record(durable, j.ID)
-	switch {
-	case err != nil && !errors.Is(err, storage.ErrNotFound):
-		a.writeUnavailable(ctx, w, "reading the job's state", err)
-		return
-	case rec != nil && rec.Fingerprint != fp:
-		writeError(w, http.StatusConflict, fmt.Sprintf("job id %s was already used for a different job; use a new id", j.ID))
-		return
-	case rec != nil && !(rec.Outcome == job.Failed && rec.Error != nil && rec.Error.Retryable):
-		writeRecord(w, *rec) // done before: the same answer, no new work
-		return
+	if !newID {
+		// The same id again: the same answer, or a conflict.
+		rec, err := a.store.Record(durable, j.ID)
+		switch {
+		case err != nil && !errors.Is(err, storage.ErrNotFound):
+			a.writeUnavailable(ctx, w, "reading the job's state", err)
+			return
+		case rec != nil && rec.Fingerprint != fp:
+			writeError(w, http.StatusConflict, fmt.Sprintf("job id %s was already used for a different job; use a new id", j.ID))
+			return
+		case rec != nil && !(rec.Outcome == job.Failed && rec.Error != nil && rec.Error.Retryable):
+			writeRecord(w, *rec) // done before: the same answer, no new work
+			return
+		}
 	}
 
 	// Watch before queueing, so that a run on this instance that ends
