@@ -16,6 +16,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	gcs "cloud.google.com/go/storage"
 
@@ -128,6 +130,21 @@ func (s *Store) resolveObject(ctx context.Context, i int, img *job.Image, capab 
 	if !s.allowed(bucket, object) {
 		return Input{}, fmt.Errorf("%w: images[%d] %s: bucket %q is not one genimg may read inputs from (GENIMG_INPUT_BUCKETS: %s)",
 			job.ErrInvalid, i, truncate(name), bucket, strings.Join(s.cfg.InputBuckets, ","))
+	}
+	if s.backend != job.VertexAI && bucket == s.cfg.OutputBucket && img.Generation == 0 {
+		// Staged by Generate on this instance a moment ago: its name is its
+		// content's hash, so the bytes at hand are the object's bytes.
+		if data, gen, ok := staged.take(s, object); ok {
+			in := Input{URI: img.URI, Generation: gen, Bytes: int64(len(data))}
+			what := fmt.Sprintf("images[%d] %s#%d", i, truncate(name), gen)
+			mime, w, h, err := s.checkImage(what, data, int64(len(data)), nil, capab)
+			if err != nil {
+				return Input{}, err
+			}
+			img.Data, img.MIMEType, img.URI = data, mime, ""
+			in.MIMEType, in.Width, in.Height = mime, w, h
+			return in, nil
+		}
 	}
 	obj := s.client.Bucket(bucket).Object(object)
 	attrs, err := obj.Attrs(ctx)
@@ -391,15 +408,14 @@ func (s *Store) StageInputs(ctx context.Context, jobID string, j *job.Job) error
 		if mime == "" {
 			mime = "application/octet-stream"
 		}
-		_, err := s.write(ctx, s.cfg.OutputBucket, name, img.Data, writeOpts{
-			contentType: mime,
-			metadata:    map[string]string{MetaJob: jobID, MetaGeneratedBy: GeneratedBy},
-			cond:        &gcs.Conditions{DoesNotExist: true},
-		})
+		attrs, err := s.stage(ctx, name, img.Data, mime, jobID)
 		// 412: the same bytes are already there under their own hash (an
 		// earlier try, or another job with this image): nothing to do.
 		if err != nil && !isPrecondition(err) {
 			return classify(err, fmt.Sprintf("staging images[%d] to %s", i, gsURI(s.cfg.OutputBucket, name)))
+		}
+		if err == nil && attrs != nil && s.backend != job.VertexAI {
+			staged.put(s, name, img.Data, attrs.Generation)
 		}
 		img.URI, img.Data = gsURI(s.cfg.OutputBucket, name), nil
 		if mime != "application/octet-stream" {
@@ -407,4 +423,120 @@ func (s *Store) StageInputs(ctx context.Context, jobID string, j *job.Job) error
 		}
 	}
 	return nil
+}
+
+// stage writes one staged input in a single request that streams data
+// (ChunkSize 0: no chunk buffer, no resumable session — a 1 MiB input
+// would otherwise be copied into a buffer and sent as four 256 KiB chunk
+// requests). The client does not retry such a write, so stage does: the
+// bytes are at hand and the write is create-only under their hash, so a
+// retry after a lost answer finds the object there (412) and is done.
+func (s *Store) stage(ctx context.Context, name string, data []byte, mime, jobID string) (*gcs.ObjectAttrs, error) {
+	delay := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		attrs, err := s.stageOnce(ctx, name, data, mime, jobID)
+		if err == nil || attempt == stageAttempts || !job.Retryable(classify(err, "")) || ctx.Err() != nil {
+			return attrs, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(delay):
+			delay *= 2
+		}
+	}
+}
+
+const stageAttempts = 4
+
+func (s *Store) stageOnce(ctx context.Context, name string, data []byte, mime, jobID string) (*gcs.ObjectAttrs, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.retryDeadline)
+	defer cancel()
+	w := s.client.Bucket(s.cfg.OutputBucket).Object(name).If(gcs.Conditions{DoesNotExist: true}).NewWriter(ctx)
+	w.ChunkSize = 0
+	w.ContentType = mime
+	w.Metadata = map[string]string{MetaJob: jobID, MetaGeneratedBy: GeneratedBy}
+	if _, err := w.Write(data); err != nil {
+		_ = w.Close()
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return w.Attrs(), nil
+}
+
+// staged keeps the inputs Generate staged on this instance for a short
+// while, so that when the same instance runs the job (the queued message
+// is usually pushed back to it) the run takes the bytes from memory rather
+// than reading back what it has just written: two Cloud Storage requests
+// and a copy of the image fewer per inline input. The run takes an entry
+// once; entries not taken (the job ran elsewhere) leave after stagedTTL
+// or when the budget of stagedBudget bytes needs their room. Names are
+// content addresses written create-only, so the bytes kept are the bytes
+// of the object.
+var staged = stagedCache{m: map[stagedKey]*stagedEntry{}}
+
+const (
+	stagedBudget = 32 << 20
+	stagedTTL    = time.Minute
+)
+
+type stagedKey struct {
+	s    *Store
+	name string
+}
+
+type stagedEntry struct {
+	key  stagedKey
+	data []byte
+	gen  int64
+	at   time.Time
+}
+
+type stagedCache struct {
+	mu    sync.Mutex
+	m     map[stagedKey]*stagedEntry
+	order []*stagedEntry // oldest first
+	bytes int
+}
+
+func (c *stagedCache) put(s *Store, name string, data []byte, gen int64) {
+	if len(data) > stagedBudget/4 {
+		return
+	}
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := stagedKey{s, name}
+	if _, ok := c.m[k]; ok {
+		return
+	}
+	for len(c.order) > 0 && (c.bytes+len(data) > stagedBudget || now.Sub(c.order[0].at) > stagedTTL) {
+		c.drop(c.order[0])
+	}
+	e := &stagedEntry{key: k, data: data, gen: gen, at: now}
+	c.m[k] = e
+	c.order = append(c.order, e)
+	c.bytes += len(data)
+}
+
+func (c *stagedCache) take(s *Store, name string) ([]byte, int64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[stagedKey{s, name}]
+	if !ok || time.Since(e.at) > stagedTTL {
+		return nil, 0, false
+	}
+	c.drop(e)
+	return e.data, e.gen, true
+}
+
+// drop removes e; c.mu is held.
+func (c *stagedCache) drop(e *stagedEntry) {
+	delete(c.m, e.key)
+	c.bytes -= len(e.data)
+	if i := slices.Index(c.order, e); i >= 0 {
+		c.order = slices.Delete(c.order, i, i+1)
+	}
 }

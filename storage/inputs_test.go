@@ -148,3 +148,84 @@ func TestStageInputs(t *testing.T) {
 		t.Errorf("StageInputs with id ../x: %v, want ErrInvalid", err)
 	}
 }
+
+// TestStagedInputTakenFromMemory: an input Generate staged on this instance
+// is resolved from memory by a run on the same Store — no read back, even
+// with Cloud Storage failing every request — once; a second run reads the
+// object, and another Store (another instance) always does.
+func TestStagedInputTakenFromMemory(t *testing.T) {
+	srv := newServer(t)
+	img := pngBytes(t, 64, 48)
+	client, tr := srv.NewClient(t)
+	s := newStore(client, newClock(), "o", job.GeminiAPI)
+	other := newStore(client, newClock(), "o2", job.GeminiAPI)
+	staged := job.Job{Prompt: "p", Model: job.DefaultModel, Images: []job.Image{{Data: bytes.Clone(img)}}}
+	if err := s.StageInputs(t.Context(), "job-mem", &staged); err != nil {
+		t.Fatal(err)
+	}
+
+	resolve := func(s *Store) (job.Job, error) {
+		j := staged
+		j.Images = append([]job.Image(nil), staged.Images...)
+		_, err := s.ResolveInputs(t.Context(), &j)
+		return j, err
+	}
+	want := []job.Image{{Data: img, MIMEType: "image/png"}}
+	tr.Inject(storagetest.Fault{Status: 503})
+	if _, err := resolve(other); !errors.Is(err, job.ErrTransient) {
+		t.Fatalf("another instance: err = %v, want a transient read error", err)
+	}
+	got, err := resolve(s)
+	if err != nil {
+		t.Fatalf("same instance, storage down: %v", err)
+	}
+	if diff := cmp.Diff(want, got.Images); diff != "" {
+		t.Errorf("images (-want +got):\n%s", diff)
+	}
+	if _, err := resolve(s); !errors.Is(err, job.ErrTransient) {
+		t.Fatalf("second run: err = %v, want a read (failing)", err)
+	}
+	tr.Clear()
+	if got, err = resolve(s); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got.Images); diff != "" {
+		t.Errorf("read back (-want +got):\n%s", diff)
+	}
+}
+
+// TestStageInputsRetries: staging is one streamed request that the client
+// does not retry, so StageInputs does — after a 503, and after an answer
+// lost once the object was stored (the retry's 412 means it is there).
+func TestStageInputsRetries(t *testing.T) {
+	srv := newServer(t)
+	img := pngBytes(t, 32, 32)
+	for _, tt := range []struct {
+		name  string
+		fault storagetest.Fault
+	}{
+		{"503 once", storagetest.Fault{Status: 503, Times: 1}},
+		{"answer lost once", storagetest.Fault{DropResponse: true, Times: 1}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			client, tr := srv.NewClient(t)
+			tr.Inject(tt.fault)
+			s := newStore(client, newClock(), "o", job.GeminiAPI)
+			j := job.Job{Prompt: "p", Images: []job.Image{{Data: bytes.Clone(img)}}}
+			if err := s.StageInputs(t.Context(), "job-retry-"+strings.ReplaceAll(tt.name, " ", "-"), &j); err != nil {
+				t.Fatal(err)
+			}
+			if _, injected := tr.Counts(); injected != 1 {
+				t.Errorf("%d faults injected, want 1", injected)
+			}
+			bucket, object, err := job.ParseGCS(j.Images[0].URI)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := get(t, srv.Client, bucket, object)
+			if !bytes.Equal(got, img) {
+				t.Errorf("staged %d bytes, want the image's %d", len(got), len(img))
+			}
+		})
+	}
+}

@@ -19,12 +19,20 @@ import (
 // job.ErrConflict when the id holds other work (a claim, a record or a
 // queued job of another fingerprint). A job queued or running for the same
 // work is left as it is: the caller's retry changes nothing.
-func (s *Store) Queue(ctx context.Context, jobID, fingerprint string, trig job.Trigger) (*job.Record, error) {
+//
+// fresh says the id was just made up for this job: no record can exist,
+// and the read of one is skipped.
+func (s *Store) Queue(ctx context.Context, jobID, fingerprint string, trig job.Trigger, fresh bool) (*job.Record, error) {
 	dir, err := jobDir(jobID)
 	if err != nil {
 		return nil, err
 	}
-	rec, _, _, err := s.readRecord(ctx, dir)
+	var rec job.Record
+	if !fresh {
+		rec, _, _, err = s.readRecord(ctx, dir)
+	} else {
+		err = gcs.ErrObjectNotExist
+	}
 	switch {
 	case errors.Is(err, gcs.ErrObjectNotExist):
 	case err != nil:

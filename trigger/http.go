@@ -1,7 +1,6 @@
 package trigger
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -29,47 +28,76 @@ const IdempotencyKeyHeader = "Idempotency-Key"
 // `curl -F image=@in.png -F prompt=…`. The body is limited to maxBytes; the
 // job's id is reconciled with the Idempotency-Key header.
 func FromHTTP(r *http.Request, maxBytes int64) (job.Job, error) {
+	j, b, err := readHTTP(r, maxBytes)
+	if err == nil && b != nil {
+		// Not here: a batch is read by ReadHTTP.
+		_, err = job.Decode(b)
+	}
+	return j, err
+}
+
+// ReadHTTP reads a POST body once: a batch submission ({"batch": [...]},
+// b set) or one job, as FromHTTP takes it. A JSON job is read in one
+// streaming pass (see streamJob), its inline images decoded as they come.
+// An Idempotency-Key names a batch submission, so that a retried POST
+// derives the same job ids; without one, the submission gets a new id.
+func ReadHTTP(r *http.Request, maxBytes int64) (job.Job, *Batch, error) {
+	j, data, err := readHTTP(r, maxBytes)
+	if err != nil || data == nil {
+		return j, nil, err
+	}
+	source := r.Header.Get(IdempotencyKeyHeader)
+	switch {
+	case source == "":
+		source = NewID()
+	case !job.ValidID(source):
+		return job.Job{}, nil, fmt.Errorf("%w: Idempotency-Key %q: must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' or '-'", job.ErrInvalid, truncate(source))
+	}
+	b, err := DecodeBatch(data, source)
+	if err != nil {
+		return job.Job{}, nil, err
+	}
+	return job.Job{}, &b, nil
+}
+
+var errFormBody = fmt.Errorf("%w: a form body is not a job: send JSON (Content-Type: application/json) or multipart/form-data", job.ErrInvalid)
+
+// readHTTP reads a job, or a batch submission's JSON (batch set),
+// and reconciles the job's id with the Idempotency-Key.
+func readHTTP(r *http.Request, maxBytes int64) (j job.Job, batch []byte, err error) {
 	body := http.MaxBytesReader(nil, r.Body, maxBytes)
 	defer body.Close()
 
 	mediaType, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil && r.Header.Get("Content-Type") != "" {
-		return job.Job{}, fmt.Errorf("%w: Content-Type %q: %v", job.ErrInvalid, r.Header.Get("Content-Type"), err)
+		return job.Job{}, nil, fmt.Errorf("%w: Content-Type %q: %v", job.ErrInvalid, r.Header.Get("Content-Type"), err)
 	}
-	var j job.Job
 	switch mediaType {
 	case "", "application/json", formURLEncoded:
-		data, err := io.ReadAll(body)
-		if err != nil {
-			return job.Job{}, bodyError(err, maxBytes)
-		}
 		// curl -d sends a JSON body labelled as a form: take it as the
 		// JSON it is, but nothing else under that label.
-		if mediaType == formURLEncoded && !bytes.HasPrefix(bytes.TrimSpace(data), []byte("{")) {
-			return job.Job{}, fmt.Errorf("%w: a form body is not a job: send JSON (Content-Type: application/json) or multipart/form-data", job.ErrInvalid)
-		}
-		if j, err = job.Decode(data); err != nil {
-			return job.Job{}, err
+		if j, batch, err = streamJob(body, r.ContentLength, maxBytes, mediaType == formURLEncoded); err != nil || batch != nil {
+			return job.Job{}, batch, err
 		}
 	case "multipart/form-data":
 		if j, err = fromMultipart(multipart.NewReader(body, params["boundary"]), maxBytes); err != nil {
-			return job.Job{}, err
+			return job.Job{}, nil, err
 		}
 	default:
-		return job.Job{}, fmt.Errorf("%w: Content-Type %s: send application/json or multipart/form-data", job.ErrInvalid, mediaType)
+		return job.Job{}, nil, fmt.Errorf("%w: Content-Type %s: send application/json or multipart/form-data", job.ErrInvalid, mediaType)
 	}
 
 	key := r.Header.Get(IdempotencyKeyHeader)
 	switch {
 	case key != "" && j.ID != "" && key != j.ID:
-		return job.Job{}, fmt.Errorf("%w: the Idempotency-Key header %q and the job's id %q disagree", job.ErrInvalid, truncate(key), truncate(j.ID))
+		return job.Job{}, nil, fmt.Errorf("%w: the Idempotency-Key header %q and the job's id %q disagree", job.ErrInvalid, truncate(key), truncate(j.ID))
 	case key != "":
 		j.ID = key
 	}
 	if j.ID != "" && !job.ValidID(j.ID) {
-		return job.Job{}, fmt.Errorf("%w: id %q: must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' or '-'", job.ErrInvalid, truncate(j.ID))
+		return job.Job{}, nil, fmt.Errorf("%w: id %q: must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' or '-'", job.ErrInvalid, truncate(j.ID))
 	}
-	return j, nil
+	return j, nil, nil
 }
 
 func bodyError(err error, maxBytes int64) error {

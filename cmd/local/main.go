@@ -88,16 +88,14 @@ Flags:
 		o.Env = map[string]string{"GENIMG_LOG_LEVEL": "WARN"}
 	}
 	slog.SetDefault(slog.New(pipeline.NewLogHandler(os.Stderr, o.Project, level)))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	if *functionsOnly {
 		fmt.Printf("genimg functions on %s:%d, using the stack's emulators on ports %d (storage), %d (pub/sub), %d (model)\n",
 			o.Host, o.FunctionsPort, o.StoragePort, o.PubSubPort, o.ModelPort)
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
 		return localstack.ServeFunctions(ctx, o)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	start := time.Now()
 	s, err := localstack.Start(ctx, o)
 	if err != nil {

@@ -36,10 +36,10 @@ type Rule struct {
 	Labels             map[string]string   `json:"labels,omitempty"`
 	BillingLabels      map[string]string   `json:"billingLabels,omitempty"`
 	// Callback receives the completion event of every job the rule makes.
-	Callback *job.Callback `json:"callback,omitempty"`
-	Renditions         []job.Rendition     `json:"renditions,omitempty"`
-	ImageSize          string              `json:"imageSize,omitempty"`
-	Tools              []job.Tool          `json:"tools,omitempty"`
+	Callback   *job.Callback   `json:"callback,omitempty"`
+	Renditions []job.Rendition `json:"renditions,omitempty"`
+	ImageSize  string          `json:"imageSize,omitempty"`
+	Tools      []job.Tool      `json:"tools,omitempty"`
 	// CacheControl is the Cache-Control of the rule's output objects, in
 	// place of GENIMG_CACHE_CONTROL.
 	CacheControl string `json:"cacheControl,omitempty"`

@@ -62,7 +62,7 @@ func runMain(m *testing.M) int {
 			"GENIMG_LOG_LEVEL":     "WARN",
 			// Callbacks are given up quickly here (production: 24h).
 			"GENIMG_CALLBACK_MAX_AGE": "6s",
-			"GENIMG_MODELS":        "gemini-2.5-flash-image,gemini-3.1-flash-image,gemini-3-pro-image",
+			"GENIMG_MODELS":           "gemini-2.5-flash-image,gemini-3.1-flash-image,gemini-3-pro-image",
 			// Batches go as JSONL files: the SDK decodes large inline
 			// answers several times slower (package batch tests both).
 			"GENIMG_BATCH_INLINE_BYTES": "1",

@@ -56,7 +56,7 @@ func (a *API) stream(ctx context.Context, w http.ResponseWriter, r *http.Request
 	defer cancel()
 	state := job.State("")
 	seen := map[string]bool{}
-	st, err := a.watch(ctx, j.ID, func(st storage.JobStatus) bool {
+	st, err := a.follow(ctx, j.ID, func(st storage.JobStatus) bool {
 		if st.State != state {
 			state = st.State
 			if !emit("state", pending{JobID: j.ID, State: st.State, Reason: st.Reason, Since: st.Since}) {

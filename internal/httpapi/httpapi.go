@@ -39,12 +39,15 @@ type API struct {
 	// set; key is nil otherwise.
 	key    webhook.Key
 	replay *webhook.Replay
+	// large holds a slot per large body being read and staged (body.go).
+	large chan struct{}
 }
 
 // New builds the API of svc.
 func New(svc *pipeline.Service) (*API, error) {
 	cfg := svc.Config()
-	a := &API{svc: svc, cfg: cfg, policy: svc.Policy(), store: svc.Store(), spend: svc.Spend()}
+	a := &API{svc: svc, cfg: cfg, policy: svc.Policy(), store: svc.Store(), spend: svc.Spend(),
+		large: make(chan struct{}, maxLargeBodies)}
 	if cfg.Webhook.Secret != "" {
 		key, err := webhook.ParseKey(cfg.Webhook.Secret)
 		if err != nil {
@@ -88,22 +91,30 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 		writeJobError(w, err)
 		return
 	}
-	// {"batch": [...]} goes to the batch lane, each job on its own.
-	if b, ok, err := trigger.BatchFromHTTP(r, a.cfg.Limits.MaxRequestBytes); err != nil {
-		writeJobError(w, err)
-		return
-	} else if ok {
-		a.submitBatch(w, r, b, req)
-		return
-	}
-	j, err := trigger.FromHTTP(r, a.cfg.Limits.MaxRequestBytes)
+	// One pass over the body: {"batch": [...]} goes to the batch lane,
+	// each job on its own; a job's inline images are decoded as read.
+	release, err := a.admitBody(r)
 	if err != nil {
 		writeJobError(w, err)
 		return
 	}
+	defer release()
+	j, b, err := trigger.ReadHTTP(r, a.cfg.Limits.MaxRequestBytes)
+	if err != nil {
+		release()
+		writeJobError(w, err)
+		return
+	}
+	if b != nil {
+		release()
+		a.submitBatch(w, r, *b, req)
+		return
+	}
+	// A job without an id gets a new one, which no earlier job can have —
+	// or, for a signed request, one derived from its webhook-id, so that
+	// its retries are the same job, never a second payment.
+	fresh := j.ID == "" && req.webhookID == ""
 	if j.ID == "" {
-		// A signed request's retries keep their webhook-id: the same id,
-		// so the same job, never a second payment.
 		j.ID = req.jobID()
 	}
 	ctx := pipeline.WithJobID(r.Context(), j.ID)
@@ -130,9 +141,10 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 		a.writeUnavailable(ctx, w, "staging the job's images", err)
 		return
 	}
+	release() // the images are staged: the body's memory is done with
 	fp := j.Fingerprint()
 	trig := job.Trigger{Kind: job.HTTP, Source: "request/" + req.requestID()}
-	rec, err := a.store.Queue(durable, j.ID, fp, trig)
+	rec, err := a.store.Queue(durable, j.ID, fp, trig, fresh)
 	switch {
 	case errors.Is(err, job.ErrConflict):
 		writeError(w, http.StatusConflict, fmt.Sprintf("job id %s was already used for a different job; use a new id", j.ID))
@@ -144,6 +156,10 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 		writeRecord(w, *rec) // done before: the same answer, no new work
 		return
 	}
+	// Watch before queueing, so that a run on this instance that ends
+	// before the wait starts is still seen.
+	watch := a.svc.Watch(j.ID)
+	defer watch.Close()
 	if !req.repeat {
 		if err := a.svc.Enqueue(durable, j, trig.Source); err != nil {
 			a.writeUnavailable(ctx, w, "queueing the job", err)
@@ -165,17 +181,16 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 	case wantsStream(r):
 		a.stream(ctx, w, r, j, fp, wait)
 	case async || wait <= 0:
-		a.writeState(ctx, w, r, j.ID)
+		writeAccepted(w, r, j.ID, storage.JobStatus{State: job.Queued})
 	default:
-		a.await(ctx, w, r, j.ID, fp, wait)
+		a.await(ctx, w, r, watch, j.ID, fp, wait)
 	}
 }
 
-// watch reads a job's state until it is done, the state changes (when
-// onChange is set) or ctx ends, backing off from 100 ms to 1 s: the one wait
-// loop of the front door. The state lives in Cloud Storage, so any
-// instance's work is seen. It returns the last state read.
-func (a *API) watch(ctx context.Context, id string, onChange func(storage.JobStatus) bool) (storage.JobStatus, error) {
+// follow reads a job's state until it is done, or onChange says stop, or
+// ctx ends, backing off from 100 ms to 1 s (the SSE stream's loop: it
+// reports every change). It returns the last state read.
+func (a *API) follow(ctx context.Context, id string, onChange func(storage.JobStatus) bool) (storage.JobStatus, error) {
 	delay := 100 * time.Millisecond
 	var last storage.JobStatus
 	for {
@@ -198,20 +213,73 @@ func (a *API) watch(ctx context.Context, id string, onChange func(storage.JobSta
 	}
 }
 
-// await waits for the job's record until wait runs out, then answers 202
-// with the job's state.
-func (a *API) await(ctx context.Context, w http.ResponseWriter, r *http.Request, id, fp string, wait time.Duration) {
-	wctx, cancel := context.WithTimeout(ctx, wait)
+// await waits for the job's record until it is there or wait runs out,
+// then answers 202 with the job's state. When this instance runs the job,
+// the run hands the record over in process (pipeline.Watch); otherwise —
+// the job runs on another instance, or a run here ended without a record
+// and was redelivered — the job's state in Cloud Storage is read with
+// backoff, so any instance's work is seen. While the job runs here, that
+// read is only a slow safety net.
+func (a *API) await(ctx context.Context, w http.ResponseWriter, r *http.Request, watch *pipeline.Watch, id, fp string, wait time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	st, _ := a.watch(wctx, id, nil)
-	switch {
-	case st.State == job.Done && st.Fingerprint != fp:
-		writeError(w, http.StatusConflict, fmt.Sprintf("job id %s was already used for a different job; use a new id", id))
-	case st.State == job.Done:
-		writeRecord(w, *st.Record)
-	default:
-		writeAccepted(w, r, id, st)
+	answer := func(rec *job.Record) {
+		if rec.Fingerprint != fp {
+			writeError(w, http.StatusConflict, fmt.Sprintf("job id %s was already used for a different job; use a new id", id))
+			return
+		}
+		writeRecord(w, *rec)
 	}
+	last := storage.JobStatus{State: job.Queued}
+	delay := firstPoll
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	for {
+		select {
+		case rec := <-watch.Done():
+			answer(&rec)
+			return
+		case <-watch.Changed():
+			// A run here started or ended: re-arm the read for it.
+			delay = firstPoll
+			timer.Reset(nextPoll(watch, delay))
+			continue
+		case <-ctx.Done():
+			writeAccepted(w, r, id, last)
+			return
+		case <-timer.C:
+		}
+		st, err := a.store.Status(ctx, id)
+		switch {
+		case err == nil && st.State == job.Done:
+			answer(st.Record)
+			return
+		case err == nil:
+			last = st
+		case !errors.Is(err, storage.ErrNotFound) && ctx.Err() == nil:
+			slog.WarnContext(ctx, "reading the job's state", "error", err)
+		}
+		delay = min(delay*2, maxPoll)
+		timer.Reset(nextPoll(watch, delay))
+	}
+}
+
+// The state is read after firstPoll, then at doubling intervals up to
+// maxPoll; while this instance runs the job, every runningPoll. A job run
+// on another instance is seen at most maxPoll late; one run here at once.
+// (Each read is one or two Cloud Storage requests: reading every 100 ms
+// cost more than the rest of the front door.)
+const (
+	firstPoll   = time.Second
+	maxPoll     = 3 * time.Second
+	runningPoll = 10 * time.Second
+)
+
+func nextPoll(w *pipeline.Watch, delay time.Duration) time.Duration {
+	if w.Running() {
+		return runningPoll
+	}
+	return delay
 }
 
 // status answers GET ?id=JOB: the record (200), the job's state while it

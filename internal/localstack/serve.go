@@ -45,6 +45,21 @@ func slotPrefix(n int) string {
 // port when 0) and is served at its root; later ones under /iN/ on the same
 // server, wherever they asked.
 func Mount(host string, port int, in *instance.Instance) (url string, unmount func(), err error) {
+	server.mu.Lock()
+	n := -1
+	for i := range server.busy {
+		if !server.busy[i] {
+			server.busy[i], n = true, i
+			break
+		}
+	}
+	server.mu.Unlock()
+	if n < 0 {
+		return "", nil, fmt.Errorf("every one of the %d function slots of this process is in use", mountSlots)
+	}
+	// In its slot before the server starts: the first request (a cold
+	// start's) finds it there rather than a 503.
+	server.slots[n].Store(in)
 	server.once.Do(func() {
 		ctx := context.Background()
 		for n := range mountSlots {
@@ -73,21 +88,12 @@ func Mount(host string, port int, in *instance.Instance) (url string, unmount fu
 		server.base = "http://" + addr
 	})
 	if server.err != nil {
+		server.slots[n].Store(nil)
+		server.mu.Lock()
+		server.busy[n] = false
+		server.mu.Unlock()
 		return "", nil, server.err
 	}
-	server.mu.Lock()
-	n := -1
-	for i := range server.busy {
-		if !server.busy[i] {
-			server.busy[i], n = true, i
-			break
-		}
-	}
-	server.mu.Unlock()
-	if n < 0 {
-		return "", nil, fmt.Errorf("every one of the %d function slots of this process is in use", mountSlots)
-	}
-	server.slots[n].Store(in)
 	unmount = func() {
 		server.slots[n].Store(nil)
 		server.mu.Lock()

@@ -48,6 +48,7 @@ func (s *Service) take(ctx context.Context, d trigger.Delivery) error {
 		_, err := s.TakeBatch(ctx, *d.Batch, d.Trigger, d.Time)
 		return s.ack(ctx, err) // the ids are the delivery's: a redelivery submits nothing twice
 	}
+	defer s.waits.running(d.ID)()
 	_, err := s.Run(ctx, d)
 	return s.ack(ctx, err)
 }

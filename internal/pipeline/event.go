@@ -78,6 +78,7 @@ func (s *Service) publish(ctx context.Context, rec job.Record) (err error) {
 	if _, err := s.events.Publish(ctx, msg).Get(ctx); err != nil {
 		return fmt.Errorf("%w: publishing the completion event to %s: %v", job.ErrTransient, s.cfg.Topics.Completion, err)
 	}
+	s.waits.published(rec)
 	return nil
 }
 

@@ -54,6 +54,8 @@ type Service struct {
 	now    func() time.Time
 	// unfinished keeps paid answers whose draft could not be written.
 	unfinished unfinished
+	// waits are Generate's waiters on this instance (notify.go).
+	waits notifier
 }
 
 // model is what the pipeline needs of the Gemini client: a call whose
@@ -171,6 +173,7 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 	// send each at once rather than waiting to batch.
 	s.events.PublishSettings.DelayThreshold = time.Millisecond
 	s.requests.PublishSettings.DelayThreshold = time.Millisecond
+	go s.warm()
 	slog.InfoContext(ctx, "genimg ready", "config", cfg)
 	return s, nil
 }
