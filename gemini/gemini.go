@@ -179,6 +179,13 @@ func (c *Client) generate(ctx context.Context, j job.Job, sink ImageSink) (*Resu
 	budget := c.cfg.RetryBudget
 	maxAttempts := max(c.cfg.MaxAttempts, 1)
 	for {
+		if n, ok := sink.(RetryNoter); ok && res.Attempts > 0 {
+			// The retry is paid too, should its answer be lost: the
+			// caller notes it before it is made.
+			if err := n.BeforeRetry(); err != nil {
+				return res, err
+			}
+		}
 		st := newCallState(sink)
 		st.inline = inline
 		resp, err := c.call(st.context(ctx), j.Model, contents, gcfg, res)
@@ -223,6 +230,13 @@ func (c *Client) generate(ctx context.Context, j job.Job, sink ImageSink) (*Resu
 			return res, fmt.Errorf("%w: gemini: waiting to retry: %w (last error: %w)", job.ErrTransient, err, cerr)
 		}
 	}
+}
+
+// A RetryNoter is an ImageSink that wants to know of each retry before it
+// is made (the pipeline notes the call on the job's claim, so that a crash
+// during it still counts it). An error stops the retries and is returned.
+type RetryNoter interface {
+	BeforeRetry() error
 }
 
 // call makes one HTTP call under the concurrency limit and the per-call

@@ -159,7 +159,9 @@ func (s *Service) call(ctx context.Context, claim *storage.Claim, j job.Job, rec
 	// checked against the job's schema.
 	sctx, end = s.traces.Step(ctx, "model")
 	res, err := s.contexts.GenerateWith(sctx, j, func(ctx context.Context, run job.Job) (*gemini.Result, error) {
-		return s.model.GenerateTo(ctx, run, tracedSink{outputs, ctx, s.traces})
+		return s.model.GenerateTo(ctx, run, notedSink{tracedSink{outputs, ctx, s.traces}, func() error {
+			return s.store.BeginCall(ctx, claim, estimate) // each retry is noted before it is paid
+		}})
 	})
 	modelDone(sctx, end, j.Model, res, err)
 	stop()
@@ -388,3 +390,12 @@ func (s *Service) turns(ctx context.Context, j *job.Job, inputs []storage.Input,
 	}
 	return []job.Turn{user, model}, nil
 }
+
+// notedSink notes each retry of the model call on the claim before it is
+// made (gemini.RetryNoter).
+type notedSink struct {
+	gemini.ImageSink
+	note func() error
+}
+
+func (n notedSink) BeforeRetry() error { return n.note() }

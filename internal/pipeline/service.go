@@ -72,6 +72,7 @@ type options struct {
 	pubsubOpts []option.ClientOption
 	geminiOpts []gemini.Option
 	storeOpts  []storage.Option
+	spendOpts  []spend.Option
 	cbOpts     []callback.Option
 	spans      sdktrace.SpanExporter
 	now        func() time.Time
@@ -90,6 +91,12 @@ func WithPubSubOptions(o ...option.ClientOption) Option {
 // WithGeminiOptions passes options to the Gemini client.
 func WithGeminiOptions(o ...gemini.Option) Option {
 	return func(s *options) { s.geminiOpts = append(s.geminiOpts, o...) }
+}
+
+// WithSpendOptions passes options to the spend guard (tests shorten its
+// intervals).
+func WithSpendOptions(o ...spend.Option) Option {
+	return func(s *options) { s.spendOpts = append(s.spendOpts, o...) }
 }
 
 // WithStoreOptions passes options to the job store.
@@ -161,7 +168,7 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 		pubsub:    ps,
 		requests:  ps.Publisher(cfg.Topics.Requests),
 		events:    ps.Publisher(cfg.Topics.Completion),
-		spend:     spend.New(output, cfg.Spend),
+		spend:     spend.New(output, cfg.Spend, o.spendOpts...),
 		callbacks: callbacks,
 		traces:    traces,
 		now:       o.now,
