@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/genai"
 
@@ -224,9 +226,42 @@ func (c *Client) GetBatch(ctx context.Context, name string, opts ...BatchOption)
 	return st, nil
 }
 
+// FindBatch looks a batch up by its display name, for a submitter that
+// cannot tell whether an earlier SubmitBatch created it (a crash, or an
+// answer lost on the way back): the resource name of the newest batch so
+// named, or "" when there is none. On Vertex AI the list is filtered on
+// display_name; the Gemini API cannot filter, so its batches are paged
+// through (it keeps them for days, not for ever).
+func (c *Client) FindBatch(ctx context.Context, displayName string) (string, error) {
+	callCtx, cancel := c.callDeadline(ctx)
+	defer cancel()
+	cfg := &genai.ListBatchJobsConfig{PageSize: 100}
+	if c.backend == job.VertexAI {
+		cfg.Filter = fmt.Sprintf("display_name=%q", displayName)
+	}
+	var (
+		found  string
+		newest time.Time
+	)
+	page, err := c.genai.Batches.List(callCtx, cfg)
+	for ; err == nil; page, err = page.Next(callCtx) {
+		for _, b := range page.Items {
+			if b != nil && b.DisplayName == displayName && (found == "" || !b.CreateTime.Before(newest)) {
+				found, newest = b.Name, b.CreateTime
+			}
+		}
+	}
+	if !errors.Is(err, genai.ErrPageDone) {
+		return "", fmt.Errorf("listing batches to find %q: %w", displayName, classify(err, c.key))
+	}
+	return found, nil
+}
+
 // CancelBatch cancels a batch (its finished requests are still billed).
 func (c *Client) CancelBatch(ctx context.Context, name string) error {
-	if err := c.genai.Batches.Cancel(ctx, name, nil); err != nil {
+	callCtx, cancel := c.callDeadline(ctx)
+	defer cancel()
+	if err := c.genai.Batches.Cancel(callCtx, name, nil); err != nil {
 		return fmt.Errorf("cancelling batch %s: %w", name, classify(err, c.key))
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -84,6 +85,56 @@ func (h *Handler) Batches() []BatchInfo {
 	return out
 }
 
+// FailBatchCreates makes the next n batch creations (on either backend)
+// answer status, e.g. 503 (transient) or 400 (refused for good), creating
+// nothing.
+func (h *Handler) FailBatchCreates(status, n int) {
+	h.res.mu.Lock()
+	defer h.res.mu.Unlock()
+	h.res.init()
+	h.res.createStatus, h.res.createFails = status, n
+}
+
+// createFault is the scripted answer of a batch creation, if any; callers
+// hold mu.
+func (r *resources) createFault() *APIError {
+	if r.createFails <= 0 {
+		return nil
+	}
+	r.createFails--
+	return newAPIError(r.createStatus, "")
+}
+
+// listBatches answers GET batches: every batch, oldest first, pageSize
+// (default 50) at a time, as operations.
+func (h *Handler) listBatches(w http.ResponseWriter, r *http.Request) {
+	size, _ := strconv.Atoi(r.URL.Query().Get("pageSize"))
+	if size <= 0 || size > 1000 {
+		size = 50
+	}
+	from, _ := strconv.Atoi(r.URL.Query().Get("pageToken"))
+	h.res.mu.Lock()
+	defer h.res.mu.Unlock()
+	h.res.listCalls++
+	ops := []any{}
+	end := min(from+size, len(h.res.order))
+	for _, name := range h.res.order[min(from, end):end] {
+		ops = append(ops, h.res.batches[name].operation())
+	}
+	out := map[string]any{"operations": ops}
+	if end < len(h.res.order) {
+		out["nextPageToken"] = strconv.Itoa(end)
+	}
+	writeJSON(w, out)
+}
+
+// BatchLists is how many times batches were listed (either backend).
+func (h *Handler) BatchLists() int {
+	h.res.mu.Lock()
+	defer h.res.mu.Unlock()
+	return h.res.listCalls
+}
+
 func (h *Handler) createBatch(w http.ResponseWriter, model string, body []byte) {
 	var req struct {
 		Batch struct {
@@ -107,6 +158,10 @@ func (h *Handler) createBatch(w http.ResponseWriter, model string, body []byte) 
 	in := req.Batch.InputConfig
 	h.res.mu.Lock()
 	defer h.res.mu.Unlock()
+	if apiErr := h.res.createFault(); apiErr != nil {
+		apiErr.write(w)
+		return
+	}
 	b := &batch{Model: model, DisplayName: req.Batch.DisplayName, State: BatchPending, pollsLeft: h.res.polls}
 	switch {
 	case in.FileName != "" && in.Requests != nil:

@@ -15,7 +15,7 @@ import (
 	"github.com/genimg/genimg/job"
 )
 
-// Vertex AI batch prediction jobs (POST, GET and :cancel
+// Vertex AI batch prediction jobs (POST, GET, list and :cancel
 // projects/{p}/locations/{l}/batchPredictionJobs): the input is one JSONL
 // object in Cloud Storage, read through Options.ReadGCS, each line
 // {"request": GenerateContentRequest}; the predictions are written through
@@ -94,6 +94,8 @@ func (h *Handler) serveVertexBatch(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case id == "" && r.Method == http.MethodPost:
 		h.createVertexBatch(w, project, location, body)
+	case id == "" && r.Method == http.MethodGet:
+		h.listVertexBatches(w, r, project, location)
 	case id != "" && cancel && r.Method == http.MethodPost:
 		h.res.mu.Lock()
 		b, ok := h.res.vertex[name]
@@ -150,6 +152,10 @@ func (h *Handler) createVertexBatch(w http.ResponseWriter, project, location str
 	}
 	h.res.mu.Lock()
 	defer h.res.mu.Unlock()
+	if apiErr := h.res.createFault(); apiErr != nil {
+		apiErr.write(w)
+		return
+	}
 	h.res.seq++
 	b := &vertexBatch{
 		Name:  fmt.Sprintf("projects/%s/locations/%s/batchPredictionJobs/%d", project, location, 1000000+h.res.seq),
@@ -161,6 +167,56 @@ func (h *Handler) createVertexBatch(w http.ResponseWriter, project, location str
 	h.res.vertex[b.Name] = b
 	h.res.vorder = append(h.res.vorder, b.Name)
 	writeJSON(w, b.resource())
+}
+
+// displayNameFilter is the one list filter the stand-in takes:
+// display_name="…" (AIP-160).
+var displayNameFilter = regexp.MustCompile(`^\s*display_name\s*=\s*"((?:[^"\\]|\\.)*)"\s*$`)
+
+// listVertexBatches answers GET batchPredictionJobs: the project and
+// location's jobs, oldest first, pageSize (default 100) at a time,
+// filtered by display_name="…" when asked.
+func (h *Handler) listVertexBatches(w http.ResponseWriter, r *http.Request, project, location string) {
+	q := r.URL.Query()
+	want, filtered := "", false
+	if f := q.Get("filter"); f != "" {
+		m := displayNameFilter.FindStringSubmatch(f)
+		if m == nil {
+			badRequest(fmt.Sprintf("Unsupported filter %q: the stand-in takes display_name=\"…\".", f)).write(w)
+			return
+		}
+		unq, err := strconv.Unquote(`"` + m[1] + `"`)
+		if err != nil {
+			badRequest(fmt.Sprintf("Invalid filter %q: %v", f, err)).write(w)
+			return
+		}
+		want, filtered = unq, true
+	}
+	size, _ := strconv.Atoi(q.Get("pageSize"))
+	if size <= 0 || size > 1000 {
+		size = 100
+	}
+	from, _ := strconv.Atoi(q.Get("pageToken"))
+	h.res.mu.Lock()
+	defer h.res.mu.Unlock()
+	h.res.listCalls++
+	var match []*vertexBatch
+	for _, name := range h.res.vorder {
+		b := h.res.vertex[name]
+		if b.Project == project && b.Location == location && (!filtered || b.DisplayName == want) {
+			match = append(match, b)
+		}
+	}
+	jobs := []any{}
+	end := min(from+size, len(match))
+	for _, b := range match[min(from, end):end] {
+		jobs = append(jobs, b.resource())
+	}
+	out := map[string]any{"batchPredictionJobs": jobs}
+	if end < len(match) {
+		out["nextPageToken"] = strconv.Itoa(end)
+	}
+	writeJSON(w, out)
 }
 
 // resource is the BatchPredictionJob as Vertex AI answers it.

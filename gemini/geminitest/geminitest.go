@@ -47,14 +47,15 @@
 //	[[standin:twice]]              in a batch, answer this request twice under the same key
 //
 // It also serves the Gemini API's batches (POST models/{model}:batchGenerateContent,
-// GET and :cancel batches/{id}; inline requests or a JSONL input file; answers
+// GET batches (the list, paged), GET and :cancel batches/{id}; inline requests or a JSONL input file; answers
 // inline or as a responses file; finished at the first GET unless SetBatchPolls,
 // or forced with SetBatchState), files (the resumable upload under
 // /upload/v1beta/files, GET files/{id} and :download) and context caches
 // (POST, GET, DELETE cachedContents; expiry by TTL on the SetClock clock;
 // generateContent naming an expired cache answers 403) — see resources.go —
 // and Vertex AI batch prediction jobs (POST, GET and :cancel
-// projects/{p}/locations/{l}/batchPredictionJobs; JSONL input read and
+// projects/{p}/locations/{l}/batchPredictionJobs, and their list, filtered
+// by display_name="…"; FailBatchCreates scripts refusals; JSONL input read and
 // predictions written through Options.ReadGCS and WriteGCS) — see
 // batch_vertex.go.
 //

@@ -30,6 +30,10 @@ type resources struct {
 	creates int             // caches created
 	vertex  map[string]*vertexBatch
 	vorder  []string // Vertex AI batch names in creation order
+	// createStatus answers the next createFails batch creations
+	// (FailBatchCreates); listCalls counts batch lists.
+	createStatus, createFails int
+	listCalls                 int
 }
 
 // init makes the maps; callers hold mu.
@@ -62,6 +66,7 @@ func (h *Handler) SetClock(now func() time.Time) {
 var (
 	batchCreatePath = regexp.MustCompile(`^/v1beta/models/([^/:]+):batchGenerateContent$`)
 	batchPath       = regexp.MustCompile(`^/v1beta/batches/([a-z0-9-]+)(:cancel)?$`)
+	batchesPath     = regexp.MustCompile(`^/v1beta/batches$`)
 	uploadPath      = regexp.MustCompile(`^/upload/v1beta/files$`)
 	filePath        = regexp.MustCompile(`^/v1beta/files/([a-z0-9-]+)(:download)?$`)
 	cachesPath      = regexp.MustCompile(`^/v1beta/cachedContents$`)
@@ -81,7 +86,7 @@ func (h *Handler) serveResource(w http.ResponseWriter, r *http.Request) bool {
 	switch {
 	case geminiPath.MatchString(p):
 		return h.checkCachedContent(w, r)
-	case batchCreatePath.MatchString(p), batchPath.MatchString(p), uploadPath.MatchString(p),
+	case batchCreatePath.MatchString(p), batchPath.MatchString(p), batchesPath.MatchString(p), uploadPath.MatchString(p),
 		filePath.MatchString(p), cachesPath.MatchString(p), cachePath.MatchString(p):
 	default:
 		return false
@@ -102,6 +107,8 @@ func (h *Handler) serveResource(w http.ResponseWriter, r *http.Request) bool {
 	case r.Method == http.MethodPost && batchCreatePath.MatchString(p):
 		m = batchCreatePath.FindStringSubmatch(p)
 		h.createBatch(w, m[1], body)
+	case r.Method == http.MethodGet && batchesPath.MatchString(p):
+		h.listBatches(w, r)
 	case batchPath.MatchString(p):
 		m = batchPath.FindStringSubmatch(p)
 		switch {

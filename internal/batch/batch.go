@@ -28,13 +28,29 @@
 // first committed wins and the other answer is reported, not written.
 // Keys answered twice within a batch are finished once and reported.
 //
+// A chunk is sent exactly once. Its submitter holds a lease on it while
+// it is "submitting" (owner and expiry in the state, renewed while it
+// works, every write conditional on the state's generation), and Poll
+// takes a "submitting" chunk over only once that lease ran out. Before any
+// submission that may follow an earlier one (a crash, an answer lost on
+// the way back) the lane looks the batch up by its display name and
+// adopts the one it finds instead of paying for another. Poll-driven
+// submissions pass the spend guard (an Admitter) at the batch price: a
+// refused one (kill switch, budget) leaves the chunk "submitting", its
+// lease released, for a later Poll. A submission the model refuses for
+// good fails the chunk's jobs through the Finisher, one failed record each.
+//
 // A batch that fails, is cancelled, expires, or stays open past
 // config.Batch.MaxAge is reported, and its unfinished jobs resubmitted (up
-// to MaxResubmits) or failed with a retryable error, by OnExpired.
+// to MaxResubmits) or failed with a retryable error, by OnExpired. A batch
+// still open past MaxAge is cancelled first; the chunk it belonged to
+// names its replacement and is never polled again, so its late answers are
+// ignored.
 package batch
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -44,6 +60,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/genimg/genimg/gemini"
@@ -87,6 +104,19 @@ type Finisher interface {
 type Model interface {
 	SubmitBatch(ctx context.Context, model, displayName string, jobs []job.Job, inlineLimit int, opts ...gemini.BatchOption) (gemini.Submitted, error)
 	GetBatch(ctx context.Context, name string, opts ...gemini.BatchOption) (gemini.BatchStatus, error)
+	// FindBatch names the batch an earlier submission created under
+	// displayName, or "".
+	FindBatch(ctx context.Context, displayName string) (string, error)
+	CancelBatch(ctx context.Context, name string) error
+}
+
+// An Admitter admits a batch submission the lane makes by itself (a Poll's
+// retry or resubmission) to be paid: the pipeline's spend guard at the
+// batch price. An error (wrapping job.ErrTransient: paused, over budget,
+// the ledger unreadable) holds the submission for a later Poll. release
+// must be called once: paid is false when nothing was submitted.
+type Admitter interface {
+	AdmitBatch(ctx context.Context, jobs []job.Job) (release func(paid bool), err error)
 }
 
 // Lane submits and polls batches. It is safe for concurrent use.
@@ -97,9 +127,11 @@ type Lane struct {
 	resolve  gemini.Resolver
 	contexts *gemini.Contexts
 	now      func() time.Time
-	// submitGrace: a chunk left "submitting" this long (its submitter
-	// crashed) is submitted by the next Poll.
-	submitGrace time.Duration
+	admit    Admitter
+	// owner names this lane in the leases it takes; lease is how long one
+	// lasts unless renewed (every third of it while the submitter works).
+	owner string
+	lease time.Duration
 }
 
 // An Option changes a Lane built by New.
@@ -115,15 +147,30 @@ func WithContexts(x *gemini.Contexts) Option { return func(l *Lane) { l.contexts
 // WithClock replaces time.Now (tests).
 func WithClock(now func() time.Time) Option { return func(l *Lane) { l.now = now } }
 
+// WithAdmitter admits the submissions Poll makes (without one, they are
+// not checked).
+func WithAdmitter(a Admitter) Option { return func(l *Lane) { l.admit = a } }
+
+// WithSubmitLease sets how long a submitter's lease on a chunk lasts
+// (default DefaultSubmitLease); it is renewed every third of it.
+func WithSubmitLease(d time.Duration) Option { return func(l *Lane) { l.lease = d } }
+
+// DefaultSubmitLease is how long a chunk's submitter holds it unless it
+// renews its lease.
+const DefaultSubmitLease = 2 * time.Minute
+
 // New builds a lane on the model client, keeping state in objects (the
 // output bucket).
 func New(model Model, objects *storage.Objects, cfg config.Batch, opts ...Option) *Lane {
-	l := &Lane{model: model, objects: objects, cfg: cfg, now: time.Now, submitGrace: 2 * time.Minute}
+	l := &Lane{model: model, objects: objects, cfg: cfg, now: time.Now, lease: DefaultSubmitLease, owner: randomOwner()}
 	if l.cfg.Chunk < 1 {
 		l.cfg.Chunk = 16
 	}
 	for _, o := range opts {
 		o(l)
+	}
+	if l.lease <= 0 {
+		l.lease = DefaultSubmitLease
 	}
 	return l
 }
@@ -154,6 +201,18 @@ type State struct {
 	Finished   []string `json:"finished,omitempty"`
 	Duplicates []string `json:"duplicates,omitempty"`
 	Note       string   `json:"note,omitempty"`
+	// LeaseOwner is the submitter at work on a "submitting" chunk, until
+	// LeaseUntil; Poll takes the chunk over only after it.
+	LeaseOwner string    `json:"leaseOwner,omitempty"`
+	LeaseUntil time.Time `json:"leaseUntil,omitzero"`
+	// Adopted: the batch was found by its display name, created by an
+	// earlier submitter that never recorded it.
+	Adopted bool `json:"adopted,omitempty"`
+	// Cancelled is the batch cancelled (open past MaxAge) before its jobs
+	// were resubmitted; ReplacedBy the chunk they went to. A replaced
+	// chunk is not polled again: its batch's late answers are ignored.
+	Cancelled  string `json:"cancelled,omitempty"`
+	ReplacedBy string `json:"replacedBy,omitempty"`
 
 	gen int64
 }
@@ -221,7 +280,7 @@ func (l *Lane) Submit(ctx context.Context, entries []Entry) (SubmitReport, error
 		es := byModel[m]
 		for start := 0; start < len(es); start += l.cfg.Chunk {
 			chunk := es[start:min(start+l.cfg.Chunk, len(es))]
-			if err := l.submitChunk(ctx, m, chunk, 0, &rep); err != nil {
+			if err := l.submitChunk(ctx, m, chunk, 0, false, &rep); err != nil {
 				return rep, err
 			}
 		}
@@ -248,8 +307,10 @@ func chunkID(entries []Entry, resubmits int) string {
 	return "c-" + hex.EncodeToString(h.Sum(nil)[:12])
 }
 
-// submitChunk reserves a chunk's jobs, records its state and submits it.
-func (l *Lane) submitChunk(ctx context.Context, model string, entries []Entry, resubmits int, rep *SubmitReport) error {
+// submitChunk reserves a chunk's jobs, records its state under this
+// lane's lease and submits it. admit says whether the submission must pass
+// the Admitter (a Poll's resubmission; Submit's caller admitted its own).
+func (l *Lane) submitChunk(ctx context.Context, model string, entries []Entry, resubmits int, admit bool, rep *SubmitReport) error {
 	id := chunkID(entries, resubmits)
 	if _, err := l.readState(ctx, id); err == nil {
 		rep.Existing = append(rep.Existing, id)
@@ -273,7 +334,9 @@ func (l *Lane) submitChunk(ctx context.Context, model string, entries []Entry, r
 	if len(kept) == 0 {
 		return nil
 	}
-	st := &State{ID: id, Model: model, State: stateSubmitting, Created: l.now(), Resubmits: resubmits, Entries: kept}
+	now := l.now()
+	st := &State{ID: id, Model: model, State: stateSubmitting, Created: now, Resubmits: resubmits, Entries: kept,
+		LeaseOwner: l.owner, LeaseUntil: now.Add(l.lease)}
 	created, err := l.createState(ctx, st)
 	if err != nil {
 		return err
@@ -282,9 +345,11 @@ func (l *Lane) submitChunk(ctx context.Context, model string, entries []Entry, r
 		rep.Existing = append(rep.Existing, id)
 		return nil
 	}
-	if err := l.send(ctx, st); err != nil {
+	// A state just created was never sent: no batch to look up.
+	if err := l.submit(ctx, st, false, admit); err != nil {
 		if job.Retryable(err) {
-			slog.WarnContext(ctx, "batch submission failed; Poll will retry", "chunk", id, "error", err)
+			slog.WarnContext(ctx, "batch submission failed or held; Poll will retry", "chunk", id, "error", err)
+			l.releaseLease(ctx, st)
 			rep.Pending = append(rep.Pending, id)
 			return nil
 		}
@@ -296,54 +361,184 @@ func (l *Lane) submitChunk(ctx context.Context, model string, entries []Entry, r
 }
 
 // failChunk fails every job of a chunk that could not be submitted for
-// good (a permanent error), through the Finisher at the next Poll: the
-// state says failed with the note.
+// good (a permanent error): the state says failed with the note, and the
+// jobs are reported rejected to Submit's caller, who records them failed.
 func (l *Lane) failChunk(ctx context.Context, st *State, cause error, rep *SubmitReport) error {
 	st.State, st.Note, st.Ended = stateFailed, "submission refused: "+cause.Error(), l.now()
+	st.LeaseOwner, st.LeaseUntil = "", time.Time{}
 	for _, e := range st.Entries {
 		rep.Rejected[e.Job.ID] = cause.Error()
 	}
-	// The chunk keeps its state so that a redelivery does not retry it; the
-	// jobs are reported rejected to the caller, who records them failed.
+	// The chunk keeps its state so that a redelivery does not retry it.
 	_, err := l.writeState(ctx, st)
 	return err
 }
 
-// send builds the chunk's requests (images resolved, contexts cached) and
-// submits them, then records the batch's name.
-func (l *Lane) send(ctx context.Context, st *State) error {
+// errHeld marks a submission the Admitter refused for now.
+var errHeld = errors.New("batch submission held")
+
+// submit sends a chunk whose lease this lane holds, renewing the lease
+// while it works. With lookup (the chunk may have been sent before) it
+// first looks the batch up by its display name and adopts one it finds;
+// with admit a new submission must pass the Admitter. It records the
+// batch's name and opens the chunk. A refused admission is an error
+// wrapping errHeld and job.ErrTransient.
+func (l *Lane) submit(ctx context.Context, st *State, lookup, admit bool) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex // st and its generation, shared with the renewals
+	stop := l.keepLease(ctx, st, &mu, cancel)
+	defer stop()
+
+	display := displayName(st.ID)
+	if lookup {
+		name, err := l.model.FindBatch(ctx, display)
+		if err != nil {
+			return err
+		}
+		if name != "" {
+			slog.WarnContext(ctx, "batch found already submitted; adopted, not paid again", "chunk", st.ID, "batch", name)
+			return l.opened(ctx, st, &mu, stop, gemini.Submitted{Name: name}, true)
+		}
+	}
+	jobs, err := l.requests(ctx, st)
+	if err != nil {
+		return err
+	}
+	release := func(bool) {}
+	if admit && l.admit != nil {
+		r, err := l.admit.AdmitBatch(ctx, jobs)
+		if err != nil {
+			return fmt.Errorf("%w: %w: %w", job.ErrTransient, errHeld, err)
+		}
+		release = r
+	}
+	sub, err := l.model.SubmitBatch(ctx, st.Model, display, jobs, l.cfg.InlineBytes, l.inStorage(st.ID))
+	// A transient failure may have created the batch all the same (its
+	// answer lost): count it; the next submitter adopts it.
+	release(err == nil || job.Retryable(err))
+	if err != nil {
+		return err
+	}
+	slog.InfoContext(ctx, "batch submitted", "chunk", st.ID, "batch", sub.Name, "jobs", len(jobs), "file", sub.InputFile, "bytes", sub.Bytes)
+	return l.opened(ctx, st, &mu, stop, sub, false)
+}
+
+// opened records a chunk's batch and opens it, ending the lease.
+func (l *Lane) opened(ctx context.Context, st *State, mu *sync.Mutex, stop func(), sub gemini.Submitted, adopted bool) error {
+	stop()
+	mu.Lock()
+	defer mu.Unlock()
+	st.Name, st.InputFile, st.State, st.Submitted, st.Adopted = sub.Name, sub.InputFile, stateOpen, l.now(), adopted
+	st.LeaseOwner, st.LeaseUntil = "", time.Time{}
+	if _, err := l.writeState(context.WithoutCancel(ctx), st); err != nil {
+		// The batch runs, but nobody will poll it until the lease runs
+		// out and the next submitter finds it by its display name.
+		// Never a refusal: the batch exists, whatever the write's error.
+		slog.ErrorContext(ctx, "batch submitted but its state was not saved", "chunk", st.ID, "batch", sub.Name, "error", err)
+		if !job.Retryable(err) {
+			err = fmt.Errorf("%w: %w", job.ErrTransient, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// keepLease renews this lane's lease on st every third of its length until
+// stop is called; a renewal that finds the chunk taken over cancels the
+// submission (cancel), which then fails rather than pays twice.
+func (l *Lane) keepLease(ctx context.Context, st *State, mu *sync.Mutex, cancel context.CancelFunc) (stop func()) {
+	ctx, end := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(l.lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			mu.Lock()
+			if ctx.Err() != nil {
+				mu.Unlock()
+				return
+			}
+			st.LeaseOwner, st.LeaseUntil = l.owner, l.now().Add(l.lease)
+			_, err := l.writeState(ctx, st)
+			mu.Unlock()
+			if errors.Is(err, errStateChanged) {
+				slog.WarnContext(ctx, "batch chunk taken over while submitting; stopping", "chunk", st.ID)
+				cancel()
+				return
+			}
+			if err != nil && ctx.Err() == nil {
+				slog.WarnContext(ctx, "renewing a batch submission's lease failed", "chunk", st.ID, "error", err)
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			end()
+			<-done
+		})
+	}
+}
+
+// releaseLease gives up this lane's lease on a chunk still "submitting",
+// so that the next Poll may send it at once.
+func (l *Lane) releaseLease(ctx context.Context, st *State) {
+	st.LeaseOwner, st.LeaseUntil = "", l.now()
+	if _, err := l.writeState(context.WithoutCancel(ctx), st); err != nil {
+		slog.WarnContext(ctx, "releasing a batch submission's lease failed; it runs out by itself", "chunk", st.ID, "error", err)
+	}
+}
+
+// leaseLive reports whether a "submitting" chunk's submitter may still be
+// at work. A state written before leases has its creation plus a lease.
+func (l *Lane) leaseLive(st *State) bool {
+	until := st.LeaseUntil
+	if until.IsZero() && st.LeaseOwner == "" {
+		until = st.Created.Add(l.lease)
+	}
+	return l.now().Before(until)
+}
+
+// displayName names a chunk's batch at the model: how a later submitter
+// finds it.
+func displayName(chunk string) string { return "genimg " + chunk }
+
+// requests builds a chunk's jobs as the model takes them: images resolved,
+// contexts cached.
+func (l *Lane) requests(ctx context.Context, st *State) ([]job.Job, error) {
 	jobs := make([]job.Job, 0, len(st.Entries))
 	for _, e := range st.Entries {
 		j := e.Job
 		j.Images = slices.Clone(j.Images)
 		if l.resolve != nil && len(j.Images) > 0 {
 			if err := l.resolve.ResolveImages(ctx, &j); err != nil {
-				return fmt.Errorf("batch job %s: %w", j.ID, err)
+				return nil, fmt.Errorf("batch job %s: %w", j.ID, err)
 			}
 		}
 		if j.Context != nil {
 			if l.contexts == nil {
-				return fmt.Errorf("%w: batch job %s names a context, and the lane has no Contexts", job.ErrInvalid, j.ID)
+				return nil, fmt.Errorf("%w: batch job %s names a context, and the lane has no Contexts", job.ErrInvalid, j.ID)
 			}
 			if _, err := l.contexts.UseCache(ctx, &j, ""); err != nil {
-				return fmt.Errorf("batch job %s: %w", j.ID, err)
+				return nil, fmt.Errorf("batch job %s: %w", j.ID, err)
 			}
 		}
 		jobs = append(jobs, j)
 	}
-	sub, err := l.model.SubmitBatch(ctx, st.Model, "genimg "+st.ID, jobs, l.cfg.InlineBytes, l.inStorage(st.ID))
-	if err != nil {
-		return err
-	}
-	st.Name, st.InputFile, st.State, st.Submitted = sub.Name, sub.InputFile, stateOpen, l.now()
-	if _, err := l.writeState(ctx, st); err != nil {
-		// The batch runs, but nobody will poll it: a resubmission would
-		// pay twice, so say so loudly.
-		slog.ErrorContext(ctx, "batch submitted but its state was not saved", "chunk", st.ID, "batch", sub.Name, "error", err)
-		return err
-	}
-	slog.InfoContext(ctx, "batch submitted", "chunk", st.ID, "batch", sub.Name, "jobs", len(jobs), "file", sub.InputFile, "bytes", sub.Bytes)
-	return nil
+	return jobs, nil
+}
+
+func randomOwner() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return "lane-" + hex.EncodeToString(b)
 }
 
 // A PollReport says what one Poll found and did.
@@ -365,6 +560,18 @@ type PollReport struct {
 	Stuck       []string `json:"stuck,omitempty"`
 	Expired     []string `json:"expired,omitempty"`
 	Resubmitted []string `json:"resubmitted,omitempty"`
+	// Cancelled are the batches cancelled (open past MaxAge) before their
+	// jobs were resubmitted.
+	Cancelled []string `json:"cancelled,omitempty"`
+	// Submitted are "submitting" chunks this Poll sent (their submitter's
+	// lease had run out), Adopted those whose batch it found already
+	// created; Held those the spend guard holds (still "submitting", sent
+	// by a later Poll); Refused those the model refused for good, their
+	// jobs failed.
+	Submitted []string `json:"submitted,omitempty"`
+	Adopted   []string `json:"adopted,omitempty"`
+	Held      []string `json:"heldChunks,omitempty"` // "held" is the resume report in PollBatches' answer
+	Refused   []string `json:"refused,omitempty"`
 	// Errors are chunks Poll could not advance now (retried next time).
 	Errors map[string]string `json:"errors,omitempty"`
 }
@@ -399,15 +606,7 @@ func (l *Lane) Poll(ctx context.Context, fin Finisher) (PollReport, error) {
 
 func (l *Lane) pollChunk(ctx context.Context, st *State, fin Finisher, rep *PollReport) error {
 	if st.State == stateSubmitting {
-		if l.now().Sub(st.Created) < l.submitGrace {
-			rep.Open++ // its submitter may still be at it
-			return nil
-		}
-		if err := l.send(ctx, st); err != nil {
-			return err
-		}
-		rep.Open++
-		return nil
+		return l.resend(ctx, st, fin, rep)
 	}
 	bs, err := l.model.GetBatch(ctx, st.Name, l.inStorage(st.ID))
 	if err != nil {
@@ -417,7 +616,19 @@ func (l *Lane) pollChunk(ctx context.Context, st *State, fin Finisher, rep *Poll
 		if l.cfg.MaxAge > 0 && l.now().Sub(st.Submitted) > l.cfg.MaxAge {
 			slog.WarnContext(ctx, "batch stuck past its maximum age", "chunk", st.ID, "batch", st.Name, "state", bs.State, "since", st.Submitted)
 			rep.Stuck = append(rep.Stuck, st.ID)
-			return l.expire(ctx, st, fin, fmt.Sprintf("open (%s) past GENIMG_BATCH_MAX_AGE %v", bs.State, l.cfg.MaxAge), rep)
+			// Cancelled before its jobs go elsewhere: a batch left running
+			// would go on being paid for answers nobody reads.
+			if st.Cancelled != st.Name {
+				if err := l.model.CancelBatch(ctx, st.Name); err != nil {
+					if job.Retryable(err) {
+						return fmt.Errorf("cancelling the stuck batch %s: %w", st.Name, err)
+					}
+					slog.WarnContext(ctx, "cancelling a stuck batch failed for good; resubmitting all the same", "chunk", st.ID, "batch", st.Name, "error", err)
+				}
+				st.Cancelled = st.Name
+				rep.Cancelled = append(rep.Cancelled, st.Name)
+			}
+			return l.expire(ctx, st, fin, fmt.Sprintf("open (%s) past GENIMG_BATCH_MAX_AGE %v; cancelled", bs.State, l.cfg.MaxAge), rep)
 		}
 		rep.Open++
 		return nil
@@ -502,6 +713,80 @@ func (l *Lane) finish(ctx context.Context, st *State, bs gemini.BatchStatus, fin
 	return err
 }
 
+// resend advances a chunk left "submitting": while its submitter's lease
+// runs, nothing; then it takes the lease, adopts the batch an earlier
+// submitter created (found by its display name) or submits the chunk
+// through the Admitter. Held by the spend guard, the chunk stays
+// "submitting", its lease released; refused by the model for good, its
+// jobs are failed through the Finisher and the chunk with them.
+func (l *Lane) resend(ctx context.Context, st *State, fin Finisher, rep *PollReport) error {
+	if l.leaseLive(st) {
+		rep.Open++ // its submitter is at work
+		return nil
+	}
+	st.LeaseOwner, st.LeaseUntil = l.owner, l.now().Add(l.lease)
+	if _, err := l.writeState(ctx, st); err != nil {
+		if errors.Is(err, errStateChanged) {
+			rep.Open++ // another poller took it first
+			return nil
+		}
+		return err
+	}
+	err := l.submit(ctx, st, true, true)
+	switch {
+	case err == nil:
+		if st.Adopted {
+			rep.Adopted = append(rep.Adopted, st.ID)
+		} else {
+			rep.Submitted = append(rep.Submitted, st.ID)
+		}
+		rep.Open++
+		return nil
+	case errors.Is(err, errHeld):
+		slog.InfoContext(ctx, "batch submission held by the spend guard", "chunk", st.ID, "error", err)
+		l.releaseLease(ctx, st)
+		rep.Held = append(rep.Held, st.ID)
+		rep.Open++
+		return nil
+	case job.Retryable(err):
+		l.releaseLease(ctx, st)
+		return err
+	}
+	slog.ErrorContext(ctx, "batch submission refused for good; failing its jobs", "chunk", st.ID, "error", err)
+	rep.Refused = append(rep.Refused, st.ID)
+	return l.refused(ctx, st, fin, err, rep)
+}
+
+// refused fails, through the Finisher, every job of a chunk the model
+// refused for good, and then the chunk; a crash in between resumes from
+// the jobs it finished.
+func (l *Lane) refused(ctx context.Context, st *State, fin Finisher, cause error, rep *PollReport) error {
+	st.LeaseOwner, st.LeaseUntil = "", time.Time{}
+	done := map[string]bool{}
+	for _, id := range st.Finished {
+		done[id] = true
+	}
+	err := cause
+	if !errors.Is(err, job.ErrPermanent) && !errors.Is(err, job.ErrInvalid) {
+		err = fmt.Errorf("%w: %w", job.ErrPermanent, cause)
+	}
+	err = fmt.Errorf("the batch was refused: %w", err)
+	for _, e := range st.Entries {
+		if done[e.Job.ID] {
+			continue
+		}
+		if ferr := fin.Finish(ctx, Finished{Job: e.Job, Trigger: e.Trigger, Err: err, Batch: job.BatchInfo{ID: st.ID}}); ferr != nil && job.Retryable(ferr) {
+			_, _ = l.writeState(ctx, st) // keep what is finished
+			return ferr
+		}
+		st.Finished = append(st.Finished, e.Job.ID)
+		rep.Failed = append(rep.Failed, e.Job.ID)
+	}
+	st.State, st.Note, st.Ended = stateFailed, "submission refused: "+cause.Error(), l.now()
+	_, werr := l.writeState(ctx, st)
+	return werr
+}
+
 // expire ends a chunk whose batch gave no answers: its unfinished jobs are
 // resubmitted or failed, by policy.
 func (l *Lane) expire(ctx context.Context, st *State, fin Finisher, why string, rep *PollReport) error {
@@ -528,9 +813,23 @@ func (l *Lane) expire(ctx context.Context, st *State, fin Finisher, why string, 
 	}
 	if len(again) > 0 {
 		sub := SubmitReport{Rejected: map[string]string{}}
-		if err := l.submitChunk(ctx, st.Model, again, st.Resubmits+1, &sub); err != nil {
+		if err := l.submitChunk(ctx, st.Model, again, st.Resubmits+1, true, &sub); err != nil {
 			return err
 		}
+		if len(sub.Rejected) > 0 {
+			// The model refused the resubmission for good (the new chunk
+			// is failed): each job gets its failed record here.
+			for _, e := range again {
+				if cause, ok := sub.Rejected[e.Job.ID]; ok {
+					err := fmt.Errorf("%w: the batch was refused: %s", job.ErrPermanent, cause)
+					if ferr := fin.Finish(ctx, Finished{Job: e.Job, Trigger: e.Trigger, Err: err, Batch: job.BatchInfo{ID: chunkID(again, st.Resubmits+1)}}); ferr != nil && job.Retryable(ferr) {
+						return ferr
+					}
+					rep.Failed = append(rep.Failed, e.Job.ID)
+				}
+			}
+		}
+		st.ReplacedBy = chunkID(again, st.Resubmits+1)
 		rep.Resubmitted = append(rep.Resubmitted, append(sub.Chunks, sub.Pending...)...)
 	}
 	st.State, st.Note, st.Ended = stateFailed, why, l.now()
@@ -628,11 +927,15 @@ func (l *Lane) writeState(ctx context.Context, st *State) (bool, error) {
 		return false, err
 	}
 	if !ok {
-		return false, fmt.Errorf("%w: batch state %s changed under this poll", job.ErrTransient, st.ID)
+		return false, fmt.Errorf("%w: %w: %s", job.ErrTransient, errStateChanged, st.ID)
 	}
 	st.gen = gen
 	return true, nil
 }
+
+// errStateChanged: a chunk's state was written by another writer since it
+// was read.
+var errStateChanged = errors.New("batch state changed under this writer")
 
 // reserve makes chunk the owner of a job (jobs/<id>/batch.json) unless
 // another chunk owns it; it returns the owner. A resubmission takes the

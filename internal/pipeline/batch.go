@@ -267,11 +267,36 @@ func (s *Service) PollBatches(ctx context.Context) (batch.PollReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	if len(rep.Finished)+len(rep.Failed) > 0 || len(rep.Errors) > 0 || len(rep.Expired)+len(rep.Stuck) > 0 {
+	if len(rep.Finished)+len(rep.Failed) > 0 || len(rep.Errors) > 0 || len(rep.Expired)+len(rep.Stuck) > 0 ||
+		len(rep.Submitted)+len(rep.Adopted)+len(rep.Held)+len(rep.Refused) > 0 {
 		slog.InfoContext(ctx, "batches polled", "checked", rep.Checked, "open", rep.Open, "finished", len(rep.Finished),
-			"failed", len(rep.Failed), "duplicates", rep.Duplicates, "expired", rep.Expired, "stuck", rep.Stuck, "errors", len(rep.Errors))
+			"failed", len(rep.Failed), "duplicates", rep.Duplicates, "expired", rep.Expired, "stuck", rep.Stuck, "cancelled", rep.Cancelled,
+			"submitted", rep.Submitted, "adopted", rep.Adopted, "held", rep.Held, "refused", rep.Refused, "errors", len(rep.Errors))
 	}
 	return rep, nil
+}
+
+// batchAdmitter admits the batch lane's own submissions (a Poll's retry or
+// resubmission) through the spend guard at the batch price, as TakeBatch
+// admits a submission: the kill switch and the budgets stop them too.
+type batchAdmitter struct{ s *Service }
+
+func (a batchAdmitter) AdmitBatch(ctx context.Context, jobs []job.Job) (func(paid bool), error) {
+	total := 0.0
+	for _, j := range jobs {
+		total += a.s.estimate(j) * a.s.cfg.Prices.BatchDiscount
+	}
+	release, err := a.s.spend.Admit(ctx, total)
+	if err != nil {
+		return nil, err
+	}
+	return func(paid bool) {
+		if paid {
+			release(total)
+		} else {
+			release(0)
+		}
+	}, nil
 }
 
 // batchFinisher finishes batch answers with the online lane's steps.

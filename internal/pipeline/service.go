@@ -175,7 +175,7 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 	}
 	// Batch jobs' gs:// images are read like online ones; their shared
 	// contexts resolve to the same caches.
-	s.lane = batch.New(m, output, cfg.Batch, batch.WithResolver(store), batch.WithContexts(s.contexts))
+	s.lane = batch.New(m, output, cfg.Batch, batch.WithResolver(store), batch.WithContexts(s.contexts), batch.WithAdmitter(batchAdmitter{s}))
 	// Completion events are awaited before a delivery is acknowledged:
 	// send each at once rather than waiting to batch.
 	s.events.PublishSettings.DelayThreshold = time.Millisecond
