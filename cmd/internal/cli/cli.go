@@ -38,13 +38,14 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e))
 const usage = `genimg runs image jobs on genimg (the local stack by default).
 
 Usage:
-  genimg generate "prompt" [--image FILE]... [--aspect 16:9] [--via http|pubsub|upload] [--id ID] [--out DIR] [--wait 5m]
+  genimg generate "prompt" [--image FILE]... [--aspect 16:9] [--via http|pubsub|upload] [--id ID] [--parent JOB] [--out DIR] [--wait 5m]
   genimg events [--json] [-n N]
   genimg get JOB [--from http|storage] [--out DIR] [--json]
   genimg replay JOB [--job FILE] [--via pubsub|http] [--out DIR]
   genimg load -n N -c C --via http|pubsub|upload [--standin] [--latency 2s] [--error-rate 0.05]
                                            (against a running stack; go run ./cmd/local load starts its own)
   genimg backfill --rules RULES [--json]     (what running upload rules over existing objects would cost)
+  genimg backfill --rules RULES --run [--yes] [--concurrency 8] [--max-usd X]   (and then run them)
   genimg listen [--addr 127.0.0.1:9000] [--json]   (a callback receiver that verifies signatures and prints events)
 
 Run "genimg COMMAND -h" for a command's flags. Against Google Cloud, an

@@ -324,6 +324,9 @@ func printRecord(w io.Writer, rec job.Record) {
 	fmt.Fprintf(w, "job       %s\n", rec.JobID)
 	fmt.Fprintf(w, "outcome   %s\n", rec.Outcome)
 	fmt.Fprintf(w, "trigger   %s %s\n", rec.Trigger.Kind, rec.Trigger.Source)
+	if rec.Parent != "" {
+		fmt.Fprintf(w, "parent    %s\n", rec.Parent)
+	}
 	if rec.Model != "" {
 		fmt.Fprintf(w, "model     %s %s\n", rec.Model, rec.ModelVersion)
 	}

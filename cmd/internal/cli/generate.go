@@ -39,6 +39,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	out := fs.String("out", "", "directory for the images (default ./"+defaultOutDirRoot+"/<jobId>/)")
 	wait := fs.Duration("wait", 5*time.Minute, "how long to wait for the job to finish")
 	callbackURL := fs.String("callback", "", "URL that receives the completion event, signed (try genimg listen)")
+	parent := fs.String("parent", "", "continue this succeeded job's conversation (an edit session: \"now add a dog\")")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -52,6 +53,9 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	if *id != "" && !job.ValidID(*id) {
 		return fmt.Errorf("--id %q: 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' or '-'", *id)
+	}
+	if *parent != "" && !job.ValidID(*parent) {
+		return fmt.Errorf("--parent %q: a job id, 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' or '-'", *parent)
 	}
 	files := make([]imageFile, 0, len(images))
 	for _, name := range images {
@@ -68,7 +72,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	defer c.Close()
 
-	j := job.Job{ID: *id, Prompt: pos[0], AspectRatio: *aspect, Callback: callbackOf(*callbackURL)}
+	j := job.Job{ID: *id, Prompt: pos[0], AspectRatio: *aspect, Callback: callbackOf(*callbackURL), Parent: *parent}
 	// An image upload with its prompt in metadata is the upload trigger's
 	// own form, with an id derived from the object; everything else goes
 	// with an id the command chooses.
@@ -250,6 +254,9 @@ func (c *clients) uploadImage(ctx context.Context, j job.Job, f imageFile) (stri
 	}
 	if j.SystemInstruction != "" {
 		meta[trigger.MetaSystemInstruction] = j.SystemInstruction
+	}
+	if j.Parent != "" {
+		meta[trigger.MetaParent] = j.Parent
 	}
 	name := cliPrefix + newID("") + "/" + f.name
 	gen, err := c.put(ctx, name, f.data, http.DetectContentType(f.data), meta)

@@ -40,12 +40,19 @@ func runMain(m *testing.M) int {
 		Project: "genimg-clitest", InputBucket: "cli-in", OutputBucket: "cli-out",
 		RequestsTopic: "cli-requests", CompletionTopic: "cli-completions", DeadLetterTopic: "cli-dead",
 		MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, MaxAttempts: 5,
-		Env: map[string]string{"GENIMG_LOG_LEVEL": "ERROR", "GENIMG_RETRY_BUDGET": "5s"},
+		Env: map[string]string{"GENIMG_LOG_LEVEL": "ERROR", "GENIMG_RETRY_BUDGET": "5s",
+			// A bucket of objects there before its rule (no notifications):
+			// what backfill --run hands to the functions.
+			"GENIMG_UPLOAD_BUCKETS": "cli-in," + backfillBucket, "GENIMG_INPUT_BUCKETS": "cli-in," + backfillBucket,
+			"GENIMG_RULES": backfillRules},
 	})
 	if err != nil {
 		panic(err)
 	}
 	defer s.Close()
+	if err := s.Storage.Bucket(backfillBucket).Create(ctx, s.Project, nil); err != nil {
+		panic(err)
+	}
 	stack = s
 	for k, v := range s.Env {
 		os.Setenv(k, v)
@@ -53,6 +60,14 @@ func runMain(m *testing.M) int {
 	os.Setenv("GENIMG_URL", s.FunctionsURL+"/Generate")
 	return m.Run()
 }
+
+// The functions' upload rule over backfillBucket, which sends no upload
+// events: backfill --run is what runs it.
+const (
+	backfillBucket = "cli-old"
+	backfillPrefix = "old/"
+	backfillRules  = `[{"bucket": "cli-old", "prefix": "old/", "name": "old-photos", "prompt": "restore this photo", "aspectRatio": "1:1"}]`
+)
 
 // startTestStack is the load's local stack: the tests' own, left running.
 func startTestStack(context.Context, int) (*Local, error) {
