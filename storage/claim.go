@@ -453,7 +453,15 @@ func (s *Store) Status(ctx context.Context, jobID string) (JobStatus, error) {
 	l, _, err := s.readLease(ctx, dir)
 	switch {
 	case err == nil:
-		return l.status(s.now()), nil
+		st := l.status(s.now())
+		if st.State == job.Queued && l.State == job.Queued {
+			// Queued by the front door and since taken into a model batch
+			// (an HTTP batch goes through OnMessage to the lane).
+			if a, err := s.output.Stat(ctx, BatchMarkerObject(jobID)); err == nil {
+				st.State, st.Since = job.Batched, a.Updated
+			}
+		}
+		return st, nil
 	case !errors.Is(err, gcs.ErrObjectNotExist):
 		return JobStatus{}, classify(err, "reading "+dir+claimFile)
 	}

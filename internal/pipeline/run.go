@@ -57,6 +57,10 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 	}
 	if cause != nil {
 		rec.Callback = nil // only a URL that passed the checks is ever called
+	} else if s.model == nil {
+		// A valid job reached a deployment without a model client: leave
+		// it untouched (no claim) for one that runs jobs.
+		return job.Record{}, s.errNoModel()
 	}
 
 	sctx, end := s.traces.Step(ctx, "claim")
