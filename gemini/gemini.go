@@ -201,6 +201,9 @@ func (c *Client) generate(ctx context.Context, j job.Job, sink ImageSink) (*Resu
 			return res, sinkError(st.sinkErr)
 		}
 		cerr := classify(err, c.key)
+		if ae := (genai.APIError{}); errors.As(err, &ae) {
+			res.Refused++ // the service said no: nothing was generated, nothing is paid
+		}
 		logFailedCall(ctx, err, cerr)
 		if sink != nil && st.opened > 0 {
 			return res, fmt.Errorf("%w: gemini: the answer broke off after its images began to be stored: %w", job.ErrTransient, cerr) // redeliver: the next attempt writes under new names

@@ -36,6 +36,9 @@ type Result struct {
 	Outcome job.Outcome
 	// Attempts is the HTTP calls made to the model for this Generate.
 	Attempts int
+	// Refused counts the calls the service answered with an error status
+	// (429, 503, 400, …): made, but not paid.
+	Refused int
 	// CostUSD prices the answer's usage (failed calls are not billed).
 	CostUSD float64
 	// ModelTime is the time spent in model calls, retries included, waits

@@ -378,16 +378,14 @@ type JobStatus struct {
 	Raw    []byte
 }
 
-// Unpaid takes back what BeginCall noted of a call that the service
-// refused without charging (a per-day quota): the next lease write carries
-// the corrected counts.
-func (c *Claim) Unpaid(estimatedCostUSD float64) {
+
+// Refunded takes back the estimated cost BeginCall noted for calls the
+// service refused (an error status: nothing generated, nothing paid); the
+// calls stay counted as made. The next lease write carries it.
+func (c *Claim) Refunded(usd float64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.lease.Calls > 0 {
-		c.lease.Calls--
-		c.lease.CallCost = max(0, c.lease.CallCost-estimatedCostUSD)
-	}
+	c.lease.CallCost = max(0, c.lease.CallCost-usd)
 }
 
 // KeepAlive renews c's lease every third of its length until stop is
@@ -453,7 +451,15 @@ func (s *Store) Status(ctx context.Context, jobID string) (JobStatus, error) {
 	l, _, err := s.readLease(ctx, dir)
 	switch {
 	case err == nil:
-		return l.status(s.now()), nil
+		st := l.status(s.now())
+		if st.State == job.Queued && l.State == job.Queued {
+			// Queued by the front door and since taken into a model batch
+			// (an HTTP batch goes through OnMessage to the lane).
+			if a, err := s.output.Stat(ctx, BatchMarkerObject(jobID)); err == nil {
+				st.State, st.Since = job.Batched, a.Updated
+			}
+		}
+		return st, nil
 	case !errors.Is(err, gcs.ErrObjectNotExist):
 		return JobStatus{}, classify(err, "reading "+dir+claimFile)
 	}

@@ -11,6 +11,7 @@ locals {
       "cloudfunctions.googleapis.com",
       "cloudresourcemanager.googleapis.com",
       "cloudscheduler.googleapis.com", # PollBatches
+      "cloudtrace.googleapis.com",     # spans (GENIMG_TRACE_EXPORTER=cloudtrace)
       "eventarc.googleapis.com",       # OnUpload's storage trigger
       "iam.googleapis.com",
       "iamcredentials.googleapis.com", # OIDC tokens for pushes and the CLI

@@ -98,6 +98,7 @@ var variants = []map[string]cty.Value{
 	{"project_id": cty.StringVal("example-project")},
 	{"project_id": cty.StringVal("example-project"), "backend": cty.StringVal("vertex"), "upload_via": cty.StringVal("notification")},
 	{"project_id": cty.StringVal("example-project"), "webhook_secret_version": cty.NumberIntVal(1), "public_webhook": cty.True,
+		"callback_secret_version": cty.NumberIntVal(1), "trace_exporter": cty.StringVal("none"),
 		"legacy_service_agent_grants": cty.True, "deployer": cty.StringVal("serviceAccount:genimg-deployer@example-project.iam.gserviceaccount.com"),
 		"http_invokers":        cty.ListVal([]cty.Value{cty.StringVal("user:alice@example.com")}),
 		"client_impersonators": cty.ListVal([]cty.Value{cty.StringVal("user:alice@example.com")})},
@@ -383,6 +384,7 @@ func checkEntryPoints(m *module, t tree, p *problems) {
 	} else {
 		names, err = registered(t.functionGo)
 	}
+	entries := map[string]bool{}
 	for _, fn := range m.resourcesOf("google_cloudfunctions2_function") {
 		for _, bc := range blocksOf(fn.Body, "build_config") {
 			a, ok := bc.Attributes["entry_point"]
@@ -391,6 +393,7 @@ func checkEntryPoints(m *module, t tree, p *problems) {
 				continue
 			}
 			ep, ok := literalString(a.Expr)
+			entries[ep] = ok
 			switch {
 			case !ok:
 				p.add(a.SrcRange, "entry_point of %s must be a literal name, so that it can be checked against function.go", fn.Labels[1])
@@ -401,11 +404,20 @@ func checkEntryPoints(m *module, t tree, p *problems) {
 			}
 		}
 	}
+	// A function genimg registers but nobody deploys is a feature that
+	// silently does nothing (OnCompletion: callbacks never sent).
+	if err == nil {
+		for _, name := range slices.Sorted(maps.Keys(names)) {
+			if !entries[name] {
+				*p = append(*p, fmt.Sprintf("functions.tf: function.go registers %s, but no function deploys it", name))
+			}
+		}
+	}
 }
 
 // secretEnv names the variables that hold secrets: they may only come from
 // Secret Manager, never from plain environment_variables (and so state).
-var secretEnv = map[string]bool{"GEMINI_API_KEY": true, "GOOGLE_API_KEY": true, "GENIMG_WEBHOOK_SECRET": true}
+var secretEnv = map[string]bool{"GEMINI_API_KEY": true, "GOOGLE_API_KEY": true, "GENIMG_WEBHOOK_SECRET": true, "GENIMG_CALLBACK_SECRET": true}
 
 // requiredEnv are the variables every function gets from Terraform: the
 // spend guard, so that a budget set in Terraform reaches every instance.

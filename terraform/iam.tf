@@ -3,24 +3,34 @@
 # is not in it (allowedRoles).
 
 # One runtime account per function role:
-#   front   Generate, the internet-facing door: queues jobs, takes HTTP
-#           batches, reports progress. Writes no images.
-#   worker  OnMessage and OnUpload: run jobs, write images and records.
-#   poller  PollBatches: finishes the jobs of done batches.
+#   front     Generate, the internet-facing door: queues jobs and HTTP
+#             batches, reports progress. Never calls the model, holds no
+#             model key, writes no images.
+#   worker    OnMessage and OnUpload: run jobs, write images and records.
+#   poller    PollBatches: finishes the jobs of done batches, resumes held
+#             jobs.
+#   callback  OnCompletion: posts completion records to callback URLs.
 # A new function gets a role here and its grants below (for_each over
 # these keys), not a share of another role's account.
 locals {
   runtime_roles = {
-    front  = "genimg Generate (HTTP front door)"
-    worker = "genimg OnMessage and OnUpload (job workers)"
-    poller = "genimg PollBatches (batch poller)"
+    front    = "genimg Generate (HTTP front door)"
+    worker   = "genimg OnMessage and OnUpload (job workers)"
+    poller   = "genimg PollBatches (batch poller)"
+    callback = "genimg OnCompletion (callbacks)"
   }
   # Roles whose functions publish completion events, and who may queue
-  # requests.
+  # requests (Generate its jobs and batches, PollBatches the held jobs it
+  # resumes).
   completion_publishers = toset(["front", "worker", "poller"])
-  request_publishers    = toset(["front"])
-  # Roles that call the model.
-  model_callers = toset(["front", "worker", "poller"])
+  request_publishers    = toset(["front", "poller"])
+  # Roles that call the model (GENIMG_ROLE=all).
+  model_callers = toset(["worker", "poller"])
+  # Roles that read gs:// job inputs.
+  input_readers = toset(["front", "worker", "poller"])
+  # Roles that read the callback secret: every function that checks jobs,
+  # and OnCompletion.
+  callback_secret_readers = toset(["front", "worker", "poller", "callback"])
 
   # Every account the deployer must act as (functions run as them, pushes
   # and schedules sign as them, builds run as them).
@@ -68,7 +78,7 @@ resource "google_service_account" "client" {
 # ---- runtime: the output bucket, by prefix ----
 
 resource "google_storage_bucket_iam_member" "runtime_writes_outputs" {
-  for_each = local.runtime_roles
+  for_each = local.output_access
   bucket   = google_storage_bucket.output.name
   role     = "roles/storage.objectUser"
   member   = google_service_account.runtime[each.key].member
@@ -81,7 +91,7 @@ resource "google_storage_bucket_iam_member" "runtime_writes_outputs" {
 }
 
 resource "google_storage_bucket_iam_member" "runtime_reads_outputs" {
-  for_each = local.runtime_roles
+  for_each = local.output_access
   bucket   = google_storage_bucket.output.name
   role     = "roles/storage.objectViewer"
   member   = google_service_account.runtime[each.key].member
@@ -96,7 +106,7 @@ resource "google_storage_bucket_iam_member" "runtime_reads_outputs" {
 # Job inputs: the upload bucket and any extra input buckets, whole (they
 # hold nothing but inputs).
 resource "google_storage_bucket_iam_member" "runtime_reads_inputs" {
-  for_each = { for pair in setproduct(keys(local.runtime_roles), local.input_buckets) : "${pair[0]}/${pair[1]}" => pair }
+  for_each = { for pair in setproduct(tolist(local.input_readers), local.input_buckets) : "${pair[0]}/${pair[1]}" => pair }
   bucket   = each.value[1]
   role     = "roles/storage.objectViewer"
   member   = google_service_account.runtime[each.value[0]].member
@@ -117,6 +127,17 @@ resource "google_pubsub_topic_iam_member" "runtime_publishes_completions" {
   for_each = local.completion_publishers
   topic    = google_pubsub_topic.completions.id
   role     = "roles/pubsub.publisher"
+  member   = google_service_account.runtime[each.key].member
+}
+
+# ---- runtime: Cloud Trace ----
+
+# Every function writes its spans to Cloud Trace as its own account
+# (GENIMG_TRACE_EXPORTER=cloudtrace).
+resource "google_project_iam_member" "runtime_writes_traces" {
+  for_each = { for k, v in local.runtime_roles : k => v if var.trace_exporter == "cloudtrace" }
+  project  = var.project_id
+  role     = "roles/cloudtrace.agent"
   member   = google_service_account.runtime[each.key].member
 }
 
@@ -222,6 +243,14 @@ resource "google_cloud_run_v2_service_iam_member" "trigger_invokes_poll_batches"
   member   = google_service_account.trigger.member
 }
 
+resource "google_cloud_run_v2_service_iam_member" "trigger_invokes_on_completion" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.on_completion.service_config[0].service
+  role     = "roles/run.invoker"
+  member   = google_service_account.trigger.member
+}
+
 # Old projects only (legacy_service_agent_grants): their Pub/Sub and Cloud
 # Scheduler agents mint the OIDC tokens as the trigger account with this
 # grant. Projects that enabled the APIs after April 2021 (Pub/Sub) and
@@ -246,6 +275,19 @@ resource "google_pubsub_topic_iam_member" "pubsub_agent_dead_letters" {
 
 resource "google_pubsub_subscription_iam_member" "pubsub_agent_forwards" {
   subscription = google_pubsub_subscription.requests.id
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_agent
+}
+
+# The same for callbacks: their own dead-letter topic.
+resource "google_pubsub_topic_iam_member" "pubsub_agent_dead_letters_callbacks" {
+  topic  = google_pubsub_topic.callbacks_dead_letter.id
+  role   = "roles/pubsub.publisher"
+  member = local.pubsub_agent
+}
+
+resource "google_pubsub_subscription_iam_member" "pubsub_agent_forwards_callbacks" {
+  subscription = google_pubsub_subscription.callbacks.id
   role         = "roles/pubsub.subscriber"
   member       = local.pubsub_agent
 }
@@ -333,6 +375,8 @@ resource "time_sleep" "iam" {
     google_service_account_iam_member.deployer_acts_as,
     google_secret_manager_secret_iam_member.reads_gemini_api_key,
     google_secret_manager_secret_iam_member.front_reads_webhook_secret,
+    google_secret_manager_secret_iam_member.reads_callback_secret,
+    google_project_iam_member.runtime_writes_traces,
   ]
 }
 

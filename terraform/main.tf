@@ -20,10 +20,11 @@ locals {
 
   # Function names are also the names of their Cloud Run services, which the
   # log filters and the invoker bindings use.
-  generate_name     = "${var.name_prefix}-generate"
-  on_message_name   = "${var.name_prefix}-on-message"
-  on_upload_name    = "${var.name_prefix}-on-upload"
-  poll_batches_name = "${var.name_prefix}-poll-batches"
+  generate_name      = "${var.name_prefix}-generate"
+  on_message_name    = "${var.name_prefix}-on-message"
+  on_upload_name     = "${var.name_prefix}-on-upload"
+  poll_batches_name  = "${var.name_prefix}-poll-batches"
+  on_completion_name = "${var.name_prefix}-on-completion"
 
   # Service agents, by the names Google gives them. The Pub/Sub and Vertex AI
   # agents must exist before the first apply: README.md's bootstrap creates
@@ -44,23 +45,26 @@ locals {
   #   batches/   batch lane state and JSONL chunks (batch/)
   #   caches/    context-cache records (gemini/cache.go)
   #   control/   the kill switch control/paused, written by people (spend/)
+  #   held/      markers of held jobs, for PollBatches to resume (storage/)
   image_prefix = "images/"
 
   # Each function role gets only its prefixes (IAM conditions: the output
-  # bucket is shared). Generate takes HTTP batches itself (batch.go:
-  # submitBatch), so it writes batches/, caches/ and spend/ too; it only
-  # reads images (streams and waits report them).
+  # bucket is shared). Generate never calls the model (GENIMG_ROLE=front):
+  # it queues jobs and HTTP batches under jobs/, records webhook ids, and
+  # only reads images (streams and waits report them). Workers hold jobs
+  # under held/; the poller resumes them (lists, reads and deletes the
+  # markers). OnCompletion (callback) touches no bucket at all.
   output_access = {
     front = {
-      write = ["jobs/", "webhooks/", "spend/", "batches/", "caches/"]
+      write = ["jobs/", "webhooks/"]
       read  = concat([local.image_prefix, "control/"], var.job_output_prefixes)
     }
     worker = {
-      write = concat(["jobs/", local.image_prefix, "spend/", "batches/", "caches/"], var.job_output_prefixes)
+      write = concat(["jobs/", local.image_prefix, "spend/", "batches/", "caches/", "held/"], var.job_output_prefixes)
       read  = ["control/"]
     }
     poller = {
-      write = concat(["jobs/", local.image_prefix, "spend/", "batches/", "caches/"], var.job_output_prefixes)
+      write = concat(["jobs/", local.image_prefix, "spend/", "batches/", "caches/", "held/"], var.job_output_prefixes)
       read  = ["control/"]
     }
   }
@@ -77,6 +81,9 @@ locals {
       "batches/"           = var.batch_retention_days
       "caches/"            = var.cache_retention_days
       "control/"           = 0
+      # A held job ends (runs, or fails as too old) within
+      # GENIMG_MAX_EVENT_AGE, under 24 h: a marker older than that is stale.
+      "held/" = 2
     },
     { for p in var.job_output_prefixes : p => var.image_retention_days },
   )
@@ -132,6 +139,16 @@ locals {
       GENIMG_BUDGET_DAILY_USD  = tostring(var.budget_daily_usd)
       GENIMG_CALLS_PER_MINUTE  = tostring(var.calls_per_minute)
       GENIMG_PAUSED            = tostring(var.paused)
+      GENIMG_QUOTA_RETRY       = var.quota_retry
+      GENIMG_SPOOL_BYTES       = tostring(var.spool_bytes)
+      # Callbacks (README, "Callbacks and tracing"): every function that
+      # checks jobs checks their callback URLs the same way.
+      GENIMG_CALLBACK_ALLOW   = join(",", var.callback_allow)
+      GENIMG_CALLBACK_MAX_AGE = var.callback_max_age
+      GENIMG_CALLBACK_TIMEOUT = var.callback_timeout
+      # Spans go to Cloud Trace as each runtime account (cloudtrace.agent).
+      GENIMG_TRACE_SAMPLE   = tostring(var.trace_sample)
+      GENIMG_TRACE_EXPORTER = var.trace_exporter
     },
     var.backend == "vertex" ? {
       GOOGLE_GENAI_USE_VERTEXAI = "true"

@@ -9,7 +9,7 @@ locals {
 
   # Every function's logs count: a job finished by PollBatches is a job
   # too (and paid for). terraform_test.go checks that each function is here.
-  function_names = [local.generate_name, local.on_message_name, local.on_upload_name, local.poll_batches_name]
+  function_names = [local.generate_name, local.on_message_name, local.on_upload_name, local.poll_batches_name, local.on_completion_name]
 
   function_logs = join(" ", [
     "resource.type=\"cloud_run_revision\"",
@@ -20,11 +20,15 @@ locals {
   cost_metric    = "${local.metric_prefix}_job_cost_usd"
   latency_metric = "${local.metric_prefix}_model_latency"
   quota_metric   = "${local.metric_prefix}_model_429s"
+  callback_dl    = "${local.metric_prefix}_callbacks_dead_lettered"
+  storage_denied = "${local.metric_prefix}_storage_denied"
 
   promql_jobs    = "logging_googleapis_com:user_${local.jobs_metric}"
   promql_cost    = "logging_googleapis_com:user_${local.cost_metric}"
   promql_latency = "logging_googleapis_com:user_${local.latency_metric}"
   promql_429s    = "logging_googleapis_com:user_${local.quota_metric}"
+  promql_cb_dl   = "logging_googleapis_com:user_${local.callback_dl}"
+  promql_denied  = "logging_googleapis_com:user_${local.storage_denied}"
 }
 
 # Jobs by outcome (succeeded, blocked, no_image, failed), trigger and model.
@@ -133,6 +137,37 @@ resource "google_logging_metric" "model_429s" {
     value_type   = "INT64"
     unit         = "1"
     display_name = "genimg model 429s"
+  }
+}
+
+# Callbacks OnCompletion gave up on (older than callback_max_age).
+resource "google_logging_metric" "callbacks_dead_lettered" {
+  name        = local.callback_dl
+  description = "genimg callbacks given up after GENIMG_CALLBACK_MAX_AGE (\"callback dead-lettered\")."
+  filter      = "${local.function_logs} AND jsonPayload.message=\"callback dead-lettered\""
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "INT64"
+    unit         = "1"
+    display_name = "genimg callbacks dead-lettered"
+  }
+}
+
+# Cloud Storage refused genimg (401/403). genimg retries these as transient
+# (IAM changes take a minute to reach Cloud Storage), and every such error
+# says "cloud storage refused the request (401/403): check genimg's IAM".
+# Any of them after the first minutes of a deploy means a grant is missing.
+resource "google_logging_metric" "storage_denied" {
+  name        = local.storage_denied
+  description = "genimg log lines with a Cloud Storage 401/403: a missing grant."
+  filter      = "${local.function_logs} AND jsonPayload.error:\"cloud storage refused the request (401/403)\""
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "INT64"
+    unit         = "1"
+    display_name = "genimg Cloud Storage refusals"
   }
 }
 
@@ -265,6 +300,71 @@ resource "google_monitoring_alert_policy" "spend_budget" {
     mime_type = "text/markdown"
     content   = "genimg refused jobs because its spend budget for the current window is used up."
   }
+}
+
+# Callbacks given up: by genimg (older than callback_max_age) or by
+# Pub/Sub (100 failed deliveries, into the callbacks dead-letter topic).
+resource "google_monitoring_alert_policy" "callbacks_dead_lettered" {
+  display_name          = "genimg: callbacks dead-lettered (${var.name_prefix})"
+  combiner              = "OR"
+  notification_channels = var.notification_channels
+
+  conditions {
+    display_name = "OnCompletion gave up on a callback"
+    condition_prometheus_query_language {
+      query               = "sum(increase(${local.promql_cb_dl}[10m])) > 0"
+      duration            = "0s"
+      evaluation_interval = "60s"
+      # The log-based metric is created in the same apply.
+      disable_metric_validation = true
+    }
+  }
+
+  conditions {
+    display_name = "Pub/Sub dead-lettered a callback"
+    condition_threshold {
+      filter          = "resource.type = \"pubsub_subscription\" AND resource.labels.subscription_id = \"${google_pubsub_subscription.callbacks.name}\" AND metric.type = \"pubsub.googleapis.com/subscription/dead_letter_message_count\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+      aggregations {
+        alignment_period   = "300s"
+        per_series_aligner = "ALIGN_SUM"
+      }
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "A job's callback URL kept failing and genimg stopped trying. Logs with message `callback dead-lettered` name the job and the receiver's host; events Pub/Sub gave up on sit in `${google_pubsub_subscription.callbacks_dead_letter.name}` (`gcloud pubsub subscriptions pull ${google_pubsub_subscription.callbacks_dead_letter.name} --limit=10`). The records themselves are complete: `GET /Generate?id=JOB` still answers."
+  }
+
+  depends_on = [google_logging_metric.callbacks_dead_lettered]
+}
+
+# Cloud Storage 401/403: genimg lacks a grant (or IAM has not propagated).
+resource "google_monitoring_alert_policy" "storage_denied" {
+  display_name          = "genimg: Cloud Storage refuses genimg (${var.name_prefix})"
+  combiner              = "OR"
+  notification_channels = var.notification_channels
+
+  conditions {
+    display_name = "Cloud Storage 401/403 over 10 minutes"
+    condition_prometheus_query_language {
+      query               = "sum(increase(${local.promql_denied}[10m])) > 0"
+      duration            = "300s"
+      evaluation_interval = "60s"
+      # The log-based metric is created in the same apply.
+      disable_metric_validation = true
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "Cloud Storage answered 401/403 to genimg for five minutes: a runtime account lacks a grant on a prefix of `${local.output_bucket}` or an input bucket (terraform/README.md, \"The output bucket, by prefix\"). genimg retries these, so jobs wait rather than fail; the functions' logs name the object (`cloud storage refused the request (401/403): check genimg's IAM`)."
+  }
+
+  depends_on = [google_logging_metric.storage_denied]
 }
 
 # ---- dashboard ----

@@ -28,6 +28,11 @@ output "dead_letter_subscription" {
   value       = google_pubsub_subscription.dead_letter.name
 }
 
+output "callbacks_dead_letter_subscription" {
+  description = "Pull subscription holding callbacks Pub/Sub gave up on (gcloud pubsub subscriptions pull ...)."
+  value       = google_pubsub_subscription.callbacks_dead_letter.name
+}
+
 output "client_service_account" {
   description = "Service account that may call Generate; impersonate it to mint an ID token."
   value       = google_service_account.client.email

@@ -81,3 +81,78 @@ resource "google_pubsub_subscription" "dead_letter" {
     ttl = ""
   }
 }
+
+# ---- callbacks ----
+
+# Completion events OnCompletion gave up on: Pub/Sub moves them here after
+# max_delivery_attempts (100) failed deliveries.
+resource "google_pubsub_topic" "callbacks_dead_letter" {
+  name = "${var.name_prefix}-callbacks-dead-letter"
+
+  depends_on = [time_sleep.apis]
+}
+
+# Delivers the completion events of records that name a callback to
+# OnCompletion (genimg sets the genimg-callback attribute on those only, so
+# the rest never wake the function). OnCompletion answers 500 for a failed
+# callback, so that Pub/Sub retries with backoff, until the event is older
+# than callback_max_age; then it logs "callback dead-lettered" and
+# acknowledges.
+resource "google_pubsub_subscription" "callbacks" {
+  name   = "${var.name_prefix}-callbacks-push"
+  topic  = google_pubsub_topic.completions.id
+  filter = "attributes.genimg-callback = \"true\""
+
+  # Above the function timeout: a delivery still running is never
+  # redelivered beside itself.
+  ack_deadline_seconds = 600
+  # At least a day, and longer than callback_max_age: an event must not
+  # expire while OnCompletion would still retry it.
+  message_retention_duration = "604800s"
+
+  push_config {
+    push_endpoint = "${google_cloudfunctions2_function.on_completion.service_config[0].uri}/${google_pubsub_topic.completions.id}"
+
+    oidc_token {
+      service_account_email = google_service_account.trigger.email
+      audience              = google_cloudfunctions2_function.on_completion.service_config[0].uri
+    }
+  }
+
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "600s"
+  }
+
+  # 100 deliveries at up to 600 s apart: about 16 h of retries, Pub/Sub's
+  # most. A receiver that stays down longer ends here (alerted) even when
+  # callback_max_age is longer.
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.callbacks_dead_letter.id
+    max_delivery_attempts = 100
+  }
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  depends_on = [
+    google_cloud_run_v2_service_iam_member.trigger_invokes_on_completion,
+    google_pubsub_topic_iam_member.pubsub_agent_dead_letters_callbacks,
+    time_sleep.iam,
+  ]
+}
+
+# Keeps dead-lettered callbacks for 31 days: pull them to see which
+# receivers failed; republishing one onto the completion topic (with its
+# attributes) delivers it again, under the same webhook-id.
+resource "google_pubsub_subscription" "callbacks_dead_letter" {
+  name                       = "${var.name_prefix}-callbacks-dead-letter"
+  topic                      = google_pubsub_topic.callbacks_dead_letter.id
+  ack_deadline_seconds       = 60
+  message_retention_duration = "2678400s"
+
+  expiration_policy {
+    ttl = ""
+  }
+}

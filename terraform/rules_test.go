@@ -48,7 +48,7 @@ var valueRules = []struct {
 // https://cloud.google.com/iam/docs/roles-permissions. A misspelled role is
 // refused here rather than by the IAM API at apply time.
 var knownRoles = map[string]bool{
-	"roles/artifactregistry.writer": true, "roles/eventarc.eventReceiver": true,
+	"roles/artifactregistry.writer": true, "roles/eventarc.eventReceiver": true, "roles/cloudtrace.agent": true,
 	"roles/iam.serviceAccountOpenIdTokenCreator": true, "roles/iam.serviceAccountTokenCreator": true,
 	"roles/iam.serviceAccountUser": true, "roles/logging.logWriter": true,
 	"roles/pubsub.publisher": true, "roles/pubsub.subscriber": true, "roles/pubsub.viewer": true,
@@ -62,9 +62,12 @@ var knownRoles = map[string]bool{
 // runtime[KEY]), the service agents' locals, and the variables of people
 // and callers. Anything else is a problem: no role broader than the table.
 var allowedRoles = map[string][]string{
-	"runtime[front]":           {"roles/storage.objectUser", "roles/storage.objectViewer", "roles/pubsub.publisher", "roles/secretmanager.secretAccessor", "custom:vertex_caller"},
-	"runtime[worker]":          {"roles/storage.objectUser", "roles/storage.objectViewer", "roles/pubsub.publisher", "roles/secretmanager.secretAccessor", "custom:vertex_caller"},
-	"runtime[poller]":          {"roles/storage.objectUser", "roles/storage.objectViewer", "roles/pubsub.publisher", "roles/secretmanager.secretAccessor", "custom:vertex_caller"},
+	// The front door never calls the model: no Vertex AI role (and no
+	// model key: checkIAM).
+	"runtime[front]":           {"roles/storage.objectUser", "roles/storage.objectViewer", "roles/pubsub.publisher", "roles/secretmanager.secretAccessor", "roles/cloudtrace.agent"},
+	"runtime[worker]":          {"roles/storage.objectUser", "roles/storage.objectViewer", "roles/pubsub.publisher", "roles/secretmanager.secretAccessor", "roles/cloudtrace.agent", "custom:vertex_caller"},
+	"runtime[poller]":          {"roles/storage.objectUser", "roles/storage.objectViewer", "roles/pubsub.publisher", "roles/secretmanager.secretAccessor", "roles/cloudtrace.agent", "custom:vertex_caller"},
+	"runtime[callback]":        {"roles/secretmanager.secretAccessor", "roles/cloudtrace.agent"},
 	"trigger":                  {"roles/eventarc.eventReceiver", "roles/run.invoker"},
 	"build":                    {"roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectViewer"},
 	"client":                   {"roles/run.invoker"},
@@ -480,6 +483,7 @@ func checkIAM(m *module, ev *evaluator, p *problems) {
 			*p = append(*p, "iam.tf: with backend = vertex, the Vertex AI service agent must write batch predictions under batches/ of the output bucket (roles/storage.objectUser on that prefix)")
 		}
 	}
+	checkFunctionRoles(m, ev, find, p)
 	// The build account reads the source where Cloud Functions copies it.
 	gcfSources := false
 	for _, g := range gs {
@@ -653,6 +657,13 @@ func checkOperations(m *module, ev *evaluator, p *problems) {
 				}
 			}
 		}
+		traces := false
+		for _, g := range grants(m, bev) {
+			traces = traces || (!g.absent && slices.Contains(g.roles, "roles/cloudtrace.agent"))
+		}
+		if traces && !enabled["cloudtrace.googleapis.com"] && len(services) > 0 {
+			*p = append(*p, "apis.tf: the functions write spans to Cloud Trace, which needs cloudtrace.googleapis.com enabled")
+		}
 		if backend == "vertex" && !enabled["aiplatform.googleapis.com"] && len(services) > 0 {
 			*p = append(*p, "apis.tf: backend = vertex needs aiplatform.googleapis.com enabled")
 		}
@@ -763,6 +774,26 @@ func checkOperations(m *module, ev *evaluator, p *problems) {
 			n, _ := attempts.AsBigFloat().Int64()
 			if time.Duration(n)*backoff < maxAge {
 				p.add(dl.SrcRange, "%s dead-letters after %d deliveries, at most %s of retries at %s backoff: less than max_event_age %s, so a burst of 429s from busy instances dead-letters healthy requests", b.Labels[1], n, time.Duration(n)*backoff, backoff, maxAge)
+			}
+		}
+	}
+	// Every dead-letter topic has a subscription that keeps what lands
+	// there: a topic without one drops every message published to it.
+	for _, b := range m.resourcesOf("google_pubsub_subscription") {
+		for _, dl := range blocksOf(b.Body, "dead_letter_policy") {
+			a, ok := dl.Attributes["dead_letter_topic"]
+			if !ok {
+				continue
+			}
+			topic := refTo(a.Expr, "google_pubsub_topic")
+			kept := false
+			for _, h := range m.resourcesOf("google_pubsub_subscription") {
+				if t, ok := h.Body.Attributes["topic"]; ok && refTo(t.Expr, "google_pubsub_topic") == topic && len(blocksOf(h.Body, "push_config")) == 0 {
+					kept = true
+				}
+			}
+			if !kept {
+				p.add(dl.SrcRange, "%s dead-letters to %s, which no pull subscription keeps: the messages would be lost", b.Labels[1], topic)
 			}
 		}
 	}
@@ -880,4 +911,224 @@ func checkDeployerDocs(readme string, m *module, p *problems) {
 			}
 		}
 	}
+}
+
+// modelKeys are the variables that carry the Gemini API key.
+var modelKeys = map[string]bool{"GEMINI_API_KEY": true, "GOOGLE_API_KEY": true}
+
+// deployed is one function as checkFunctionRoles sees it in one shape.
+type deployed struct {
+	b         *hclsyntax.Block
+	entry     string // build_config.entry_point
+	principal string // runtime[ROLE]
+	role      string // GENIMG_ROLE ("all" when unset, as config.LoadConfig)
+	public    bool   // ingress ALLOW_ALL
+	secrets   map[string]bool
+	rng       hcl.Range
+}
+
+// checkFunctionRoles applies the rules of GENIMG_ROLE and of the features
+// that span functions, in one shape of the deployment: the internet-facing
+// front door never holds the model key (nor a grant on it) and runs as
+// GENIMG_ROLE=front; a function that runs jobs mounts the key (gemini-api),
+// or genimg refuses to start; the callback secret is mounted by every
+// function that checks jobs and by OnCompletion, or by none; PollBatches
+// may resume held jobs (write held/ and jobs/, publish requests); spans
+// may be written (cloudtrace.agent); callbacks are kept at least a day.
+func checkFunctionRoles(m *module, ev *evaluator, find func(target, principal, role string) bool, p *problems) {
+	var fns []deployed
+	for _, b := range m.resourcesOf("google_cloudfunctions2_function") {
+		if none(b, ev) {
+			continue
+		}
+		f := deployed{b: b, role: "all", secrets: map[string]bool{}, rng: b.DefRange()}
+		for _, bc := range blocksOf(b.Body, "build_config") {
+			if a, ok := bc.Attributes["entry_point"]; ok {
+				f.entry, _ = literalString(a.Expr)
+			}
+		}
+		for _, sc := range blocksOf(b.Body, "service_config") {
+			if a, ok := sc.Attributes["service_account_email"]; ok {
+				if ps := principalsOf(a.Expr, b, ev); len(ps) == 1 {
+					f.principal = ps[0]
+				}
+			}
+			if a, ok := sc.Attributes["ingress_settings"]; ok {
+				s, _ := literalString(a.Expr)
+				f.public = s == "ALLOW_ALL"
+			}
+			if a, ok := sc.Attributes["environment_variables"]; ok {
+				if v, ok := envValue(m, a.Expr, "GENIMG_ROLE", map[string]bool{}); ok {
+					f.role = v
+				}
+			}
+			for _, blk := range sc.Blocks {
+				var body *hclsyntax.Body
+				switch {
+				case blk.Type == "secret_environment_variables":
+					body = blk.Body
+				case blk.Type == "dynamic" && blk.Labels[0] == "secret_environment_variables":
+					if fe, ok := blk.Body.Attributes["for_each"]; ok {
+						if v := ev.value(fe.Expr); v.IsKnown() && !v.IsNull() && v.CanIterateElements() && v.LengthInt() == 0 {
+							continue // mounts nothing in this shape
+						}
+					}
+					for _, inner := range blk.Body.Blocks {
+						if inner.Type == "content" {
+							body = inner.Body
+						}
+					}
+				}
+				if body == nil {
+					continue
+				}
+				if a, ok := body.Attributes["key"]; ok {
+					if k, ok := literalString(a.Expr); ok {
+						f.secrets[k] = true
+					}
+				}
+			}
+		}
+		fns = append(fns, f)
+	}
+	backend := ev.vars["backend"]
+	geminiAPI := !backend.IsKnown() || backend.IsNull() || backend.AsString() == "gemini-api"
+	mountsCallback := 0
+	for _, f := range fns {
+		var key string
+		for k := range modelKeys {
+			if f.secrets[k] {
+				key = k
+			}
+		}
+		switch {
+		case f.public && key != "":
+			p.add(f.rng, "%s faces the internet (ALLOW_ALL) and mounts the model key %s: the front door never calls the model (GENIMG_ROLE=front); mount it on the functions that run jobs only", f.b.Labels[1], key)
+		case f.public && f.role != "front":
+			p.add(f.rng, "%s faces the internet (ALLOW_ALL) but sets GENIMG_ROLE=%q: set GENIMG_ROLE = \"front\", so that it starts without the model key", f.b.Labels[1], f.role)
+		case f.role != "all" && key != "":
+			p.add(f.rng, "%s mounts the model key %s but never calls the model (GENIMG_ROLE=%s)", f.b.Labels[1], key, f.role)
+		case f.role == "all" && key == "" && geminiAPI:
+			p.add(f.rng, "%s runs jobs (GENIMG_ROLE=all) without GEMINI_API_KEY: genimg refuses to start without it", f.b.Labels[1])
+		}
+		if f.public && find("google_secret_manager_secret.gemini_api_key", f.principal, "roles/secretmanager.secretAccessor") {
+			p.add(f.rng, "%s faces the internet and its account %s may read the model key: grant it to the accounts that run jobs only", f.b.Labels[1], f.principal)
+		}
+		if f.public && find("project", f.principal, "custom:vertex_caller") {
+			p.add(f.rng, "%s faces the internet and its account %s may call Vertex AI: grant it to the accounts that run jobs only", f.b.Labels[1], f.principal)
+		}
+		if f.secrets["GENIMG_CALLBACK_SECRET"] {
+			mountsCallback++
+		}
+		if tr := ev.vars["trace_exporter"]; (!tr.IsKnown() || tr.IsNull() || tr.AsString() == "cloudtrace") && !find("project", f.principal, "roles/cloudtrace.agent") {
+			p.add(f.rng, "%s sends spans to Cloud Trace (GENIMG_TRACE_EXPORTER=cloudtrace) as %s, which lacks roles/cloudtrace.agent on the project", f.b.Labels[1], f.principal)
+		}
+	}
+	// Jobs naming a callback are rejected where the secret is missing: one
+	// function accepting what another rejects would be a lottery.
+	if mountsCallback > 0 && mountsCallback < len(fns) {
+		for _, f := range fns {
+			if !f.secrets["GENIMG_CALLBACK_SECRET"] {
+				p.add(f.rng, "%s does not mount GENIMG_CALLBACK_SECRET though other functions do: every function that checks jobs, and OnCompletion, must read it", f.b.Labels[1])
+			}
+		}
+	}
+	// PollBatches resumes held jobs: it lists, reads and deletes held/,
+	// updates their claims under jobs/ and puts them back on the requests
+	// topic. Workers park them there.
+	access := ev.local("output_access")
+	writes := func(principal, prefix string) bool {
+		role, ok := strings.CutPrefix(principal, "runtime[")
+		if !ok || !access.IsKnown() || access.IsNull() {
+			return false
+		}
+		role = strings.TrimSuffix(role, "]")
+		if !access.Type().IsObjectType() || !access.Type().HasAttribute(role) {
+			return false
+		}
+		ps, _ := knownStrings(access.GetAttr(role).GetAttr("write"), false)
+		return slices.Contains(ps, prefix)
+	}
+	for _, f := range fns {
+		switch f.entry {
+		case "PollBatches":
+			for _, prefix := range []string{"held/", "jobs/"} {
+				if !writes(f.principal, prefix) {
+					p.add(f.rng, "%s resumes held jobs, but %s may not write %s in the output bucket (local.output_access)", f.b.Labels[1], f.principal, prefix)
+				}
+			}
+			if !find("google_pubsub_topic.requests", f.principal, "roles/pubsub.publisher") {
+				p.add(f.rng, "%s resumes held jobs onto the requests topic, but %s may not publish there", f.b.Labels[1], f.principal)
+			}
+		case "OnMessage", "OnUpload":
+			if !writes(f.principal, "held/") {
+				p.add(f.rng, "%s holds jobs (paused, over budget, rate, quota), but %s may not write held/ in the output bucket", f.b.Labels[1], f.principal)
+			}
+		}
+	}
+	// Callbacks are retried for up to callback_max_age (24 h by default):
+	// their subscription must keep events that long, and at least a day.
+	want := 24 * time.Hour
+	if v := ev.vars["callback_max_age"]; v.IsKnown() && !v.IsNull() && v.Type() == cty.String {
+		if d, err := time.ParseDuration(v.AsString()); err == nil && d > want {
+			want = d
+		}
+	}
+	for _, b := range m.resourcesOf("google_pubsub_subscription") {
+		target := ""
+		for _, pc := range blocksOf(b.Body, "push_config") {
+			if a, ok := pc.Attributes["push_endpoint"]; ok {
+				target = refTo(a.Expr, "google_cloudfunctions2_function")
+			}
+		}
+		onCompletion := false
+		for _, f := range fns {
+			onCompletion = onCompletion || (f.b.Labels[1] == target && f.entry == "OnCompletion")
+		}
+		if !onCompletion {
+			continue
+		}
+		kept := 7 * 24 * time.Hour // Pub/Sub's default
+		if a, ok := b.Body.Attributes["message_retention_duration"]; ok {
+			if s, ok := literalString(a.Expr); ok {
+				kept, _ = time.ParseDuration(s)
+			}
+		}
+		if kept < want {
+			p.add(b.DefRange(), "%s keeps events %s, less than %s (a day, and callback_max_age): callbacks would expire while OnCompletion still retries them", b.Labels[1], kept, want)
+		}
+		if a, ok := b.Body.Attributes["filter"]; !ok || !strings.Contains(exprText(m, a.Expr), "genimg-callback") {
+			p.add(b.DefRange(), "%s must filter on attributes.genimg-callback = \"true\": every other completion event would wake OnCompletion for nothing", b.Labels[1])
+		}
+	}
+}
+
+// envValue finds the literal value an environment map expression gives a
+// variable, following merge() (the last wins) and locals.
+func envValue(m *module, e hclsyntax.Expression, key string, seen map[string]bool) (string, bool) {
+	switch e := e.(type) {
+	case *hclsyntax.ObjectConsExpr:
+		for _, item := range e.Items {
+			if k, ok := literalString(item.KeyExpr); ok && k == key {
+				return literalString(item.ValueExpr)
+			}
+		}
+	case *hclsyntax.FunctionCallExpr:
+		if e.Name == "merge" {
+			for i := len(e.Args) - 1; i >= 0; i-- {
+				if v, ok := envValue(m, e.Args[i], key, seen); ok {
+					return v, true
+				}
+			}
+		}
+	case *hclsyntax.ScopeTraversalExpr:
+		if e.Traversal.RootName() == "local" && len(e.Traversal) == 2 {
+			name := e.Traversal[1].(hcl.TraverseAttr).Name
+			if def, ok := m.locals[name]; ok && !seen[name] {
+				seen[name] = true
+				return envValue(m, def, key, seen)
+			}
+		}
+	}
+	return "", false
 }

@@ -97,13 +97,45 @@ resource "google_secret_manager_secret_version" "webhook" {
   }
 }
 
-# Every role that calls the model reads the key. Generate is among them for
-# now: it submits HTTP batches to the Batch API itself (batch.go:
-# submitBatch) and genimg does not start without a key (gemini.New). Once
-# Generate hands batches to OnMessage, drop "front" here and in
-# functions.tf.
+resource "google_secret_manager_secret" "callback" {
+  count     = var.callback_secret_version > 0 ? 1 : 0
+  secret_id = "${var.name_prefix}-callback-secret"
+
+  annotations = {
+    genimg-version = tostring(var.callback_secret_version)
+  }
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [time_sleep.apis]
+}
+
+resource "google_secret_manager_secret_version" "callback" {
+  count  = var.callback_secret_version > 0 ? 1 : 0
+  secret = google_secret_manager_secret.callback[0].id
+
+  secret_data_wo         = var.callback_secret != null ? var.callback_secret : ""
+  secret_data_wo_version = var.callback_secret_version
+  deletion_policy        = "DISABLE"
+
+  lifecycle {
+    create_before_destroy = true
+
+    precondition {
+      condition     = var.callback_secret != null || lookup(local.applied_versions, "${var.name_prefix}-callback-secret", 0) == var.callback_secret_version
+      error_message = "callback_secret_version ${var.callback_secret_version} is not the version applied so far: give the secret as TF_VAR_callback_secret (whsec_ and base64)."
+    }
+  }
+}
+
+# Only the roles that run jobs read the model key. Generate (front) never
+# calls the model (GENIMG_ROLE=front: no model client, HTTP batches go to
+# OnMessage through the requests topic), and OnCompletion (callback) only
+# posts records: neither holds it.
 resource "google_secret_manager_secret_iam_member" "reads_gemini_api_key" {
-  for_each  = var.backend == "gemini-api" ? toset(["front", "worker", "poller"]) : toset([])
+  for_each  = var.backend == "gemini-api" ? local.model_callers : toset([])
   secret_id = google_secret_manager_secret.gemini_api_key[0].id
   role      = "roles/secretmanager.secretAccessor"
   member    = google_service_account.runtime[each.key].member
@@ -115,4 +147,13 @@ resource "google_secret_manager_secret_iam_member" "front_reads_webhook_secret" 
   secret_id = google_secret_manager_secret.webhook[0].id
   role      = "roles/secretmanager.secretAccessor"
   member    = google_service_account.runtime["front"].member
+}
+
+# Every function that checks jobs checks their callback URLs (a job naming
+# a callback is rejected without the secret), and OnCompletion signs with it.
+resource "google_secret_manager_secret_iam_member" "reads_callback_secret" {
+  for_each  = var.callback_secret_version > 0 ? local.callback_secret_readers : toset([])
+  secret_id = google_secret_manager_secret.callback[0].id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.runtime[each.key].member
 }

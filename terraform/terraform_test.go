@@ -22,6 +22,7 @@ func init() {
 	functions.CloudEvent("OnMessage", onMessage)
 	functions.CloudEvent("OnUpload", onUpload)
 	functions.HTTP("PollBatches", pollBatches)
+	functions.CloudEvent("OnCompletion", onCompletion)
 }
 `
 
@@ -96,7 +97,7 @@ func TestSeededMistakes(t *testing.T) {
 		},
 		{
 			name:   "probe: a string for a number",
-			edits:  []edit{{"pubsub.tf", "ack_deadline_seconds = 600", `ack_deadline_seconds = "600"`}},
+			edits:  []edit{{"pubsub.tf", "never redelivered beside itself.\n  ack_deadline_seconds = 600", "never redelivered beside itself.\n  ack_deadline_seconds = \"600\""}},
 			want:   `ack_deadline_seconds is a number, given the string "600"`,
 			schema: true,
 		},
@@ -108,7 +109,7 @@ func TestSeededMistakes(t *testing.T) {
 		},
 		{
 			name:   "a string variable for a number",
-			edits:  []edit{{"pubsub.tf", "ack_deadline_seconds = 600", "ack_deadline_seconds = var.max_event_age"}},
+			edits:  []edit{{"pubsub.tf", "never redelivered beside itself.\n  ack_deadline_seconds = 600", "never redelivered beside itself.\n  ack_deadline_seconds = var.max_event_age"}},
 			want:   "ack_deadline_seconds must be number",
 			schema: true,
 		},
@@ -116,7 +117,7 @@ func TestSeededMistakes(t *testing.T) {
 		// ---- schema and references ----
 		{
 			name:   "misspelled attribute",
-			edits:  []edit{{"pubsub.tf", "ack_deadline_seconds = 600", "ack_deadline_second = 600"}},
+			edits:  []edit{{"pubsub.tf", "never redelivered beside itself.\n  ack_deadline_seconds = 600", "never redelivered beside itself.\n  ack_deadline_second = 600"}},
 			want:   "unknown argument google_pubsub_subscription.requests.ack_deadline_second",
 			schema: true,
 		},
@@ -128,7 +129,7 @@ func TestSeededMistakes(t *testing.T) {
 		},
 		{
 			name:   "misspelled block",
-			edits:  []edit{{"pubsub.tf", "  dead_letter_policy {", "  deadletter_policy {"}},
+			edits:  []edit{{"pubsub.tf", "  dead_letter_policy {\n    dead_letter_topic     = google_pubsub_topic.dead_letter.id", "  deadletter_policy {\n    dead_letter_topic     = google_pubsub_topic.dead_letter.id"}},
 			want:   "unknown block google_pubsub_subscription.requests.deadletter_policy",
 			schema: true,
 		},
@@ -217,7 +218,7 @@ func TestSeededMistakes(t *testing.T) {
 		},
 		{
 			name:  "7: PollBatches missing from monitoring",
-			edits: []edit{{"monitoring.tf", ", local.poll_batches_name]", "]"}},
+			edits: []edit{{"monitoring.tf", "local.poll_batches_name, ", ""}},
 			want:  "function poll_batches is missing from local.function_names",
 		},
 		{
@@ -288,7 +289,7 @@ func TestSeededMistakes(t *testing.T) {
 		{
 			name:  "12: aiplatform.user instead of the narrow role",
 			edits: []edit{{"iam.tf", "  role     = google_project_iam_custom_role.vertex_caller[0].name", "  role     = \"roles/aiplatform.user\""}},
-			want:  "grants roles/aiplatform.user to runtime[front], broader than or outside the README's table",
+			want:  "grants roles/aiplatform.user to runtime[worker], broader than or outside the README's table",
 		},
 		{
 			name:  "12: a role nobody has heard of",
@@ -306,6 +307,108 @@ func TestSeededMistakes(t *testing.T) {
 			want:  `poll_batches runs "go125", but go.mod says go126`,
 		},
 
+		// ---- the front door, callbacks, held jobs, traces (issue 15, 12; issue 17) ----
+		{
+			name: "12: the front door mounts the model key",
+			edits: []edit{{"functions.tf", "    environment_variables = merge(local.env, { GENIMG_ROLE = \"front\" })\n", `    environment_variables = merge(local.env, { GENIMG_ROLE = "front" })
+    dynamic "secret_environment_variables" {
+      for_each = local.gemini_api_key
+      content {
+        key        = "GEMINI_API_KEY"
+        project_id = var.project_id
+        secret     = secret_environment_variables.value.secret
+        version    = secret_environment_variables.value.version
+      }
+    }
+`}},
+			want: "generate faces the internet (ALLOW_ALL) and mounts the model key GEMINI_API_KEY",
+		},
+		{
+			name:  "12: the front door may read the model key",
+			edits: []edit{{"secrets.tf", "for_each  = var.backend == \"gemini-api\" ? local.model_callers : toset([])", "for_each  = var.backend == \"gemini-api\" ? toset([\"front\", \"worker\", \"poller\"]) : toset([])"}},
+			want:  "generate faces the internet and its account runtime[front] may read the model key",
+		},
+		{
+			name:  "12: the front door may call Vertex AI",
+			edits: []edit{{"iam.tf", "for_each = var.backend == \"vertex\" ? local.model_callers : toset([])", "for_each = var.backend == \"vertex\" ? toset([\"front\", \"worker\", \"poller\"]) : toset([])"}},
+			want:  "grants custom:vertex_caller to runtime[front], broader than or outside the README's table",
+		},
+		{
+			name:  "12: the front door without its role",
+			edits: []edit{{"functions.tf", "merge(local.env, { GENIMG_ROLE = \"front\" })", "local.env"}},
+			want:  `generate faces the internet (ALLOW_ALL) but sets GENIMG_ROLE="all"`,
+		},
+		{
+			name:  "a function that runs jobs without the key",
+			edits: []edit{{"functions.tf", "merge(local.env, { GENIMG_ROLE = \"callback\" })", "merge(local.env, { GENIMG_ROLE = \"all\" })"}},
+			want:  "on_completion runs jobs (GENIMG_ROLE=all) without GEMINI_API_KEY",
+		},
+		{
+			name:  "OnCompletion not deployed",
+			edits: []edit{{"functions.tf", `entry_point     = "OnCompletion"`, `entry_point     = "OnMessage"`}},
+			want:  "function.go registers OnCompletion, but no function deploys it",
+		},
+		{
+			name:  "the callback secret on some functions only",
+			edits: []edit{{"functions.tf", "GENIMG_ROLE = \"callback\" })\n\n    dynamic \"secret_environment_variables\" {\n      for_each = local.callback_secret", "GENIMG_ROLE = \"callback\" })\n\n    dynamic \"secret_environment_variables\" {\n      for_each = []"}},
+			want:  "on_completion does not mount GENIMG_CALLBACK_SECRET though other functions do",
+		},
+		{
+			name:  "the callback secret in plain environment",
+			edits: []edit{{"main.tf", "      GENIMG_CALLBACK_TIMEOUT = var.callback_timeout\n", "      GENIMG_CALLBACK_TIMEOUT = var.callback_timeout\n      GENIMG_CALLBACK_SECRET  = \"whsec_x\"\n"}},
+			want:  "sets secret GENIMG_CALLBACK_SECRET in plain environment_variables",
+		},
+		{
+			name:  "the trigger may not invoke OnCompletion",
+			edits: []edit{{"iam.tf", "name     = google_cloudfunctions2_function.on_completion.service_config[0].service", "name     = google_cloudfunctions2_function.on_message.service_config[0].service"}},
+			want:  "google_pubsub_subscription.callbacks calls on_completion as trigger, which may not invoke it",
+		},
+		{
+			name:  "Pub/Sub may not dead-letter callbacks",
+			edits: []edit{{"iam.tf", "  topic  = google_pubsub_topic.callbacks_dead_letter.id\n  role   = \"roles/pubsub.publisher\"", "  topic  = google_pubsub_topic.callbacks_dead_letter.id\n  role   = \"roles/pubsub.viewer\""}},
+			want:  "the Pub/Sub service agent may not publish to the dead-letter topic callbacks_dead_letter",
+		},
+		{
+			name:  "dead-lettered callbacks kept nowhere",
+			edits: []edit{{"pubsub.tf", "  topic                      = google_pubsub_topic.callbacks_dead_letter.id", "  topic                      = google_pubsub_topic.dead_letter.id"}},
+			want:  "callbacks dead-letters to callbacks_dead_letter, which no pull subscription keeps",
+		},
+		{
+			name:  "callbacks kept under a day",
+			edits: []edit{{"pubsub.tf", `message_retention_duration = "604800s"`, `message_retention_duration = "3600s"`}},
+			want:  "callbacks keeps events 1h0m0s, less than 24h0m0s",
+		},
+		{
+			name:  "callbacks without the filter",
+			edits: []edit{{"pubsub.tf", "  filter = \"attributes.genimg-callback = \\\"true\\\"\"\n", ""}},
+			want:  "callbacks must filter on attributes.genimg-callback",
+		},
+		{
+			name:  "PollBatches may not requeue held jobs",
+			edits: []edit{{"iam.tf", `request_publishers    = toset(["front", "poller"])`, `request_publishers    = toset(["front"])`}},
+			want:  "poll_batches resumes held jobs onto the requests topic, but runtime[poller] may not publish there",
+		},
+		{
+			name:  "PollBatches may not write held/",
+			edits: []edit{{"main.tf", "    poller = {\n      write = concat([\"jobs/\", local.image_prefix, \"spend/\", \"batches/\", \"caches/\", \"held/\"]", "    poller = {\n      write = concat([\"jobs/\", local.image_prefix, \"spend/\", \"batches/\", \"caches/\"]"}},
+			want:  "poll_batches resumes held jobs, but runtime[poller] may not write held/",
+		},
+		{
+			name:  "held/ without a lifecycle rule",
+			edits: []edit{{"main.tf", "      \"held/\" = 2\n", ""}},
+			want:  "genimg writes under held/ but local.retention has no entry for it",
+		},
+		{
+			name:  "spans without cloudtrace.agent",
+			edits: []edit{{"iam.tf", `k => v if var.trace_exporter == "cloudtrace" }`, `k => v if false }`}},
+			want:  "sends spans to Cloud Trace (GENIMG_TRACE_EXPORTER=cloudtrace) as runtime[front], which lacks roles/cloudtrace.agent",
+		},
+		{
+			name:  "Cloud Trace API not enabled",
+			edits: []edit{{"apis.tf", "      \"cloudtrace.googleapis.com\",     # spans (GENIMG_TRACE_EXPORTER=cloudtrace)\n", ""}},
+			want:  "needs cloudtrace.googleapis.com enabled",
+		},
+
 		// ---- entry points and environment ----
 		{
 			name:  "misspelled entry point",
@@ -320,7 +423,7 @@ func TestSeededMistakes(t *testing.T) {
 		{
 			name:     "later registration counts",
 			edits:    []edit{{"functions.tf", `entry_point     = "OnUpload"`, `entry_point     = "Later"`}},
-			function: strings.Replace(functionGoFixture, "}\n", "\tfunctions.HTTP(\"Later\", later)\n}\n", 1),
+			function: strings.Replace(strings.Replace(functionGoFixture, "\tfunctions.CloudEvent(\"OnUpload\", onUpload)\n", "", 1), "}\n", "\tfunctions.HTTP(\"Later\", later)\n}\n", 1),
 		},
 		{
 			name:     "renamed framework import",
@@ -353,7 +456,7 @@ func TestSeededMistakes(t *testing.T) {
 		},
 		{
 			name:  "function without the secret's grant",
-			edits: []edit{{"secrets.tf", `toset(["front", "worker", "poller"])`, `toset(["front", "worker"])`}},
+			edits: []edit{{"iam.tf", `model_callers = toset(["worker", "poller"])`, `model_callers = toset(["worker"])`}},
 			want:  "poll_batches mounts secret gemini_api_key but runs as runtime[poller], which may not read it",
 		},
 
@@ -395,7 +498,7 @@ func TestSeededMistakes(t *testing.T) {
 		},
 		{
 			name:  "unsigned push",
-			edits: []edit{{"pubsub.tf", "      service_account_email = google_service_account.trigger.email\n", ""}},
+			edits: []edit{{"pubsub.tf", "      service_account_email = google_service_account.trigger.email\n      audience              = google_cloudfunctions2_function.on_message", "      audience              = google_cloudfunctions2_function.on_message"}},
 			want:  "requests.push_config.oidc_token has no service_account_email",
 		},
 		{
@@ -581,7 +684,7 @@ func TestRegistered(t *testing.T) {
 		src  string
 		want map[string]bool
 	}{
-		{"entry points", functionGoFixture, map[string]bool{"Generate": true, "OnMessage": true, "OnUpload": true, "PollBatches": true}},
+		{"entry points", functionGoFixture, map[string]bool{"Generate": true, "OnMessage": true, "OnUpload": true, "PollBatches": true, "OnCompletion": true}},
 		{
 			"other packages' HTTP calls do not count",
 			"package genimg\nimport (\n\"net/http\"\n\"github.com/GoogleCloudPlatform/functions-framework-go/functions\"\n)\nfunc init() { functions.HTTP(\"Generate\", g); http.Handle(\"/x\", nil); other.HTTP(\"Nope\", g) }\n",

@@ -339,8 +339,8 @@ variable "job_output_prefixes" {
   default     = []
 
   validation {
-    condition     = alltrue([for p in var.job_output_prefixes : can(regex("^[A-Za-z0-9._-]+/([A-Za-z0-9._-]+/)*$", p)) && !contains(["jobs/", "webhooks/", "spend/", "batches/", "caches/", "control/"], p)])
-    error_message = "job_output_prefixes must be relative folders ending in / and must not be one of genimg's own (jobs/, webhooks/, spend/, batches/, caches/, control/)."
+    condition     = alltrue([for p in var.job_output_prefixes : can(regex("^[A-Za-z0-9._-]+/([A-Za-z0-9._-]+/)*$", p)) && !contains(["jobs/", "webhooks/", "spend/", "batches/", "caches/", "control/", "held/"], p)])
+    error_message = "job_output_prefixes must be relative folders ending in / and must not be one of genimg's own (jobs/, webhooks/, spend/, batches/, caches/, control/, held/)."
   }
 }
 
@@ -415,4 +415,100 @@ variable "legacy_service_agent_grants" {
   description = "Projects that enabled Pub/Sub before 8 April 2021 or Cloud Scheduler before 19 March 2019: their service agents need Service Account Token Creator on the trigger account to sign pushes and scheduled calls. Newer projects have it built in; leave false."
   type        = bool
   default     = false
+}
+
+variable "quota_retry" {
+  description = "How long a job held for the model's per-day quota waits before PollBatches tries it again (GENIMG_QUOTA_RETRY). Such a quota resets once a day and a refused call costs nothing."
+  type        = string
+  default     = "30m"
+
+  validation {
+    condition     = can(regex("^([0-9]+[hms])+$", var.quota_retry))
+    error_message = "quota_retry must be a Go duration such as 30m or 1h."
+  }
+}
+
+variable "spool_bytes" {
+  description = "Bytes of output images an instance keeps in memory while they stream to Cloud Storage (GENIMG_SPOOL_BYTES), so that an answer whose upload fails is written later instead of paid for again; 0 turns it off. Counts against memory."
+  type        = number
+  default     = 33554432
+
+  validation {
+    condition     = var.spool_bytes >= 0 && var.spool_bytes <= 1073741824 && floor(var.spool_bytes) == var.spool_bytes
+    error_message = "spool_bytes must be a whole number from 0 (off) to 1073741824 (1 GiB)."
+  }
+}
+
+variable "callback_secret" {
+  description = "The signing secret of completion callbacks (GENIMG_CALLBACK_SECRET, whsec_ followed by base64), needed only when callback_secret_version changes. Pass it as TF_VAR_callback_secret; write-only, never in state."
+  type        = string
+  default     = null
+  sensitive   = true
+  ephemeral   = true
+}
+
+variable "callback_secret_version" {
+  description = "Generation of the callback signing secret. 0: no callbacks; jobs that name a callback URL are rejected with a clear error. From 1: Terraform stores callback_secret in Secret Manager, every function that checks jobs and OnCompletion read it, and OnCompletion signs each callback; raise it to rotate."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.callback_secret_version >= 0 && floor(var.callback_secret_version) == var.callback_secret_version
+    error_message = "callback_secret_version must be 0 (no callbacks) or a whole number from 1."
+  }
+}
+
+variable "callback_allow" {
+  description = "Callback hosts exempt from the address rules (GENIMG_CALLBACK_ALLOW): host names or addresses, without scheme, port or path. Only for receivers on private addresses that you trust."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for h in var.callback_allow : can(regex("^(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]+)$", h))])
+    error_message = "callback_allow must list host names or addresses (IPv6 in brackets), without scheme, port or path."
+  }
+}
+
+variable "callback_max_age" {
+  description = "How long OnCompletion retries a callback (GENIMG_CALLBACK_MAX_AGE); then it logs \"callback dead-lettered\" (alerted) and stops. Pub/Sub itself gives up after 100 deliveries at up to 600 s apart (about 16 h) and moves the event to the callbacks dead-letter topic (alerted too), so a value above 16h only matters for events that were redelivered late."
+  type        = string
+  default     = "24h"
+
+  validation {
+    condition     = can(regex("^([0-9]+[hms])+$", var.callback_max_age))
+    error_message = "callback_max_age must be a Go duration such as 24h or 90m."
+  }
+}
+
+variable "callback_timeout" {
+  description = "Deadline of one callback delivery (GENIMG_CALLBACK_TIMEOUT)."
+  type        = string
+  default     = "30s"
+
+  validation {
+    condition     = can(regex("^([0-9]+[hms])+$", var.callback_timeout))
+    error_message = "callback_timeout must be a Go duration such as 30s."
+  }
+}
+
+variable "trace_sample" {
+  description = "Share of new traces kept in Cloud Trace (GENIMG_TRACE_SAMPLE), 0 to 1; a caller's sampled traceparent is always kept."
+  type        = number
+  default     = 0.1
+
+  validation {
+    condition     = var.trace_sample >= 0 && var.trace_sample <= 1
+    error_message = "trace_sample must be from 0 to 1."
+  }
+}
+
+variable "trace_exporter" {
+  description = "Where spans go (GENIMG_TRACE_EXPORTER): cloudtrace (production; every runtime account may write traces) or none."
+  type        = string
+  default     = "cloudtrace"
+
+  validation {
+    condition     = contains(["cloudtrace", "none"], var.trace_exporter)
+    error_message = "trace_exporter must be cloudtrace or none (memory is the local stack's)."
+  }
 }

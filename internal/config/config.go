@@ -21,6 +21,10 @@ import (
 
 // Config is the whole of genimg's configuration.
 type Config struct {
+	// Role is what this deployment of genimg does (GENIMG_ROLE): RoleAll,
+	// RoleFront or RoleCallback. Only RoleAll runs jobs and so needs the
+	// model's credentials.
+	Role     string
 	Model    Model
 	Storage  Storage
 	Topics   Topics
@@ -176,6 +180,27 @@ type Trace struct {
 	Exporter string
 }
 
+// The roles of a deployment (GENIMG_ROLE). One binary serves every
+// function; a role says which of them this deployment runs, so that the
+// functions that never call the model hold no model credentials.
+const (
+	// RoleAll runs jobs (OnMessage, OnUpload, PollBatches, and everything
+	// else): it needs the model's credentials and refuses to start without
+	// them. The default.
+	RoleAll = "all"
+	// RoleFront is Generate, the internet-facing front door: it takes jobs
+	// and batches, makes them durable and queues them on the requests
+	// topic, and reports their state; it never calls the model, so it
+	// starts without a key.
+	RoleFront = "front"
+	// RoleCallback is OnCompletion: it delivers completion events to
+	// callback URLs and never calls the model.
+	RoleCallback = "callback"
+)
+
+// RunsJobs reports whether this deployment calls the model (RoleAll).
+func (c Config) RunsJobs() bool { return c.Role == RoleAll }
+
 // The trace exporters.
 const (
 	TraceCloudTrace = "cloudtrace"
@@ -241,6 +266,11 @@ func FromEnv() (Config, error) { return LoadConfig(os.Getenv) }
 func LoadConfig(getenv func(string) string) (Config, error) {
 	r := reader{getenv: getenv}
 	var c Config
+
+	c.Role = r.str("GENIMG_ROLE", RoleAll)
+	if !slices.Contains([]string{RoleAll, RoleFront, RoleCallback}, c.Role) {
+		r.fail("GENIMG_ROLE", c.Role, "expected all (runs jobs: needs the model's credentials), front (Generate: never calls the model) or callback (OnCompletion: never calls the model)")
+	}
 
 	// Model.
 	c.Model.APIKey = Secret(r.str("GEMINI_API_KEY", ""))
@@ -431,6 +461,7 @@ func overlaps(rulePrefix string, folders ...string) bool {
 // LogValue prints the configuration with its secrets redacted.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
+		slog.String("role", c.Role),
 		slog.String("backend", string(c.Model.Backend)),
 		slog.Any("apiKey", c.Model.APIKey),
 		slog.String("project", c.Model.Project),

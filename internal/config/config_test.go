@@ -31,6 +31,7 @@ func env(kv ...string) func(string) string {
 
 func defaults() config.Config {
 	return config.Config{
+		Role: config.RoleAll,
 		Model: config.Model{
 			Backend:       job.GeminiAPI,
 			Project:       "proj",
@@ -487,6 +488,44 @@ func TestLoadConfigTrace(t *testing.T) {
 			}
 			if diff := cmp.Diff(tt.want, got.Trace); diff != "" {
 				t.Errorf("Trace (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestLoadConfigRole: the deployment's role, and whether it runs jobs.
+func TestLoadConfigRole(t *testing.T) {
+	tests := []struct {
+		name     string
+		env      []string
+		want     string
+		runsJobs bool
+		wantErr  string
+	}{
+		{name: "default runs jobs", want: config.RoleAll, runsJobs: true},
+		{name: "all", env: []string{"GENIMG_ROLE", "all"}, want: config.RoleAll, runsJobs: true},
+		{name: "front door", env: []string{"GENIMG_ROLE", "front"}, want: config.RoleFront},
+		{name: "callbacks", env: []string{"GENIMG_ROLE", "callback"}, want: config.RoleCallback},
+		{name: "unknown", env: []string{"GENIMG_ROLE", "worker"},
+			wantErr: `GENIMG_ROLE="worker": expected all (runs jobs: needs the model's credentials), front (Generate: never calls the model) or callback (OnCompletion: never calls the model)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := config.LoadConfig(env(tt.env...))
+			if tt.wantErr != "" {
+				if err == nil {
+					t.Fatalf("LoadConfig = nil error, want %q", tt.wantErr)
+				}
+				if diff := cmp.Diff(tt.wantErr, err.Error()); diff != "" {
+					t.Errorf("LoadConfig error (-want +got):\n%s", diff)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Role != tt.want || got.RunsJobs() != tt.runsJobs {
+				t.Errorf("Role %q, RunsJobs %v; want %q, %v", got.Role, got.RunsJobs(), tt.want, tt.runsJobs)
 			}
 		})
 	}

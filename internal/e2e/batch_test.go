@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/genimg/genimg/gemini"
+	"github.com/genimg/genimg/gemini/geminitest"
 	"github.com/genimg/genimg/internal/batch"
 	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/internal/pipeline"
@@ -110,9 +111,24 @@ func postBatch(t *testing.T, body string, header map[string]string) pipeline.Bat
 	return ans
 }
 
+// waitBatches waits until the stand-in holds want batches (OnMessage
+// submits what the front door queued), and returns them.
+func waitBatches(t *testing.T, want int) []geminitest.BatchInfo {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := stack.model.Batches()
+		if len(got) >= want || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestBatchOverHTTP: 20 jobs (two blocked, one answered twice by the
 // batch) and one invalid job POSTed as a batch → the invalid one recorded
-// failed at once, the 20 in two model batches; a retried POST submits
+// failed at once, the 20 queued (the front door never calls the model) and
+// submitted by OnMessage in two model batches; a retried POST submits
 // nothing; PollBatches turns the answers into 20 records and 20 events at
 // batch prices, the key answered twice written once.
 func TestBatchOverHTTP(t *testing.T) {
@@ -133,12 +149,12 @@ func TestBatchOverHTTP(t *testing.T) {
 
 	batches := len(stack.model.Batches())
 	ans := postBatch(t, body, map[string]string{"Idempotency-Key": key})
-	if len(ans.Jobs) != 21 || ans.Batch != key || len(ans.Submitted.Chunks) != 2 || ans.Submitted.Jobs != 20 {
-		t.Fatalf("answer: batch %q, %d jobs, report %+v; want 21 jobs, 20 in 2 chunks", ans.Batch, len(ans.Jobs), ans.Submitted)
+	if len(ans.Jobs) != 21 || ans.Batch != key || ans.Submitted.Jobs != 0 {
+		t.Fatalf("answer: batch %q, %d jobs, report %+v; want 21 jobs, none submitted by the front door", ans.Batch, len(ans.Jobs), ans.Submitted)
 	}
 	var ids []string
 	for i, bj := range ans.Jobs {
-		want := pipeline.BatchJob{Index: i, JobID: job.DeriveID("batch", key, fmt.Sprint(i)), Status: pipeline.BatchSubmitted}
+		want := pipeline.BatchJob{Index: i, JobID: job.DeriveID("batch", key, fmt.Sprint(i)), Status: pipeline.BatchQueued}
 		want.Location = "/Generate?id=" + want.JobID
 		if i == 20 {
 			want.Status, want.Error = pipeline.BatchFailed, bj.Error
@@ -152,22 +168,29 @@ func TestBatchOverHTTP(t *testing.T) {
 			t.Errorf("job %d (-want +got):\n%s", i, diff)
 		}
 	}
-	if got := stack.model.Batches()[batches:]; len(got) != 2 {
+	if got := waitBatches(t, batches+2)[batches:]; len(got) != 2 {
 		t.Fatalf("stand-in batches %+v; want 2 (16 jobs and 4)", got)
 	}
 	// The invalid job is recorded failed at once; it sank nothing.
 	if rec := stack.events.waitJob(t, ans.Jobs[20].JobID).Record; rec.Outcome != job.Failed || rec.Error == nil || rec.Error.Code != "invalid_argument" || rec.Batch != nil {
 		t.Errorf("invalid job's record %+v", rec)
 	}
-	// Before the poll, each job is running.
-	if resp, b := getJob(t, ans.Jobs[0].Location); resp.StatusCode != http.StatusAccepted {
-		t.Errorf("GET before the poll: status %d: %s", resp.StatusCode, b)
+	// Before the poll, each job is in its model batch.
+	resp, b := getJob(t, ans.Jobs[0].Location)
+	var st struct{ State job.State }
+	if err := json.Unmarshal(b, &st); err != nil || resp.StatusCode != http.StatusAccepted || st.State != job.Batched {
+		t.Errorf("GET before the poll: status %d: %s; want 202, batched", resp.StatusCode, b)
 	}
 
-	// The same POST again (a client retry) is the same batch: nothing new.
+	// The same POST again (a client retry) is the same batch: the same
+	// jobs, queued again, and nothing new submitted.
 	again := postBatch(t, body, map[string]string{"Idempotency-Key": key})
-	if !slices.Equal(again.Submitted.Existing, ans.Submitted.Chunks) || len(again.Submitted.Chunks) != 0 || len(stack.model.Batches()) != batches+2 {
-		t.Errorf("retried POST: report %+v, %d new stand-in batches; want the 2 chunks existing, none new", again.Submitted, len(stack.model.Batches())-batches)
+	if diff := cmp.Diff(ans.Jobs, again.Jobs); diff != "" {
+		t.Errorf("retried POST's jobs (-first +again):\n%s", diff)
+	}
+	settle()
+	if n := len(stack.model.Batches()) - batches; n != 2 {
+		t.Errorf("retried POST: %d stand-in batches in all; want the same 2", n)
 	}
 
 	t0 := time.Now()
@@ -317,7 +340,7 @@ func TestBatchKnownIDs(t *testing.T) {
 	for _, bj := range ans.Jobs {
 		got = append(got, bj.JobID+" "+bj.Status)
 	}
-	want := []string{done + " done", done + " conflict", fresh + " submitted", fresh + " conflict", fresh + " duplicate"}
+	want := []string{done + " done", done + " conflict", fresh + " queued", fresh + " conflict", fresh + " duplicate"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("statuses (-want +got):\n%s", diff)
 	}
@@ -326,8 +349,10 @@ func TestBatchKnownIDs(t *testing.T) {
 			t.Errorf("job %d: error %+v, want a conflict", i, e)
 		}
 	}
-	if n := len(stack.model.Batches()) - batches; n != 1 || ans.Submitted.Jobs != 1 {
-		t.Fatalf("%d stand-in batches, %d jobs submitted; want 1 batch of the 1 new job", n, ans.Submitted.Jobs)
+	got2 := waitBatches(t, batches+1)[batches:]
+	settle()
+	if got2 = stack.model.Batches()[batches:]; len(got2) != 1 {
+		t.Fatalf("%d stand-in batches; want 1 batch of the 1 new job: %+v", len(got2), got2)
 	}
 	pollUntilDone(t, []string{fresh})
 	rec := stack.events.waitJob(t, fresh).Record

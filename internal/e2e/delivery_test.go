@@ -287,8 +287,8 @@ func TestQuotaHoldsThenTooOld(t *testing.T) {
 		t.Fatalf("Resume past the maximum age = %+v, %v; want it expired", rep, err)
 	}
 	rec := storedRecord(t, id)
-	if rec.Outcome != job.Failed || rec.Error == nil || !rec.Error.Retryable || rec.Attempts != 0 || rec.CostUSD != 0 {
-		t.Errorf("record %+v; want failed, retryable, 0 paid calls", rec)
+	if rec.Outcome != job.Failed || rec.Error == nil || !rec.Error.Retryable || rec.Attempts != 1 || rec.CostUSD != 0 {
+		t.Errorf("record %+v; want failed, retryable, the one call made and nothing paid", rec)
 	}
 	if got := m.Calls(); got != 1 {
 		t.Errorf("model calls = %d, want 1", got)

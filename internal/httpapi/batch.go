@@ -12,9 +12,11 @@ import (
 	"github.com/genimg/genimg/trigger"
 )
 
-// submitBatch answers POST {"batch": [...]}: every job recorded failed or
-// submitted to the batch lane before the answer (202), so that a caller who
-// disconnects loses nothing; each job's Location polls its record.
+// submitBatch answers POST {"batch": [...]}: every job recorded failed, or
+// queued under its id and on the requests topic (OnMessage submits it to
+// the batch lane), before the answer (202), so that a caller who
+// disconnects loses nothing; each job's Location polls its record. The
+// front door never calls the model (pipeline.Service.QueueBatch).
 func (a *API) submitBatch(w http.ResponseWriter, r *http.Request, b trigger.Batch, req request) {
 	ctx := r.Context()
 	durable, cancel, err := a.takeOnce(ctx, &req)
@@ -24,7 +26,7 @@ func (a *API) submitBatch(w http.ResponseWriter, r *http.Request, b trigger.Batc
 	}
 	defer cancel()
 	trig := job.Trigger{Kind: job.HTTP, Source: "request/" + b.Source}
-	ans, err := a.svc.TakeBatch(durable, b, trig, time.Time{})
+	ans, err := a.svc.QueueBatch(durable, b, trig)
 	if err != nil {
 		a.writeUnavailable(ctx, w, "submitting the batch", err)
 		return

@@ -1,5 +1,5 @@
 // Package instance is one running genimg: a pipeline Service and its HTTP
-// front door, as the four functions see them. function.go builds one from
+// front door, as the functions see them. function.go builds one from
 // the environment; the local stack and the end-to-end tests build several
 // from explicit configuration and serve each under its own path.
 package instance

@@ -77,33 +77,9 @@ func (s *Service) TakeBatch(ctx context.Context, b trigger.Batch, trig job.Trigg
 		bj := &ans.Jobs[i]
 		bj.Index, bj.JobID = i, it.ID
 		jctx := WithJobID(ctx, it.ID)
-		j := it.Job
-		j.ID = it.ID
-		j.Normalize(s.policy)
-		cause := it.Err
-		if cause == nil {
-			cause = s.tooOld(when)
-		}
-		if cause == nil {
-			cause = j.Validate(s.policy)
-		}
-		if cause == nil && j.Parent != "" {
-			// The batch lane keeps no conversation turns and reads no
-			// history: an edit session runs online.
-			cause = fmt.Errorf("%w: parent: edit sessions run one job at a time, not in the batch lane; submit the job without \"batch\"", job.ErrInvalid)
-		}
-		if cause == nil {
-			if cause = s.CheckCallback(jctx, j); job.Retryable(cause) {
-				return ans, cause
-			}
-		}
-		if cause == nil {
-			if err := s.store.StageInputs(jctx, j.ID, &j); err != nil {
-				if job.Retryable(err) {
-					return ans, err
-				}
-				cause = err
-			}
+		j, cause, err := s.checkBatchItem(jctx, it, when)
+		if err != nil {
+			return ans, err
 		}
 		if cause != nil {
 			if err := s.failBatchJob(jctx, bj, it, trig, when, cause); err != nil {
@@ -128,6 +104,9 @@ func (s *Service) TakeBatch(ctx context.Context, b trigger.Batch, trig job.Trigg
 		bj.Status = BatchSubmitted
 		entries = append(entries, batch.Entry{Job: j, Trigger: trig})
 		itemOf = append(itemOf, i)
+	}
+	if len(entries) > 0 && s.lane == nil {
+		return ans, s.errNoModel()
 	}
 	if len(entries) > 0 {
 		// Batch work is paid too: the spend guard admits the submission at
@@ -160,6 +139,115 @@ func (s *Service) TakeBatch(ctx context.Context, b trigger.Batch, trig job.Trigg
 		"submitted", counts[BatchSubmitted], "failed", counts[BatchFailed], "conflicts", counts[BatchConflict],
 		"duplicates", counts[BatchDuplicate], "done", counts[BatchDone],
 		"chunks", ans.Submitted.Chunks, "existing", ans.Submitted.Existing, "pending", ans.Submitted.Pending)
+	return ans, nil
+}
+
+// checkBatchItem checks one job of a batch submission and stages its
+// inline images: j is the job to run, or cause why it is invalid (to be
+// recorded failed); err is a transient failure of the whole submission.
+func (s *Service) checkBatchItem(ctx context.Context, it trigger.BatchItem, when time.Time) (j job.Job, cause, err error) {
+	j = it.Job
+	j.ID = it.ID
+	j.Normalize(s.policy)
+	cause = it.Err
+	if cause == nil {
+		cause = s.tooOld(when)
+	}
+	if cause == nil {
+		cause = j.Validate(s.policy)
+	}
+	if cause == nil && j.Parent != "" {
+		// The batch lane keeps no conversation turns and reads no
+		// history: an edit session runs online.
+		cause = fmt.Errorf("%w: parent: edit sessions run one job at a time, not in the batch lane; submit the job without \"batch\"", job.ErrInvalid)
+	}
+	if cause == nil {
+		if cause = s.CheckCallback(ctx, j); job.Retryable(cause) {
+			return j, nil, cause
+		}
+	}
+	if cause == nil {
+		if err := s.store.StageInputs(ctx, j.ID, &j); err != nil {
+			if job.Retryable(err) {
+				return j, nil, err
+			}
+			cause = err
+		}
+	}
+	return j, cause, nil
+}
+
+// BatchQueued: the job is durable (queued under its id) and on the
+// requests topic, where OnMessage submits it to the batch lane; GET ?id=
+// answers 202 until done.
+const BatchQueued = "queued"
+
+// QueueBatch is the front door's take of a batch submission (HTTP): it
+// never calls the model. Each job is checked as TakeBatch checks it; an
+// invalid one is recorded failed at once; a valid one is queued under its
+// id (storage.Store.Queue: done before, or a conflict with other work,
+// is answered here) with its inline images staged, and the queued jobs go
+// on the requests topic as batch messages with their ids set, for
+// OnMessage's TakeBatch to submit to the lane. Ids are b's (derived from
+// the submission and the position), so a retried submission maps to the
+// same jobs and, through the lane's own checks, submits nothing twice. It
+// returns an error only when a job's fate could not be decided or the
+// queue refused: a transient error, for a retry of the whole submission.
+func (s *Service) QueueBatch(ctx context.Context, b trigger.Batch, trig job.Trigger) (BatchAnswer, error) {
+	ans := BatchAnswer{Batch: b.Source, Jobs: make([]BatchJob, len(b.Items))}
+	var queued []job.Job
+	first := map[string]string{} // id → fingerprint of its first valid job in b
+	for i, it := range b.Items {
+		bj := &ans.Jobs[i]
+		bj.Index, bj.JobID = i, it.ID
+		jctx := WithJobID(ctx, it.ID)
+		j, cause, err := s.checkBatchItem(jctx, it, time.Time{})
+		if err != nil {
+			return ans, err
+		}
+		if cause != nil {
+			if err := s.failBatchJob(jctx, bj, it, trig, time.Time{}, cause); err != nil {
+				return ans, err
+			}
+			continue
+		}
+		fp := j.Fingerprint()
+		if prev, ok := first[j.ID]; ok {
+			// The same id again in the submission: the first stands.
+			if prev == fp {
+				bj.Status = BatchDuplicate
+			} else {
+				bj.Status, bj.Error = BatchConflict, job.ErrorOf(fmt.Errorf("%w: job id %s is given twice in the batch for different work", job.ErrConflict, j.ID))
+			}
+			continue
+		}
+		rec, err := s.store.Queue(jctx, j.ID, fp, trig, false)
+		switch {
+		case errors.Is(err, job.ErrConflict):
+			slog.InfoContext(jctx, "batch job rejected", "error", err)
+			bj.Status, bj.Error = BatchConflict, job.ErrorOf(err)
+			continue
+		case err != nil:
+			return ans, err
+		case rec != nil:
+			bj.Status = BatchDone
+			first[j.ID] = fp
+			continue
+		}
+		first[j.ID] = fp
+		bj.Status = BatchQueued
+		queued = append(queued, j)
+	}
+	if err := s.enqueueBatch(ctx, queued, trig.Source); err != nil {
+		return ans, err
+	}
+	counts := map[string]int{}
+	for _, bj := range ans.Jobs {
+		counts[bj.Status]++
+	}
+	slog.InfoContext(ctx, "batch queued", "batch", b.Source, "trigger", string(trig.Kind), "jobs", len(b.Items),
+		"queued", counts[BatchQueued], "failed", counts[BatchFailed], "conflicts", counts[BatchConflict],
+		"duplicates", counts[BatchDuplicate], "done", counts[BatchDone])
 	return ans, nil
 }
 
@@ -263,6 +351,9 @@ func (s *Service) InBatch(ctx context.Context, id string) bool {
 // are done, with the online lane's steps. A poll that is cut off keeps what
 // it finished (the lane saves its progress) and the next one resumes.
 func (s *Service) PollBatches(ctx context.Context) (batch.PollReport, error) {
+	if s.lane == nil {
+		return batch.PollReport{}, s.errNoModel()
+	}
 	rep, err := s.lane.Poll(ctx, batchFinisher{s})
 	if err != nil {
 		return rep, err

@@ -104,6 +104,56 @@ func (s *Service) Enqueue(ctx context.Context, j job.Job, source string) error {
 	return nil
 }
 
+// enqueueBatch puts HTTP batch jobs (ids set, inline images staged) on the
+// requests topic as {"batch": [...]} messages, each within what a
+// delivery may carry (trigger.MaxEventBytes), where OnMessage submits them
+// to the batch lane. It returns once the topic has taken every message.
+func (s *Service) enqueueBatch(ctx context.Context, jobs []job.Job, source string) error {
+	const room = trigger.MaxEventBytes - 1024 // the envelope, with margin
+	var (
+		msgs []*pubsub.Message
+		buf  []byte
+	)
+	flush := func() {
+		if len(buf) == 0 {
+			return
+		}
+		msg := &pubsub.Message{Data: append(append([]byte(`{"batch": [`), buf...), ']', '}'), Attributes: map[string]string{
+			trigger.AttrTrigger: string(job.HTTP),
+			trigger.AttrSource:  source,
+		}}
+		if tp := tracing.Traceparent(ctx); tp != "" {
+			msg.Attributes[trigger.AttrGoogTraceparent] = tp
+		}
+		msgs = append(msgs, msg)
+		buf = nil
+	}
+	for _, j := range jobs {
+		data, err := json.Marshal(j)
+		if err != nil {
+			return fmt.Errorf("%w: encoding job %s: %v", job.ErrPermanent, j.ID, err)
+		}
+		if len(buf) > 0 && len(buf)+1+len(data) > room {
+			flush()
+		}
+		if len(buf) > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, data...)
+	}
+	flush()
+	results := make([]*pubsub.PublishResult, len(msgs))
+	for i, msg := range msgs {
+		results[i] = s.requests.Publish(ctx, msg)
+	}
+	for _, r := range results {
+		if _, err := r.Get(ctx); err != nil {
+			return fmt.Errorf("%w: queueing the batch on %s: %v", job.ErrTransient, s.cfg.Topics.Requests, err)
+		}
+	}
+	return nil
+}
+
 // RejectedEventType is the CloudEvent type of a delivery genimg refused
 // without touching any job: its id belongs to other work, or it has no
 // usable id at all (contract 9.1).

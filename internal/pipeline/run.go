@@ -58,6 +58,10 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 	}
 	if cause != nil {
 		rec.Callback = nil // only a URL that passed the checks is ever called
+	} else if s.model == nil {
+		// A valid job reached a deployment without a model client: leave
+		// it untouched (no claim) for one that runs jobs.
+		return job.Record{}, s.errNoModel()
 	}
 
 	sctx, end := s.traces.Step(ctx, "claim")
@@ -165,6 +169,8 @@ func (s *Service) call(ctx context.Context, claim *storage.Claim, j job.Job, rec
 	})
 	modelDone(sctx, end, j.Model, res, err)
 	stop()
+	// Calls the service refused were noted as made, and are, but not paid.
+	claim.Refunded(float64(res.Refused) * estimate)
 	// An answer the model gave is paid, whatever happens to it next.
 	release(res.CostUSD)
 	rec.Attempts += res.Attempts
@@ -173,7 +179,6 @@ func (s *Service) call(ctx context.Context, claim *storage.Claim, j job.Job, rec
 	switch {
 	case err != nil && gemini.PerDayQuota(err) && res.CostUSD == 0:
 		// The day's quota is out: nothing was paid; park until it resets.
-		claim.Unpaid(estimate)
 		return job.Record{}, s.hold(ctx, claim, parked, job.HoldQuota, created)
 	case err != nil && job.Retryable(err):
 		s.release(ctx, claim)

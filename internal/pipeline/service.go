@@ -151,20 +151,12 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 		store.Close()
 		return nil, fmt.Errorf("pub/sub client: %w", err)
 	}
-	m, err := gemini.New(ctx, cfg.Model, cfg.Prices, o.geminiOpts...)
-	if err != nil {
-		store.Close()
-		ps.Close()
-		return nil, fmt.Errorf("gemini client: %w", err)
-	}
 	output := store.Output()
 	s := &Service{
 		cfg:       cfg,
 		policy:    cfg.Policy(),
 		output:    output,
 		store:     store,
-		contexts:  gemini.NewContexts(m, storage.NewCacheRecords(output), store),
-		model:     m,
 		pubsub:    ps,
 		requests:  ps.Publisher(cfg.Topics.Requests),
 		events:    ps.Publisher(cfg.Topics.Completion),
@@ -173,9 +165,22 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 		traces:    traces,
 		now:       o.now,
 	}
-	// Batch jobs' gs:// images are read like online ones; their shared
-	// contexts resolve to the same caches.
-	s.lane = batch.New(m, output, cfg.Batch, batch.WithResolver(store), batch.WithContexts(s.contexts), batch.WithAdmitter(batchAdmitter{s}))
+	// Only a deployment that runs jobs builds the model client, and it
+	// refuses to start without the model's credentials; the front door and
+	// the callback function hold none (GENIMG_ROLE).
+	if cfg.RunsJobs() {
+		m, err := gemini.New(ctx, cfg.Model, cfg.Prices, o.geminiOpts...)
+		if err != nil {
+			store.Close()
+			ps.Close()
+			return nil, fmt.Errorf("gemini client: %w", err)
+		}
+		s.model = m
+		s.contexts = gemini.NewContexts(m, storage.NewCacheRecords(output), store)
+		// Batch jobs' gs:// images are read like online ones; their shared
+		// contexts resolve to the same caches.
+		s.lane = batch.New(m, output, cfg.Batch, batch.WithResolver(store), batch.WithContexts(s.contexts), batch.WithAdmitter(batchAdmitter{s}))
+	}
 	// Completion events are awaited before a delivery is acknowledged:
 	// send each at once rather than waiting to batch.
 	s.events.PublishSettings.DelayThreshold = time.Millisecond
@@ -183,6 +188,13 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 	go s.warm()
 	slog.InfoContext(ctx, "genimg ready", "config", cfg)
 	return s, nil
+}
+
+// errNoModel is the answer of a Service without a model client (a front
+// door or callback deployment) asked to run a job or a batch: transient,
+// as the job is not at fault and a deployment that runs jobs will.
+func (s *Service) errNoModel() error {
+	return fmt.Errorf("%w: this deployment (GENIMG_ROLE=%s) never calls the model: jobs run in OnMessage, OnUpload and PollBatches", job.ErrTransient, s.cfg.Role)
 }
 
 // Config is the configuration the Service was built with.

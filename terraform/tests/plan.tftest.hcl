@@ -25,13 +25,43 @@ run "first_apply" {
   }
 
   assert {
-    condition     = length(google_service_account.runtime) == 3
+    condition     = length(google_service_account.runtime) == 4
     error_message = "one runtime account per function role"
   }
 
   assert {
-    condition     = alltrue([for f in [google_cloudfunctions2_function.generate, google_cloudfunctions2_function.on_message, google_cloudfunctions2_function.poll_batches] : f.build_config[0].runtime == "go126"])
+    condition     = alltrue([for f in [google_cloudfunctions2_function.generate, google_cloudfunctions2_function.on_message, google_cloudfunctions2_function.poll_batches, google_cloudfunctions2_function.on_completion] : f.build_config[0].runtime == "go126"])
     error_message = "every function on go126"
+  }
+
+  assert {
+    condition     = length([for s in google_cloudfunctions2_function.generate.service_config[0].secret_environment_variables : s if s.key == "GEMINI_API_KEY"]) == 0 && google_cloudfunctions2_function.generate.service_config[0].environment_variables["GENIMG_ROLE"] == "front"
+    error_message = "the front door holds no model key and runs as GENIMG_ROLE=front"
+  }
+
+  assert {
+    condition     = length([for s in google_cloudfunctions2_function.on_message.service_config[0].secret_environment_variables : s if s.key == "GEMINI_API_KEY"]) == 1 && length([for s in google_cloudfunctions2_function.poll_batches.service_config[0].secret_environment_variables : s if s.key == "GEMINI_API_KEY"]) == 1
+    error_message = "the functions that run jobs hold the model key"
+  }
+
+  assert {
+    condition     = !contains(keys(google_secret_manager_secret_iam_member.reads_gemini_api_key), "front") && length(google_secret_manager_secret_iam_member.reads_gemini_api_key) == 2
+    error_message = "only the worker and the poller may read the model key"
+  }
+
+  assert {
+    condition     = google_pubsub_subscription.callbacks.filter == "attributes.genimg-callback = \"true\"" && google_pubsub_subscription.callbacks.dead_letter_policy[0].max_delivery_attempts == 100
+    error_message = "callbacks: only records that name one, dead letters after 100 deliveries"
+  }
+
+  assert {
+    condition     = length(google_secret_manager_secret.callback) == 0 && length(google_cloudfunctions2_function.on_completion.service_config[0].secret_environment_variables) == 0
+    error_message = "no callback secret unless callback_secret_version is set"
+  }
+
+  assert {
+    condition     = length(google_project_iam_member.runtime_writes_traces) == 4 && google_cloudfunctions2_function.on_message.service_config[0].environment_variables["GENIMG_TRACE_EXPORTER"] == "cloudtrace"
+    error_message = "every runtime account writes spans to Cloud Trace"
   }
 
   assert {
@@ -40,8 +70,8 @@ run "first_apply" {
   }
 
   assert {
-    condition     = length(google_service_account_iam_member.deployer_acts_as) == 5
-    error_message = "the deployer acts as the three runtime accounts, the trigger and the build account"
+    condition     = length(google_service_account_iam_member.deployer_acts_as) == 6
+    error_message = "the deployer acts as the four runtime accounts, the trigger and the build account"
   }
 
   assert {
@@ -72,7 +102,7 @@ run "vertex_notifications_public_webhook_old_project" {
   }
 
   assert {
-    condition     = length(google_project_iam_member.runtime_calls_vertex) == 3 && length(google_secret_manager_secret.gemini_api_key) == 0
+    condition     = length(google_project_iam_member.runtime_calls_vertex) == 2 && !contains(keys(google_project_iam_member.runtime_calls_vertex), "front") && length(google_secret_manager_secret.gemini_api_key) == 0
     error_message = "Vertex AI through the custom role, no API key"
   }
 
@@ -122,4 +152,45 @@ run "rotation_without_the_key_is_refused" {
   }
 
   expect_failures = [google_secret_manager_secret_version.gemini_api_key]
+}
+
+# Callbacks on: the secret goes to every function that checks jobs and to
+# OnCompletion; a plan without it at a new version is refused.
+run "callbacks" {
+  command = plan
+
+  variables {
+    gemini_api_key          = "not-a-real-key"
+    callback_secret         = "whsec_bm90LWEtcmVhbC1zZWNyZXQ="
+    callback_secret_version = 1
+    callback_allow          = ["hooks.internal.example"]
+    trace_exporter          = "none"
+  }
+
+  assert {
+    condition = alltrue([for f in [google_cloudfunctions2_function.generate, google_cloudfunctions2_function.on_message, google_cloudfunctions2_function.on_upload[0], google_cloudfunctions2_function.poll_batches, google_cloudfunctions2_function.on_completion] :
+    length([for s in f.service_config[0].secret_environment_variables : s if s.key == "GENIMG_CALLBACK_SECRET"]) == 1])
+    error_message = "every function that checks jobs, and OnCompletion, mounts the callback secret"
+  }
+
+  assert {
+    condition     = length(google_secret_manager_secret_iam_member.reads_callback_secret) == 4 && google_cloudfunctions2_function.generate.service_config[0].environment_variables["GENIMG_CALLBACK_ALLOW"] == "hooks.internal.example"
+    error_message = "the four runtime accounts read the callback secret; the allow-list reaches the functions"
+  }
+
+  assert {
+    condition     = length(google_project_iam_member.runtime_writes_traces) == 0
+    error_message = "no Cloud Trace grants with trace_exporter = none"
+  }
+}
+
+run "callbacks_without_the_secret_are_refused" {
+  command = plan
+
+  variables {
+    gemini_api_key          = "not-a-real-key"
+    callback_secret_version = 1
+  }
+
+  expect_failures = [google_secret_manager_secret_version.callback]
 }
