@@ -378,7 +378,6 @@ type JobStatus struct {
 	Raw    []byte
 }
 
-
 // Refunded takes back the estimated cost BeginCall noted for calls the
 // service refused (an error status: nothing generated, nothing paid); the
 // calls stay counted as made. The next lease write carries it.
