@@ -17,7 +17,10 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
 	cloudevents "github.com/cloudevents/sdk-go/v2"
@@ -41,7 +44,25 @@ func init() {
 			slog.Error("genimg cannot start", "error", err)
 			os.Exit(1)
 		}
+		go flushOnTerm()
 	}
+}
+
+// flushOnTerm writes the spend ledger when Cloud Run stops the instance
+// (SIGTERM, then 10 s before SIGKILL), so that no paid call goes uncounted
+// by the other instances' budgets, then exits.
+func flushOnTerm() {
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	<-term
+	if in, err := shared(); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+		if err := in.FlushSpend(ctx); err != nil {
+			slog.Error("spend ledger not written at shutdown", "error", err)
+		}
+		cancel()
+	}
+	os.Exit(0)
 }
 
 // shared is built once from the environment on first use.

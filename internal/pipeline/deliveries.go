@@ -44,6 +44,7 @@ func (s *Service) OnUpload(ctx context.Context, e cloudevents.Event) error {
 // take runs a decoded event delivery: a batch goes to the batch lane, a job
 // through the pipeline.
 func (s *Service) take(ctx context.Context, d trigger.Delivery) error {
+	defer s.flushSpend(ctx)
 	if d.Batch != nil {
 		_, err := s.TakeBatch(ctx, *d.Batch, d.Trigger, d.Time)
 		return s.ack(ctx, err) // the ids are the delivery's: a redelivery submits nothing twice
@@ -71,3 +72,16 @@ func (s *Service) ack(ctx context.Context, err error) error {
 		return nil
 	}
 }
+
+// flushSpend writes the spend ledger before the delivery is answered, so
+// that other instances count what this one paid even if its CPU is
+// throttled afterwards (spend.Guard.FlushDue).
+func (s *Service) flushSpend(ctx context.Context) {
+	if err := s.spend.FlushDue(context.WithoutCancel(ctx)); err != nil {
+		slog.WarnContext(ctx, "spend ledger not written; the background flush retries", "error", err)
+	}
+}
+
+// FlushSpend writes the spend ledger now: on SIGTERM, before the instance
+// goes away.
+func (s *Service) FlushSpend(ctx context.Context) error { return s.spend.Flush(ctx) }

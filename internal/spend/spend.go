@@ -187,6 +187,7 @@ type Guard struct {
 
 	refreshMu sync.Mutex // one List at a time
 	flushMu   sync.Mutex // one flush at a time: writes stay in order
+	flushed   time.Time  // when the last flush began (under flushMu)
 
 	mu       sync.Mutex
 	own      map[string]float64 // hour key → this instance's spend
@@ -526,6 +527,7 @@ func (g *Guard) list(ctx context.Context, day string) (map[string]float64, error
 func (g *Guard) Flush(ctx context.Context) error {
 	g.flushMu.Lock()
 	defer g.flushMu.Unlock()
+	g.flushed = g.now()
 	g.mu.Lock()
 	snap := map[string]float64{}
 	for h := range g.dirty {
@@ -560,6 +562,28 @@ func (g *Guard) write(ctx context.Context, hour string, usd float64) error {
 		return fmt.Errorf("writing the spend ledger %s: %w", hour, err)
 	}
 	return nil
+}
+
+// FlushDue writes this instance's changed ledgers unless a flush began
+// less than a second ago (Cloud Storage takes about one write per second
+// per object). The pipeline calls it before it answers a delivery: once
+// the answer is sent, Cloud Run throttles the CPU and the background flush
+// may not run until the next request. What a crash can still lose is the
+// spend of the last second before it.
+func (g *Guard) FlushDue(ctx context.Context) error {
+	g.mu.Lock()
+	dirty := len(g.dirty) > 0
+	g.mu.Unlock()
+	if !dirty {
+		return nil
+	}
+	g.flushMu.Lock()
+	due := g.now().Sub(g.flushed) >= time.Second
+	g.flushMu.Unlock()
+	if !due {
+		return nil
+	}
+	return g.Flush(ctx)
 }
 
 func (g *Guard) flushLoop() {

@@ -388,3 +388,46 @@ func TestLedgerUnavailable(t *testing.T) {
 }
 
 func fakeListPrefix(p string) fakestorage.ListOptions { return fakestorage.ListOptions{Prefix: p} }
+
+// TestFlushDue: what a call cost reaches the ledger before the delivery
+// is answered (the pipeline calls FlushDue then), not only when the
+// background flush gets CPU again; at most one write a second. (Before,
+// nothing flushed until the background loop ran, which Cloud Run's CPU
+// throttling after a response can delay indefinitely.)
+func TestFlushDue(t *testing.T) {
+	srv := storagetest.NewServer(t, bucket)
+	clk := &clock{t: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
+	g := spend.New(storage.NewObjects(srv.Client, bucket, 0, 0), config.Spend{DailyUSD: 10},
+		spend.WithFlushInterval(0), spend.WithClock(clk.Now))
+	ledger := func() string {
+		objs, _, err := srv.Fake.ListObjectsWithOptions(bucket, fakeListPrefix("spend/"))
+		if err != nil || len(objs) > 1 {
+			t.Fatalf("ledgers %+v, %v", objs, err)
+		}
+		if len(objs) == 0 {
+			return ""
+		}
+		return objs[0].Metadata[spend.MetaSpend]
+	}
+	if err := g.FlushDue(t.Context()); err != nil || ledger() != "" {
+		t.Fatalf("FlushDue with nothing spent wrote %q, %v", ledger(), err)
+	}
+	release, err := g.Admit(t.Context(), 0.039)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release(0.039)
+	if err := g.FlushDue(t.Context()); err != nil || ledger() != "0.039" {
+		t.Fatalf("ledger after FlushDue = %q, %v; want 0.039", ledger(), err)
+	}
+	// A second call within the second waits for the next flush.
+	release, _ = g.Admit(t.Context(), 0.039)
+	release(0.039)
+	if err := g.FlushDue(t.Context()); err != nil || ledger() != "0.039" {
+		t.Errorf("ledger after a second FlushDue within 1 s = %q, %v; want it unwritten (0.039)", ledger(), err)
+	}
+	clk.Set(clk.Now().Add(1100 * time.Millisecond))
+	if err := g.FlushDue(t.Context()); err != nil || ledger() != "0.078" {
+		t.Errorf("ledger a second later = %q, %v; want 0.078", ledger(), err)
+	}
+}
