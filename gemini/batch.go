@@ -76,7 +76,7 @@ type BatchResult struct {
 // SubmitBatch submits jobs as one batch of model. Each job must be
 // validated and normalised, have an id, run on model, and have its images
 // resolved (bytes on the Gemini API); a job naming a shared context must
-// have been resolved to its cache first (Contexts.Resolve). Requests go
+// have been resolved to its cache first (ContextCaches.UseCache). Requests go
 // inline while their total stays under inlineLimit bytes (0:
 // DefaultInlineLimit), else as a JSONL file uploaded with the Files API.
 // displayName names the batch (genimg uses its chunk id).

@@ -46,12 +46,12 @@ type Resolver interface {
 	ResolveImages(ctx context.Context, j *job.Job) error
 }
 
-// Contexts runs jobs that name a shared context: it creates the context's
+// ContextCaches runs jobs that name a shared context: it creates the context's
 // cache with Caches.Create and the context's TTL, reuses it by name (in
 // memory, and through a CacheStore across instances), and recreates it,
 // once per job, when the service says it has expired. It is safe for
 // concurrent use; build one per process beside the Client.
-type Contexts struct {
+type ContextCaches struct {
 	client  *Client
 	store   CacheStore
 	resolve Resolver
@@ -65,32 +65,32 @@ type Contexts struct {
 	locks map[string]*sync.Mutex
 }
 
-// NewContexts builds Contexts on c. store may be nil (instance-local
+// NewContextCaches builds Contexts on c. store may be nil (instance-local
 // caches only); resolve may be nil when context images are always inline.
-func NewContexts(c *Client, store CacheStore, resolve Resolver) *Contexts {
-	return &Contexts{client: c, store: store, resolve: resolve, now: time.Now, margin: time.Minute,
+func NewContextCaches(c *Client, store CacheStore, resolve Resolver) *ContextCaches {
+	return &ContextCaches{client: c, store: store, resolve: resolve, now: time.Now, margin: time.Minute,
 		mem: map[string]CacheEntry{}, locks: map[string]*sync.Mutex{}}
 }
 
 // SetClock replaces time.Now for expiry decisions (tests).
-func (x *Contexts) SetClock(now func() time.Time) { x.now = now }
+func (cc *ContextCaches) SetClock(now func() time.Time) { cc.now = now }
 
 // Generate is the model call for any job: a job naming a shared context
 // runs on its cache (created or recreated as needed, its cached tokens
 // counted in the usage and priced at the cached rate), and a job asking
-// for JSON gets its answer checked (Structure). The Result sums the
+// for JSON gets its answer checked (CheckAnswer). The Result sums the
 // attempts, time and cost of every call made, as Client.Generate's does.
-func (x *Contexts) Generate(ctx context.Context, j job.Job) (*Result, error) {
-	return x.GenerateWith(ctx, j, x.client.Generate)
+func (cc *ContextCaches) Generate(ctx context.Context, j job.Job) (*Result, error) {
+	return cc.GenerateWith(ctx, j, cc.client.Generate)
 }
 
 // GenerateWith is Generate with the call itself given, e.g. Client.GenerateTo
 // with the job's image sink. call runs on the job with its shared context
 // replaced by the cache's name; if the service says the cache is gone, the
 // cache is recreated and call runs once more. The Result is never nil.
-func (x *Contexts) GenerateWith(ctx context.Context, j job.Job, call func(context.Context, job.Job) (*Result, error)) (*Result, error) {
+func (cc *ContextCaches) GenerateWith(ctx context.Context, j job.Job, call func(context.Context, job.Job) (*Result, error)) (*Result, error) {
 	run := j
-	entry, err := x.UseCache(ctx, &run, "")
+	entry, err := cc.UseCache(ctx, &run, "")
 	if err != nil {
 		return &Result{}, err
 	}
@@ -103,7 +103,7 @@ func (x *Contexts) GenerateWith(ctx context.Context, j job.Job, call func(contex
 		// once more; a second miss is the job's error.
 		slog.InfoContext(ctx, "context cache expired; recreating", "context", j.Context.Name, "cache", entry.Name)
 		run = j
-		if _, rerr := x.UseCache(ctx, &run, entry.Name); rerr != nil {
+		if _, rerr := cc.UseCache(ctx, &run, entry.Name); rerr != nil {
 			return res, rerr
 		}
 		again, err2 := call(ctx, run)
@@ -116,7 +116,7 @@ func (x *Contexts) GenerateWith(ctx context.Context, j job.Job, call func(contex
 		res, err = again, err2
 	}
 	if err == nil {
-		Structure(j, res)
+		CheckAnswer(j, res)
 	}
 	return res, err
 }
@@ -137,28 +137,28 @@ func CacheExpired(err error) bool {
 // (j.CachedContent), creating the cache when none is known, the known one
 // is for other content, about to expire, or named stale (a cache the
 // service said is gone; "" for none). It returns the entry used.
-func (x *Contexts) UseCache(ctx context.Context, j *job.Job, stale string) (CacheEntry, error) {
+func (cc *ContextCaches) UseCache(ctx context.Context, j *job.Job, stale string) (CacheEntry, error) {
 	sc := j.Context
 	if sc == nil {
 		return CacheEntry{}, nil
 	}
 	fp := job.Job{Model: j.Model, Context: sc}.Fingerprint()
-	lock := x.lock(sc.Name)
+	lock := cc.lock(sc.Name)
 	lock.Lock()
 	defer lock.Unlock()
 
 	usable := func(e CacheEntry) bool {
 		return e.Name != "" && e.Name != stale && e.Fingerprint == fp && e.Model == j.Model &&
-			e.ExpireTime.After(x.now().Add(x.margin))
+			e.ExpireTime.After(cc.now().Add(cc.margin))
 	}
-	x.mu.Lock()
-	e, ok := x.mem[sc.Name]
-	x.mu.Unlock()
+	cc.mu.Lock()
+	e, ok := cc.mem[sc.Name]
+	cc.mu.Unlock()
 	if !ok || !usable(e) {
 		ok = false
-		if x.store != nil {
+		if cc.store != nil {
 			var se CacheEntry
-			data, err := x.store.LoadCache(ctx, sc.Name)
+			data, err := cc.store.LoadCache(ctx, sc.Name)
 			if err == nil && data != nil {
 				err = json.Unmarshal(data, &se)
 			}
@@ -170,44 +170,44 @@ func (x *Contexts) UseCache(ctx context.Context, j *job.Job, stale string) (Cach
 		}
 	}
 	if !ok {
-		created, err := x.create(ctx, *j, fp)
+		created, err := cc.create(ctx, *j, fp)
 		if err != nil {
 			return CacheEntry{}, err
 		}
 		e = created
-		if x.store != nil {
+		if cc.store != nil {
 			data, _ := json.Marshal(e) // plain fields: cannot fail
-			if err := x.store.SaveCache(ctx, e.Context, data); err != nil {
+			if err := cc.store.SaveCache(ctx, e.Context, data); err != nil {
 				// The cache works without the shared record; other
 				// instances create their own.
 				slog.WarnContext(ctx, "context cache record not saved", "context", sc.Name, "error", err)
 			}
 		}
 	}
-	x.mu.Lock()
-	x.mem[sc.Name] = e
-	x.mu.Unlock()
+	cc.mu.Lock()
+	cc.mem[sc.Name] = e
+	cc.mu.Unlock()
 	j.CachedContent, j.Context = e.Name, nil
 	return e, nil
 }
 
-func (x *Contexts) lock(name string) *sync.Mutex {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	l, ok := x.locks[name]
+func (cc *ContextCaches) lock(name string) *sync.Mutex {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	l, ok := cc.locks[name]
 	if !ok {
 		l = &sync.Mutex{}
-		x.locks[name] = l
+		cc.locks[name] = l
 	}
 	return l
 }
 
 // create makes the cache for j's context.
-func (x *Contexts) create(ctx context.Context, j job.Job, fp string) (CacheEntry, error) {
-	c, sc := x.client, j.Context
+func (cc *ContextCaches) create(ctx context.Context, j job.Job, fp string) (CacheEntry, error) {
+	c, sc := cc.client, j.Context
 	images := job.Job{Model: j.Model, Images: sc.Images}
-	if len(images.Images) > 0 && x.resolve != nil {
-		if err := x.resolve.ResolveImages(ctx, &images); err != nil {
+	if len(images.Images) > 0 && cc.resolve != nil {
+		if err := cc.resolve.ResolveImages(ctx, &images); err != nil {
 			return CacheEntry{}, fmt.Errorf("context %s: %w", sc.Name, err)
 		}
 	}
@@ -226,17 +226,17 @@ func (x *Contexts) create(ctx context.Context, j job.Job, fp string) (CacheEntry
 	}
 	callCtx, cancel := c.callDeadline(ctx)
 	defer cancel()
-	cc, err := c.genai.Caches.Create(callCtx, j.Model, cfg)
+	created, err := c.genai.Caches.Create(callCtx, j.Model, cfg)
 	if err != nil {
 		return CacheEntry{}, fmt.Errorf("context %s: creating its cache: %w", sc.Name, classify(err, c.key))
 	}
-	e := CacheEntry{Context: sc.Name, Name: cc.Name, Model: j.Model, Fingerprint: fp, ExpireTime: cc.ExpireTime}
+	e := CacheEntry{Context: sc.Name, Name: created.Name, Model: j.Model, Fingerprint: fp, ExpireTime: created.ExpireTime}
 	if e.ExpireTime.IsZero() {
-		e.ExpireTime = x.now().Add(sc.ContextTTL())
+		e.ExpireTime = cc.now().Add(sc.ContextTTL())
 	}
-	if cc.UsageMetadata != nil {
-		e.Tokens = cc.UsageMetadata.TotalTokenCount
+	if created.UsageMetadata != nil {
+		e.Tokens = created.UsageMetadata.TotalTokenCount
 	}
-	slog.InfoContext(ctx, "context cache created", "context", sc.Name, "cache", cc.Name, "expires", e.ExpireTime, "tokens", e.Tokens)
+	slog.InfoContext(ctx, "context cache created", "context", sc.Name, "cache", created.Name, "expires", e.ExpireTime, "tokens", e.Tokens)
 	return e, nil
 }

@@ -55,7 +55,7 @@ func TestContextCache(t *testing.T) {
 	srv.SetClock(clk.now)
 	g := storagetest.NewServer(t, "genimg-output")
 	c := featureClient(t, srv)
-	x := gemini.NewContexts(c, storage.NewCacheRecords(storage.NewObjects(g.Client, "genimg-output", 0, 0)), nil)
+	x := gemini.NewContextCaches(c, storage.NewCacheRecords(storage.NewObjects(g.Client, "genimg-output", 0, 0)), nil)
 	x.SetClock(clk.now)
 
 	sc := &job.SharedContext{Name: "style-guide", SystemInstruction: "Paint everything in flat pastel colours with thick outlines, like a 1950s travel poster. " +
@@ -97,7 +97,7 @@ func TestContextCache(t *testing.T) {
 		}
 	}
 	// The cache's record is in Cloud Storage for other instances.
-	other := gemini.NewContexts(featureClient(t, srv), storage.NewCacheRecords(storage.NewObjects(g.Client, "genimg-output", 0, 0)), nil)
+	other := gemini.NewContextCaches(featureClient(t, srv), storage.NewCacheRecords(storage.NewObjects(g.Client, "genimg-output", 0, 0)), nil)
 	other.SetClock(clk.now)
 	if _, err := other.Generate(t.Context(), mk(0)); err != nil {
 		t.Fatal(err)

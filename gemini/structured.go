@@ -79,12 +79,12 @@ func upperTypes(v any) {
 	}
 }
 
-// Structure checks a JSON answer: when j asked for application/json, the
+// CheckAnswer checks a JSON answer: when j asked for application/json, the
 // answer's text is parsed and checked against the schema's basic
 // constraints (type, required properties, property and item types, enum).
 // A conforming answer sets res.JSON; otherwise res.JSONError says why and
 // res.JSON stays nil. The outcome is left alone: it follows the images.
-func Structure(j job.Job, res *Result) {
+func CheckAnswer(j job.Job, res *Result) {
 	if res == nil || !j.WantsJSON() {
 		return
 	}

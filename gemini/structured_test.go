@@ -32,7 +32,7 @@ func TestStructuredOutput(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := geminitest.NewServer()
 			t.Cleanup(srv.Close)
-			x := gemini.NewContexts(featureClient(t, srv), nil, nil)
+			x := gemini.NewContextCaches(featureClient(t, srv), nil, nil)
 			j := job.Job{ID: "s", Model: job.DefaultModel, Prompt: tt.prompt, ResponseModalities: []string{"TEXT", "IMAGE"},
 				CandidateCount: 1, ResponseMIMEType: "application/json", ResponseSchema: schema}
 			res, err := x.Generate(t.Context(), j)

@@ -125,7 +125,7 @@ type Lane struct {
 	objects  *storage.Objects
 	cfg      config.Batch
 	resolve  gemini.Resolver
-	contexts *gemini.Contexts
+	contexts *gemini.ContextCaches
 	now      func() time.Time
 	admit    Admitter
 	// owner names this lane in the leases it takes; lease is how long one
@@ -142,7 +142,7 @@ type Option func(*Lane)
 func WithResolver(r gemini.Resolver) Option { return func(l *Lane) { l.resolve = r } }
 
 // WithContexts resolves jobs' shared contexts to caches before submission.
-func WithContexts(x *gemini.Contexts) Option { return func(l *Lane) { l.contexts = x } }
+func WithContexts(x *gemini.ContextCaches) Option { return func(l *Lane) { l.contexts = x } }
 
 // WithClock replaces time.Now (tests).
 func WithClock(now func() time.Time) Option { return func(l *Lane) { l.now = now } }
@@ -678,7 +678,7 @@ func (l *Lane) finish(ctx context.Context, st *State, bs gemini.BatchStatus, fin
 		}
 		f := Finished{Job: e.Job, Trigger: e.Trigger, Result: r.Result, Err: r.Err, Batch: info}
 		if r.Result != nil {
-			gemini.Structure(e.Job, r.Result)
+			gemini.CheckAnswer(e.Job, r.Result)
 		}
 		if err := fin.Finish(ctx, f); err != nil {
 			if job.Retryable(err) {

@@ -19,7 +19,7 @@ import (
 // front door never calls the model (pipeline.Service.QueueBatch).
 func (a *API) submitBatch(w http.ResponseWriter, r *http.Request, b trigger.Batch, req request) {
 	ctx := r.Context()
-	durable, cancel, err := a.takeOnce(ctx, &req)
+	durable, cancel, err := a.makeDurable(ctx, &req)
 	if err != nil {
 		writeJobError(w, err)
 		return

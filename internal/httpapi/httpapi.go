@@ -131,7 +131,7 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 		writeJobError(w, err)
 		return
 	}
-	durable, cancel, err := a.takeOnce(ctx, &req)
+	durable, cancel, err := a.makeDurable(ctx, &req)
 	if err != nil {
 		writeJobError(w, err)
 		return

@@ -72,12 +72,12 @@ func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (request, err
 	return request{webhookID: id, body: hex.EncodeToString(sum[:])}, nil
 }
 
-// takeOnce makes the rest of a request durable — a caller that disconnects
+// makeDurable makes the rest of a request durable — a caller that disconnects
 // cancels nothing from it on — and looks a signed request's webhook-id up:
 // the same id with another body is refused (409); with the same body, the
 // request is a retry (req.repeat) and gets the answer the first one would
 // get now.
-func (a *API) takeOnce(ctx context.Context, req *request) (context.Context, context.CancelFunc, error) {
+func (a *API) makeDurable(ctx context.Context, req *request) (context.Context, context.CancelFunc, error) {
 	durable, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.Limits.FunctionTimeout)
 	if a.replay == nil || req.webhookID == "" {
 		return durable, cancel, nil

@@ -26,7 +26,7 @@ func (s *Service) OnMessage(ctx context.Context, e cloudevents.Event) error {
 	if err != nil {
 		return s.ack(ctx, err)
 	}
-	return s.take(ctx, d)
+	return s.runDelivery(ctx, d)
 }
 
 // OnUpload handles one storage object finalized event.
@@ -38,12 +38,12 @@ func (s *Service) OnUpload(ctx context.Context, e cloudevents.Event) error {
 	if err != nil {
 		return s.ack(ctx, err)
 	}
-	return s.take(ctx, d)
+	return s.runDelivery(ctx, d)
 }
 
-// take runs a decoded event delivery: a batch goes to the batch lane, a job
+// runDelivery runs a decoded event delivery: a batch goes to the batch lane, a job
 // through the pipeline.
-func (s *Service) take(ctx context.Context, d trigger.Delivery) error {
+func (s *Service) runDelivery(ctx context.Context, d trigger.Delivery) error {
 	defer s.flushSpend(ctx)
 	if d.Batch != nil {
 		_, err := s.TakeBatch(ctx, *d.Batch, d.Trigger, d.Time)

@@ -40,7 +40,7 @@ type Service struct {
 	store  *storage.Store
 	model  model
 	// contexts resolves jobs' shared contexts to context caches.
-	contexts *gemini.Contexts
+	contexts *gemini.ContextCaches
 	// lane is the batch lane: batch submissions, and PollBatches.
 	lane     *batch.Lane
 	pubsub   *pubsub.Client
@@ -176,7 +176,7 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 			return nil, fmt.Errorf("gemini client: %w", err)
 		}
 		s.model = m
-		s.contexts = gemini.NewContexts(m, storage.NewCacheRecords(output), store)
+		s.contexts = gemini.NewContextCaches(m, storage.NewCacheRecords(output), store)
 		// Batch jobs' gs:// images are read like online ones; their shared
 		// contexts resolve to the same caches.
 		s.lane = batch.New(m, output, cfg.Batch, batch.WithResolver(store), batch.WithContexts(s.contexts), batch.WithAdmitter(batchAdmitter{s}))

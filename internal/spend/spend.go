@@ -210,11 +210,6 @@ type Option func(*Guard)
 // WithClock replaces time.Now (windows, tokens, refresh ages).
 func WithClock(now func() time.Time) Option { return func(g *Guard) { g.now = now } }
 
-// WithInstance names this instance's ledgers (default: random). It must
-// be unique per process: two processes sharing a name overwrite each
-// other's spend.
-func WithInstance(name string) Option { return func(g *Guard) { g.instance = name } }
-
 // WithFlushInterval sets how often this instance's ledger is written
 // (DefaultFlushInterval; at least 1 s in production, Cloud Storage's
 // per-object write rate). 0 turns off the background flush: call Flush.
@@ -264,9 +259,6 @@ func New(objects *storage.Objects, cfg config.Spend, opts ...Option) *Guard {
 	}
 	return g
 }
-
-// Instance is the name of this instance's ledgers.
-func (g *Guard) Instance() string { return g.instance }
 
 // Close stops the background flush and writes the ledger one last time.
 func (g *Guard) Close(ctx context.Context) error {
