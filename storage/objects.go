@@ -150,19 +150,10 @@ func (o *Objects) Put(ctx context.Context, name string, data []byte, p Put) (Att
 
 // write is one upload, buffered in chunk bytes and bounded by deadline.
 func (o *Objects) write(ctx context.Context, name string, data []byte, contentType, cacheControl string, md map[string]string, cond *gcs.Conditions) (*gcs.ObjectAttrs, error) {
-	obj := o.client.Bucket(o.bucket).Object(name)
-	if cond != nil {
-		obj = obj.If(*cond)
-	}
 	// The deadline also cancels an abandoned Writer: never half-committed.
 	ctx, cancel := context.WithTimeout(ctx, o.deadline)
 	defer cancel()
-	w := obj.NewWriter(ctx)
-	w.ChunkSize = o.chunk
-	w.ChunkRetryDeadline = o.deadline
-	w.ContentType = contentType
-	w.CacheControl = cacheControl
-	w.Metadata = md
+	w := o.newWriter(ctx, name, contentType, cacheControl, md, cond)
 	if _, err := w.Write(data); err != nil {
 		_ = w.Close()
 		return nil, err
@@ -171,6 +162,23 @@ func (o *Objects) write(ctx context.Context, name string, data []byte, contentTy
 		return nil, err
 	}
 	return w.Attrs(), nil
+}
+
+// newWriter opens an upload of name: its buffer is the configured chunk
+// size (never the client's 16 MiB default, never 0, which would turn off
+// the client's retries), its retries bounded by the deadline.
+func (o *Objects) newWriter(ctx context.Context, name, contentType, cacheControl string, md map[string]string, cond *gcs.Conditions) *gcs.Writer {
+	obj := o.client.Bucket(o.bucket).Object(name)
+	if cond != nil {
+		obj = obj.If(*cond)
+	}
+	w := obj.NewWriter(ctx)
+	w.ChunkSize = o.chunk
+	w.ChunkRetryDeadline = o.deadline
+	w.ContentType = contentType
+	w.CacheControl = cacheControl
+	w.Metadata = md
+	return w
 }
 
 // Get reads at most limit bytes of name, with its attributes.

@@ -224,27 +224,7 @@ type writeOpts struct {
 // The writer's buffer is cfg.ChunkSize (never the client's 16 MiB default,
 // never 0, which would turn off the client's retries).
 func (s *Store) write(ctx context.Context, bucket, name string, data []byte, o writeOpts) (*gcs.ObjectAttrs, error) {
-	obj := s.client.Bucket(bucket).Object(name)
-	if o.cond != nil {
-		obj = obj.If(*o.cond)
-	}
-	// The deadline also cancels an abandoned Writer: never half-committed.
-	ctx, cancel := context.WithTimeout(ctx, s.retryDeadline)
-	defer cancel()
-	w := obj.NewWriter(ctx)
-	w.ChunkSize = s.cfg.ChunkSize
-	w.ChunkRetryDeadline = s.retryDeadline
-	w.ContentType = o.contentType
-	w.CacheControl = o.cacheControl
-	w.Metadata = o.metadata
-	if _, err := w.Write(data); err != nil {
-		_ = w.Close()
-		return nil, err
-	}
-	if err := w.Close(); err != nil {
-		return nil, err
-	}
-	return w.Attrs(), nil
+	return s.output.In(bucket).write(ctx, name, data, o.contentType, o.cacheControl, o.metadata, o.cond)
 }
 
 // read returns an object's bytes (at most limit) and attributes.

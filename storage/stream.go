@@ -351,17 +351,7 @@ func (w *ImageWriter) Close() error {
 // configured chunk size (never the client's 16 MiB default, never 0, which
 // would turn off the client's retries).
 func (s *Store) newWriter(ctx context.Context, bucket, name string, o writeOpts) *gcs.Writer {
-	obj := s.client.Bucket(bucket).Object(name)
-	if o.cond != nil {
-		obj = obj.If(*o.cond)
-	}
-	w := obj.NewWriter(ctx)
-	w.ChunkSize = s.cfg.ChunkSize
-	w.ChunkRetryDeadline = s.retryDeadline
-	w.ContentType = o.contentType
-	w.CacheControl = o.cacheControl
-	w.Metadata = o.metadata
-	return w
+	return s.output.In(bucket).newWriter(ctx, name, o.contentType, o.cacheControl, o.metadata, o.cond)
 }
 
 // Flush writes the images whose upload failed while the answer streamed,
