@@ -216,9 +216,20 @@ func TestConsoleInBrowser(t *testing.T) {
 		Record struct {
 			Outputs []struct{ Width, Height int } `json:"outputs"`
 		} `json:"record"`
+		Trace []struct{ Name string } `json:"trace"`
 	}
 	json.NewDecoder(resp.Body).Decode(&got)
 	resp.Body.Close()
+	// Its trace, across the queue hop: the front door's span and the run's.
+	steps := map[string]bool{}
+	for _, sp := range got.Trace {
+		steps[sp.Name] = true
+	}
+	for _, want := range []string{"Generate", "claim", "model", "record", "publish"} {
+		if !steps[want] {
+			t.Errorf("the job's trace has no %q span: %v", want, got.Trace)
+		}
+	}
 	if len(got.Record.Outputs) != 1 {
 		t.Fatalf("record outputs %+v, want 1", got.Record.Outputs)
 	}

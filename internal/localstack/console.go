@@ -19,6 +19,7 @@ import (
 
 	"github.com/genimg/genimg/internal/console"
 	"github.com/genimg/genimg/internal/spend"
+	"github.com/genimg/genimg/internal/tracing"
 	"github.com/genimg/genimg/storage"
 )
 
@@ -49,7 +50,23 @@ func (s *Stack) Console(ctx context.Context) (*console.Console, error) {
 		Events: ev,
 		Spend:  &stackSpend{output: output, hourly: cfg.Spend.HourlyUSD, daily: cfg.Spend.DailyUSD},
 		Submit: &stackSubmit{s: s, input: output.In(s.InputBucket), requests: ev.requests},
+		Traces: stackTraces{s.Traces},
 	}), nil
+}
+
+// stackTraces finds a job's spans in the stack's in-memory exporter.
+type stackTraces struct{ ring *tracing.Ring }
+
+func (t stackTraces) Trace(_ context.Context, jobID string) ([]console.Span, error) {
+	if t.ring == nil {
+		return nil, nil
+	}
+	var out []console.Span
+	for _, sp := range t.ring.JobTraces(jobID) {
+		out = append(out, console.Span{Name: sp.Name, Start: sp.Start, End: sp.End, Parent: sp.ParentID,
+			ID: sp.SpanID, Attrs: sp.Attributes, Error: sp.Error})
+	}
+	return out, nil
 }
 
 // stackJobs lists and reads the output bucket.

@@ -8,8 +8,12 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/genimg/genimg/gemini"
 	"github.com/genimg/genimg/internal/spend"
+	"github.com/genimg/genimg/internal/tracing"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/storage"
 	"github.com/genimg/genimg/trigger"
@@ -65,6 +69,7 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 	}
 
 	sctx, end := s.traces.Step(ctx, "claim")
+	trace.SpanFromContext(sctx).SetAttributes(attribute.String(tracing.AttrJob, d.ID))
 	claim, done, err := s.store.Claim(sctx, d.ID, rec.Fingerprint, d.Trigger)
 	end(err)
 	switch {

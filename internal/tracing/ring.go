@@ -87,3 +87,23 @@ func (r *Ring) Trace(traceID string) []Span {
 	}
 	return out
 }
+
+// AttrJob is the span attribute that names the job a trace ran (set on
+// the claim step), so that a job's trace can be found by its id.
+const AttrJob = "genimg.job"
+
+// JobTraces returns the spans of every trace that ran job id, oldest
+// first: each delivery of an event is a trace of its own, and an HTTP job's
+// trace continues from Generate into OnMessage.
+func (r *Ring) JobTraces(id string) []Span {
+	seen := map[string]bool{}
+	var out []Span
+	for _, sp := range r.Spans() {
+		if sp.Attributes[AttrJob] != id || seen[sp.TraceID] {
+			continue
+		}
+		seen[sp.TraceID] = true
+		out = append(out, r.Trace(sp.TraceID)...)
+	}
+	return out
+}
