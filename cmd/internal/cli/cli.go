@@ -46,6 +46,7 @@ Usage:
                                            (against a running stack; go run ./cmd/local load starts its own)
   genimg backfill --rules RULES [--json]     (what running upload rules over existing objects would cost)
   genimg backfill --rules RULES --run [--yes] [--concurrency 8] [--max-usd X]   (and then run them)
+  genimg pause | genimg resume               (the kill switch: hold every job, or let them run)
   genimg listen [--addr 127.0.0.1:9000] [--json]   (a callback receiver that verifies signatures and prints events)
 
 Run "genimg COMMAND -h" for a command's flags. Against Google Cloud, an
@@ -67,6 +68,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"load":     runLoad,
 		"backfill": runBackfill,
 		"listen":   runListen,
+		"pause":    runPause,
+		"resume":   runResume,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -390,3 +390,25 @@ func TestBackfill(t *testing.T) {
 		t.Error("a rule without a prompt or a prefix ending in / was accepted")
 	}
 }
+
+// genimg pause and resume set and clear the kill switch object.
+func TestPauseResume(t *testing.T) {
+	exists := func() bool {
+		_, err := stack.Storage.Bucket(stack.OutputBucket).Object("control/paused").Attrs(t.Context())
+		return err == nil
+	}
+	out, _, err := genimg(t, "pause")
+	if err != nil || !exists() || !strings.Contains(out, "paused") {
+		t.Fatalf("pause: %q, %v; kill switch set: %v", out, err, exists())
+	}
+	out, _, err = genimg(t, "resume")
+	if err != nil || exists() || !strings.Contains(out, "resumed") {
+		t.Fatalf("resume: %q, %v; kill switch set: %v", out, err, exists())
+	}
+	if _, _, err := genimg(t, "resume"); err != nil {
+		t.Errorf("resume with no kill switch: %v, want nothing to do", err)
+	}
+	if _, _, err := genimg(t, "pause", "now"); err == nil {
+		t.Error("pause with an argument: no error")
+	}
+}
