@@ -272,7 +272,17 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		r.fail("GENIMG_ROLE", c.Role, "expected all (runs jobs: needs the model's credentials), front (Generate: never calls the model) or callback (OnCompletion: never calls the model)")
 	}
 
-	// Model.
+	for _, load := range []func(*Config){
+		r.loadModel, r.loadStorage, r.loadTopics, r.loadLimits, r.loadPrices,
+		r.loadUploads, r.loadEdges, r.loadSpend, r.loadBatch,
+	} {
+		load(&c) // in this order: later settings are checked against earlier ones
+	}
+	return c, errors.Join(r.errs...)
+}
+
+// loadModel reads the model: backend, credentials, allow-list, timeouts.
+func (r *reader) loadModel(c *Config) {
 	c.Model.APIKey = Secret(r.str("GEMINI_API_KEY", ""))
 	if c.Model.APIKey == "" {
 		c.Model.APIKey = Secret(r.str("GOOGLE_API_KEY", ""))
@@ -314,8 +324,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	c.Model.RetryBudget = r.duration("GENIMG_RETRY_BUDGET", 180*time.Second)
 	c.Model.MaxAttempts = r.integer("GENIMG_MODEL_MAX_ATTEMPTS", 4, 1, 20)
 	c.Model.MaxConcurrent = r.integer("GENIMG_MAX_CONCURRENT_CALLS", 64, 1, 10000)
+}
 
-	// Storage.
+// loadStorage reads the output bucket and how genimg writes to it.
+func (r *reader) loadStorage(c *Config) {
 	c.Storage.EmulatorHost = r.str("STORAGE_EMULATOR_HOST", "")
 	c.Storage.OutputBucket = r.bucket("GENIMG_OUTPUT_BUCKET", true)
 	c.Storage.OutputPrefix = r.prefix("GENIMG_OUTPUT_PREFIX", "images/")
@@ -330,8 +342,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if err := checkCacheControl(c.Storage.CacheControl); err != nil {
 		r.fail("GENIMG_CACHE_CONTROL", c.Storage.CacheControl, err.Error())
 	}
+}
 
-	// Topics.
+// loadTopics reads the requests and completion topics.
+func (r *reader) loadTopics(c *Config) {
 	c.Topics.Project = c.Model.Project
 	c.Topics.EmulatorHost = r.str("PUBSUB_EMULATOR_HOST", "")
 	c.Topics.Requests = r.topic("GENIMG_REQUESTS_TOPIC", "genimg-requests")
@@ -343,8 +357,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if c.Topics.Requests != "" && c.Topics.Requests == c.Topics.Completion {
 		r.fail("GENIMG_COMPLETION_TOPIC", c.Topics.Completion, "must differ from GENIMG_REQUESTS_TOPIC, or completion events would be taken for jobs")
 	}
+}
 
-	// Limits.
+// loadLimits reads sizes, ages, waits.
+func (r *reader) loadLimits(c *Config) {
 	c.Limits.MaxEventAge = r.duration("GENIMG_MAX_EVENT_AGE", 12*time.Hour)
 	if c.Limits.MaxEventAge >= 24*time.Hour {
 		r.fail("GENIMG_MAX_EVENT_AGE", r.shown("GENIMG_MAX_EVENT_AGE", c.Limits.MaxEventAge), "must be under 24h: the platform drops deliveries after 24 h of retries, and genimg records them failed before that")
@@ -369,8 +385,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if c.Storage.Lease <= c.Limits.FunctionTimeout {
 		r.fail("GENIMG_LEASE", r.shown("GENIMG_LEASE", c.Storage.Lease), "must outlast GENIMG_FUNCTION_TIMEOUT "+r.shown("GENIMG_FUNCTION_TIMEOUT", c.Limits.FunctionTimeout)+", or a live holder could be overtaken")
 	}
+}
 
-	// Prices.
+// loadPrices reads the price table.
+func (r *reader) loadPrices(c *Config) {
 	c.Prices = DefaultPrices()
 	if v := r.str("GENIMG_PRICES", ""); v != "" {
 		if err := job.DecodeStrict([]byte(v), &c.Prices); err != nil {
@@ -379,8 +397,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			r.fail("GENIMG_PRICES", v, err.Error())
 		}
 	}
+}
 
-	// Uploads.
+// loadUploads reads the upload buckets and rules.
+func (r *reader) loadUploads(c *Config) {
 	c.Uploads.Buckets = r.buckets("GENIMG_UPLOAD_BUCKETS")
 	c.Uploads.Rules = r.rules("GENIMG_RULES")
 	for _, rule := range c.Uploads.Rules {
@@ -401,8 +421,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			}
 		}
 	}
+}
 
-	// Webhook and logging.
+// loadEdges reads webhook signatures, callbacks, tracing and logging.
+func (r *reader) loadEdges(c *Config) {
 	c.Webhook.Secret = Secret(r.str("GENIMG_WEBHOOK_SECRET", ""))
 	c.Webhook.Tolerance = r.duration("GENIMG_WEBHOOK_TOLERANCE", 5*time.Minute)
 	c.Callback.Secret = Secret(r.str("GENIMG_CALLBACK_SECRET", ""))
@@ -431,8 +453,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 	c.Log.Prompts = r.boolean("GENIMG_LOG_PROMPTS", false)
 	c.Log.Level = r.level("GENIMG_LOG_LEVEL")
+}
 
-	// Spend guard.
+// loadSpend reads the spend guard.
+func (r *reader) loadSpend(c *Config) {
 	c.Spend.HourlyUSD = r.usd("GENIMG_BUDGET_HOURLY_USD")
 	c.Spend.DailyUSD = r.usd("GENIMG_BUDGET_DAILY_USD")
 	if c.Spend.HourlyUSD > 0 && c.Spend.DailyUSD > 0 && c.Spend.HourlyUSD > c.Spend.DailyUSD {
@@ -440,11 +464,11 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 	c.Spend.CallsPerMinute = r.integer("GENIMG_CALLS_PER_MINUTE", 0, 0, 1_000_000)
 	c.Spend.Paused = r.boolean("GENIMG_PAUSED", false)
+}
 
-	// Batch lane.
+// loadBatch reads the batch lane.
+func (r *reader) loadBatch(c *Config) {
 	c.Batch = r.readBatch()
-
-	return c, errors.Join(r.errs...)
 }
 
 // overlaps reports whether a rule prefix could match an object under any of
