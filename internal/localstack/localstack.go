@@ -130,32 +130,7 @@ const callbackSub = "-callbacks"
 // hold several stacks: the first is served at the functions port's root,
 // the others under /iN/ on the same server (FunctionsURL says where).
 func Start(ctx context.Context, o Options) (_ *Stack, err error) {
-	d := Defaults()
-	if o.Host == "" {
-		o.Host = d.Host
-	}
-	for _, pair := range []struct {
-		v *string
-		d string
-	}{{&o.Project, d.Project}, {&o.InputBucket, d.InputBucket}, {&o.OutputBucket, d.OutputBucket},
-		{&o.RequestsTopic, d.RequestsTopic}, {&o.CompletionTopic, d.CompletionTopic}, {&o.DeadLetterTopic, d.DeadLetterTopic}} {
-		if *pair.v == "" {
-			*pair.v = pair.d
-		}
-	}
-	if o.MinBackoff == 0 {
-		o.MinBackoff, o.MaxBackoff = d.MinBackoff, d.MaxBackoff
-	}
-	if o.MaxAttempts == 0 {
-		o.MaxAttempts = d.MaxAttempts
-	}
-	if o.MaxEventAge == 0 {
-		o.MaxEventAge = d.MaxEventAge
-	}
-	if o.Log == nil {
-		o.Log = io.Discard
-	}
-
+	o = o.withDefaults()
 	ctx, cancel := context.WithCancel(ctx)
 	s := &Stack{Options: o, cancel: cancel}
 	defer func() {
@@ -226,28 +201,52 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 
+	if err := s.startFunctions(ctx); err != nil {
+		return nil, err
+	}
+	s.startDeliveries(ctx)
+	if o.Tick > 0 {
+		go s.tick(ctx, o.Tick)
+	}
+	return s, nil
+}
+
+// startFunctions builds the stack's instance from its configuration and
+// mounts it under the functions framework, or points at functions served
+// elsewhere (ExternalFunctions).
+func (s *Stack) startFunctions(ctx context.Context) error {
+	o := s.Options
 	if o.ExternalFunctions != "" {
 		s.FunctionsURL = strings.TrimSuffix(o.ExternalFunctions, "/")
 	} else {
 		cfg, err := s.Config()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		s.Traces = tracing.NewRing(tracing.DefaultRingSize)
 		in, err := instance.New(ctx, cfg, pipeline.WithSpanExporter(s.Traces))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		s.closers = append(s.closers, func() { in.Close() })
 		s.Functions = in
 		url, unmount, err := Mount(o.Host, o.FunctionsPort, in)
 		if err != nil {
-			return nil, fmt.Errorf("functions: %w", err)
+			return fmt.Errorf("functions: %w", err)
 		}
 		s.closers = append(s.closers, unmount)
 		s.FunctionsURL = url
 	}
 
+	return nil
+}
+
+// startDeliveries delivers from the emulators to the functions as Google
+// Cloud does: the requests topic's push subscription (retries, then the
+// dead-letter topic), Eventarc for uploads (retries until the maximum age),
+// and the callback function's own push subscription.
+func (s *Stack) startDeliveries(ctx context.Context) {
+	o := s.Options
 	deadLetter := s.PubSub.Publisher(s.Topic(o.DeadLetterTopic))
 	s.closers = append(s.closers, deadLetter.Stop)
 	s.Requests = &delivery.Pusher{
@@ -271,10 +270,37 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	go s.Requests.Run(ctx)
 	go s.Uploads.Run(ctx)
 	go s.Callbacks.Run(ctx)
-	if o.Tick > 0 {
-		go s.tick(ctx, o.Tick)
+}
+
+// withDefaults fills what o leaves unset with Defaults().
+func (o Options) withDefaults() Options {
+	d := Defaults()
+	if o.Host == "" {
+		o.Host = d.Host
 	}
-	return s, nil
+	for _, pair := range []struct {
+		v *string
+		d string
+	}{{&o.Project, d.Project}, {&o.InputBucket, d.InputBucket}, {&o.OutputBucket, d.OutputBucket},
+		{&o.RequestsTopic, d.RequestsTopic}, {&o.CompletionTopic, d.CompletionTopic}, {&o.DeadLetterTopic, d.DeadLetterTopic}} {
+		if *pair.v == "" {
+			*pair.v = pair.d
+		}
+	}
+	if o.MinBackoff == 0 {
+		o.MinBackoff, o.MaxBackoff = d.MinBackoff, d.MaxBackoff
+	}
+	if o.MaxAttempts == 0 {
+		o.MaxAttempts = d.MaxAttempts
+	}
+	if o.MaxEventAge == 0 {
+		o.MaxEventAge = d.MaxEventAge
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+
+	return o
 }
 
 // tick calls PollBatches every d, as the deployment's Cloud Scheduler job
