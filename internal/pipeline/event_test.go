@@ -77,7 +77,7 @@ func TestUnfinished(t *testing.T) {
 		t.Error("an answer handed back twice")
 	}
 	for i := range maxUnfinished + 10 {
-		u.keep(job.Record{JobID: string(rune('A' + i%26)) + string(rune('0'+i/26)), Fingerprint: "fp"}, nil, nil)
+		u.keep(job.Record{JobID: string(rune('A'+i%26)) + string(rune('0'+i/26)), Fingerprint: "fp"}, nil, nil)
 	}
 	if n := len(u.kept); n != maxUnfinished {
 		t.Errorf("%d answers kept, want at most %d", n, maxUnfinished)
