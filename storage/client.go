@@ -40,7 +40,7 @@ func ClaimObject(id string) string { return jobObject(id, claimFile) }
 // and without the MetaGeneratedBy mark that Put and Writer give everything
 // genimg writes, so that the upload trigger takes it for a job.
 func (o *Objects) Upload(ctx context.Context, name string, data []byte, contentType string, metadata map[string]string) (Attrs, error) {
-	a, err := o.write(ctx, name, data, contentType, "", metadata, nil)
+	a, err := o.write(ctx, name, [][]byte{data}, contentType, "", metadata, nil)
 	if err != nil {
 		return Attrs{}, classify(err, "uploading "+o.uri(name))
 	}

@@ -124,6 +124,11 @@ func attrsOf(a *gcs.ObjectAttrs) Attrs {
 // error wrapping ErrPrecondition when the precondition failed for another
 // writer's object; otherwise a classified error.
 func (o *Objects) Put(ctx context.Context, name string, data []byte, p Put) (Attrs, error) {
+	return o.put(ctx, name, [][]byte{data}, p)
+}
+
+// put is Put of data in parts, written in order as one object.
+func (o *Objects) put(ctx context.Context, name string, data [][]byte, p Put) (Attrs, error) {
 	md := make(map[string]string, len(p.Metadata)+2)
 	maps.Copy(md, p.Metadata)
 	md[MetaGeneratedBy] = GeneratedBy
@@ -149,14 +154,16 @@ func (o *Objects) Put(ctx context.Context, name string, data []byte, p Put) (Att
 }
 
 // write is one upload, buffered in chunk bytes and bounded by deadline.
-func (o *Objects) write(ctx context.Context, name string, data []byte, contentType, cacheControl string, md map[string]string, cond *gcs.Conditions) (*gcs.ObjectAttrs, error) {
+func (o *Objects) write(ctx context.Context, name string, data [][]byte, contentType, cacheControl string, md map[string]string, cond *gcs.Conditions) (*gcs.ObjectAttrs, error) {
 	// The deadline also cancels an abandoned Writer: never half-committed.
 	ctx, cancel := context.WithTimeout(ctx, o.deadline)
 	defer cancel()
 	w := o.newWriter(ctx, name, contentType, cacheControl, md, cond)
-	if _, err := w.Write(data); err != nil {
-		_ = w.Close()
-		return nil, err
+	for _, part := range data {
+		if _, err := w.Write(part); err != nil {
+			_ = w.Close()
+			return nil, err
+		}
 	}
 	if err := w.Close(); err != nil {
 		return nil, err

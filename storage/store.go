@@ -224,7 +224,7 @@ type writeOpts struct {
 // The writer's buffer is cfg.ChunkSize (never the client's 16 MiB default,
 // never 0, which would turn off the client's retries).
 func (s *Store) write(ctx context.Context, bucket, name string, data []byte, o writeOpts) (*gcs.ObjectAttrs, error) {
-	return s.output.In(bucket).write(ctx, name, data, o.contentType, o.cacheControl, o.metadata, o.cond)
+	return s.output.In(bucket).write(ctx, name, [][]byte{data}, o.contentType, o.cacheControl, o.metadata, o.cond)
 }
 
 // read returns an object's bytes (at most limit) and attributes.

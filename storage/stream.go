@@ -54,7 +54,7 @@ type Outputs struct {
 type pendingImage struct {
 	name, mime string
 	metadata   map[string]string
-	data       []byte
+	data       *spool
 }
 
 // NewOutputs prepares the writing of c's images for j. It fails, before any
@@ -98,7 +98,7 @@ func (o *Outputs) OpenImage(index int, mimeType string) (io.WriteCloser, error) 
 		return nil, fmt.Errorf("%w: image index %d", job.ErrInvalid, index)
 	}
 	return &ImageWriter{o: o, index: index, declared: mimeType, sha: sha256.New(), head: make([]byte, 0, sniffBytes),
-		spooling: o.s.cfg.SpoolBytes > 0}, nil
+		spooling: o.s.cfg.SpoolBytes > 0, spool: &spool{s: o.s}}, nil
 }
 
 // WriteImageStream writes the index-th image from r: OpenImage, copy,
@@ -133,7 +133,7 @@ type ImageWriter struct {
 	// that a failed upload does not lose a paid answer; spooling is false
 	// once the budget said no (or there is none). upErr is the upload's
 	// failure, met while spooling: the bytes keep coming into the spool.
-	spool    []byte
+	spool    *spool
 	spooling bool
 	upErr    error
 	md       map[string]string
@@ -161,12 +161,8 @@ func (w *ImageWriter) Write(p []byte) (int, error) {
 	if w.dims == nil && len(w.head) < outputHeadBytes {
 		w.head = append(w.head, p[:min(len(p), outputHeadBytes-len(w.head))]...)
 	}
-	if w.spooling {
-		if w.o.s.reserve(len(p)) {
-			w.spool = append(w.spool, p...)
-		} else {
-			w.dropSpool()
-		}
+	if w.spooling && !w.spool.write(p) {
+		w.spooling = false // no room: this image is not protected
 	}
 	w.sha.Write(p)
 	w.crc = crc32.Update(w.crc, castagnoli, p)
@@ -209,10 +205,10 @@ func (w *ImageWriter) failUpload(n int, err error) (int, error) {
 	return 0, w.fail(err)
 }
 
-// dropSpool gives the spool's bytes back to the budget.
+// dropSpool gives the spool's memory back.
 func (w *ImageWriter) dropSpool() {
-	w.o.s.unreserve(len(w.spool))
-	w.spool, w.spooling = nil, false
+	w.spool.release()
+	w.spooling = false
 }
 
 // open names the object from the image's type and starts its upload.
@@ -307,7 +303,7 @@ func (w *ImageWriter) Close() error {
 	case err != nil && !isPrecondition(err) && w.spooling:
 		// The answer is paid and whole in the spool: keep it for Flush.
 		o.pending = append(o.pending, pendingImage{name: w.name, mime: w.mime, metadata: w.md, data: w.spool})
-		w.spool, w.spooling = nil, false // the reservation goes with it
+		w.spool, w.spooling = &spool{s: o.s}, false // the chunks go with it
 	case err != nil:
 		if !isPrecondition(err) {
 			w.err = classify(err, "writing "+uri)
@@ -361,19 +357,19 @@ func (s *Store) newWriter(ctx context.Context, bucket, name string, o writeOpts)
 func (o *Outputs) Flush(ctx context.Context) error {
 	for len(o.pending) > 0 {
 		p := o.pending[0]
-		_, err := o.s.output.Put(ctx, p.name, p.data, Put{If: CreateOnly, ContentType: p.mime, Metadata: p.metadata})
+		_, err := o.s.output.put(ctx, p.name, p.data.parts(), Put{If: CreateOnly, ContentType: p.mime, Metadata: p.metadata})
 		if err != nil && !errors.Is(err, ErrPrecondition) {
 			return err
 		}
 		if errors.Is(err, ErrPrecondition) {
 			// Names are per attempt: only our own earlier write of the
 			// same bytes can stand there.
-			if a, serr := o.s.output.Stat(ctx, p.name); serr != nil || a.Size != int64(len(p.data)) {
+			if a, serr := o.s.output.Stat(ctx, p.name); serr != nil || a.Size != int64(p.data.n) {
 				return fmt.Errorf("%w: %s exists with other content", job.ErrTransient, gsURI(o.s.cfg.OutputBucket, p.name))
 			}
 		}
 		o.c.written = append(o.c.written, p.name)
-		o.s.unreserve(len(p.data))
+		p.data.release()
 		o.pending = o.pending[1:]
 		slog.InfoContext(ctx, "kept image written", "jobId", o.c.JobID, "object", p.name)
 	}
@@ -386,7 +382,7 @@ func (o *Outputs) Pending() bool { return len(o.pending) > 0 }
 // Discard gives the memory of images never flushed back to the budget.
 func (o *Outputs) Discard() {
 	for _, p := range o.pending {
-		o.s.unreserve(len(p.data))
+		p.data.release()
 	}
 	o.pending = nil
 }

@@ -197,7 +197,7 @@ variable "max_image_bytes" {
 variable "max_request_bytes" {
   description = "Largest HTTP body in bytes (GENIMG_MAX_REQUEST_BYTES); Cloud Run allows 32 MiB."
   type        = number
-  default     = 33554432
+  default     = 16777216
 
   validation {
     condition     = var.max_request_bytes > 0 && var.max_request_bytes <= 33554432
@@ -431,7 +431,7 @@ variable "quota_retry" {
 variable "spool_bytes" {
   description = "Bytes of output images an instance keeps in memory while they stream to Cloud Storage (GENIMG_SPOOL_BYTES), so that an answer whose upload fails is written later instead of paid for again; 0 turns it off. Counts against memory."
   type        = number
-  default     = 33554432
+  default     = 16777216
 
   validation {
     condition     = var.spool_bytes >= 0 && var.spool_bytes <= 1073741824 && floor(var.spool_bytes) == var.spool_bytes

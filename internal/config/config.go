@@ -334,7 +334,7 @@ func (r *reader) loadStorage(c *Config) {
 	c.Storage.InputBuckets = r.buckets("GENIMG_INPUT_BUCKETS")
 	c.Storage.Lease = r.duration("GENIMG_LEASE", 10*time.Minute)
 	c.Storage.ChunkSize = r.integer("GENIMG_WRITE_CHUNK_SIZE", 256<<10, 256<<10, 16<<20)
-	c.Storage.SpoolBytes = int64(r.integer("GENIMG_SPOOL_BYTES", 32<<20, 0, 1<<30))
+	c.Storage.SpoolBytes = int64(r.integer("GENIMG_SPOOL_BYTES", 16<<20, 0, 1<<30))
 	if c.Storage.ChunkSize%(256<<10) != 0 {
 		r.fail("GENIMG_WRITE_CHUNK_SIZE", strconv.Itoa(c.Storage.ChunkSize), "must be a multiple of 262144 (256 KiB)")
 	}

@@ -47,7 +47,7 @@ func defaults() config.Config {
 			OutputPrefix: "images/",
 			Lease:        10 * time.Minute,
 			ChunkSize:    256 << 10,
-			SpoolBytes:   32 << 20,
+			SpoolBytes:   16 << 20,
 		},
 		Topics: config.Topics{
 			Project:     "proj",
@@ -160,7 +160,7 @@ func TestLoadConfigSettings(t *testing.T) {
 				c.Model.Allowed = []string{"gemini-2.5-flash-image", "gemini-2.5-flash-image-preview"}
 				c.Model.CallTimeout, c.Model.RetryBudget, c.Model.MaxAttempts, c.Model.MaxConcurrent = 30*time.Second, 50*time.Second, 20, 8
 				c.Storage = config.Storage{EmulatorHost: "http://127.0.0.1:4443", OutputBucket: "genimg-output", OutputPrefix: "renders/",
-					InputBuckets: []string{"a-in", "b.in"}, Lease: 2 * time.Minute, ChunkSize: 1 << 20, CacheControl: "public, max-age=60", SpoolBytes: 32 << 20}
+					InputBuckets: []string{"a-in", "b.in"}, Lease: 2 * time.Minute, ChunkSize: 1 << 20, CacheControl: "public, max-age=60", SpoolBytes: 16 << 20}
 				c.Topics = config.Topics{Project: "proj", EmulatorHost: "127.0.0.1:8085", Requests: "req", Completion: "done", EventSource: "//example/genimg"}
 				c.Limits = config.Limits{MaxEventAge: 23*time.Hour + 59*time.Minute, FunctionTimeout: 60 * time.Second, MaxImageBytes: 1000,
 					MaxImagePixels: 1_000_000, MaxRequestBytes: 2000, MaxPromptBytes: 300, MaxTurns: 4, HTTPWait: 60 * time.Second, QuotaRetry: 30 * time.Minute}
