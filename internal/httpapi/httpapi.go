@@ -86,6 +86,14 @@ func (a *API) Generate(w http.ResponseWriter, r *http.Request) {
 // disconnect at any moment and CPU is throttled once a response is sent, so
 // no work is left for after the answer: OnMessage runs the job.
 func (a *API) submit(w http.ResponseWriter, r *http.Request) {
+	// A large body waits for one of the instance's slots before anything
+	// reads it — a signed one too, whose signature needs the whole body.
+	release, err := a.admitBody(r)
+	if err != nil {
+		writeJobError(w, err)
+		return
+	}
+	defer release()
 	req, err := a.authenticate(w, r)
 	if err != nil {
 		writeJobError(w, err)
@@ -93,12 +101,6 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 	}
 	// One pass over the body: {"batch": [...]} goes to the batch lane,
 	// each job on its own; a job's inline images are decoded as read.
-	release, err := a.admitBody(r)
-	if err != nil {
-		writeJobError(w, err)
-		return
-	}
-	defer release()
 	j, b, err := trigger.ReadHTTP(r, a.cfg.Limits.MaxRequestBytes)
 	if err != nil {
 		release()
