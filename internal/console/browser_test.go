@@ -25,7 +25,7 @@ import (
 
 // screenshots, when set, is the folder the browser test writes its
 // screenshots to (the README's are made with
-// go test ./internal/console -run TestConsoleInBrowser -args -screenshots=$PWD/docs).
+// go test ./internal/console -run TestConsoleInBrowser -args -screenshots=$PWD/internal/console/testdata).
 var screenshots = flag.String("screenshots", "", "write the console's screenshots (PNG) to this folder")
 
 // chromium finds Debian's chromium; the test is skipped only without it
