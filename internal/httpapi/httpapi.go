@@ -94,14 +94,21 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	req, err := a.authenticate(w, r)
+	req, verified, err := a.authenticate(w, r)
 	if err != nil {
 		writeJobError(w, err)
 		return
 	}
 	// One pass over the body: {"batch": [...]} goes to the batch lane,
-	// each job on its own; a job's inline images are decoded as read.
+	// each job on its own; a job's inline images are decoded as read, and
+	// a signed body is checked as it streams — nothing it asks for is done
+	// before its signature is.
 	j, b, err := trigger.ReadHTTP(r, a.cfg.Limits.MaxRequestBytes)
+	if verr := verified(); verr != nil {
+		release()
+		writeJobError(w, verr)
+		return
+	}
 	if err != nil {
 		release()
 		writeJobError(w, err)
@@ -109,7 +116,7 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 	}
 	if b != nil {
 		release()
-		a.submitBatch(w, r, *b, req)
+		a.submitBatch(w, r, *b, *req)
 		return
 	}
 	// A job without an id gets a new one, which no earlier job can have —
@@ -133,7 +140,7 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 		writeJobError(w, err)
 		return
 	}
-	durable, cancel, err := a.makeDurable(ctx, &req)
+	durable, cancel, err := a.makeDurable(ctx, req)
 	if err != nil {
 		writeJobError(w, err)
 		return
@@ -167,7 +174,7 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 			a.writeUnavailable(ctx, w, "queueing the job", err)
 			return
 		}
-		if err := a.remember(durable, req, j.ID); err != nil {
+		if err := a.remember(durable, *req, j.ID); err != nil {
 			slog.WarnContext(ctx, "webhook id not recorded; a retry with another body could run", "error", err)
 		}
 		slog.InfoContext(ctx, "job queued", "trigger", "http")
@@ -288,7 +295,11 @@ func nextPoll(w *pipeline.Watch, delay time.Duration) time.Duration {
 // is not done (202), or unknown (404).
 func (a *API) status(w http.ResponseWriter, r *http.Request) {
 	// Only callers allowed to submit may read records.
-	if _, err := a.authenticate(w, r); err != nil {
+	_, verified, err := a.authenticate(w, r)
+	if err == nil {
+		err = verified()
+	}
+	if err != nil {
 		writeJobError(w, err)
 		return
 	}

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -45,31 +44,52 @@ func (q request) requestID() string {
 	return trigger.NewID()
 }
 
-// authenticate checks a Standard Webhooks signature when
-// GENIMG_WEBHOOK_SECRET is set (callers outside Google Cloud IAM). It reads
-// the body, bounded, and puts it back for decoding. Without a secret, IAM
-// on the function is the only gate.
-func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (request, error) {
+// authenticate starts checking a Standard Webhooks signature when
+// GENIMG_WEBHOOK_SECRET is set (callers outside Google Cloud IAM): the
+// headers now, the body as it streams through whatever reads it, so that
+// the body is never held whole for the signature's sake. verified must be
+// called once the body has been read, before anything it asks for is
+// acted on: it reads what is left (within GENIMG_MAX_REQUEST_BYTES),
+// compares the signatures, and fills req. Without a secret, IAM on the
+// function is the only gate, and verified has nothing to check.
+func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (req *request, verified func() error, err error) {
+	req = &request{}
 	if a.key == nil {
-		return request{}, nil
+		return req, func() error { return nil }, nil
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxRequestBytes))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return request{}, fmt.Errorf("%w: the request body is over %d bytes", job.ErrTooLarge, a.cfg.Limits.MaxRequestBytes)
-		}
-		return request{}, fmt.Errorf("%w: reading the request body: %v", job.ErrInvalid, err)
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	id, err := webhook.Verify(a.key, r.Header, body, a.now(), a.cfg.Webhook.Tolerance)
-	if err != nil {
+	refuse := func(err error) error {
 		slog.WarnContext(r.Context(), "webhook signature refused", "error", err)
 		w.Header().Set("WWW-Authenticate", `Webhook realm="genimg"`)
-		return request{}, err
+		return err
 	}
-	sum := sha256.Sum256(body)
-	return request{webhookID: id, body: hex.EncodeToString(sum[:])}, nil
+	v, err := webhook.NewVerifier(a.key, r.Header, a.now(), a.cfg.Webhook.Tolerance)
+	if err != nil {
+		return nil, nil, refuse(err)
+	}
+	sum := sha256.New()
+	body := http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxRequestBytes)
+	r.Body = readCloser{io.TeeReader(body, io.MultiWriter(v, sum)), body}
+	verified = func() error {
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				return fmt.Errorf("%w: the request body is over %d bytes", job.ErrTooLarge, a.cfg.Limits.MaxRequestBytes)
+			}
+			return fmt.Errorf("%w: reading the request body: %v", job.ErrInvalid, err)
+		}
+		id, err := v.Verify()
+		if err != nil {
+			return refuse(err)
+		}
+		req.webhookID, req.body = id, hex.EncodeToString(sum.Sum(nil))
+		return nil
+	}
+	return req, verified, nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 // makeDurable makes the rest of a request durable — a caller that disconnects

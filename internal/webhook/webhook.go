@@ -25,6 +25,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash"
 	"net/http"
 	"strconv"
 	"strings"
@@ -125,8 +126,29 @@ func mac(key Key, id, ts string, body []byte) []byte {
 // ErrUnauthorized and names the failed check, never the secret or the
 // signature expected.
 func Verify(key Key, h http.Header, body []byte, now time.Time, tolerance time.Duration) (string, error) {
+	v, err := NewVerifier(key, h, now, tolerance)
+	if err != nil {
+		return "", err
+	}
+	v.Write(body)
+	return v.Verify()
+}
+
+// A Verifier checks a request's signature over its body as the body
+// streams through it (an io.Writer), so that the body need not be held
+// whole: NewVerifier checks the headers, Write takes the body's bytes in
+// order, Verify compares the signatures once the body has ended. Nothing
+// the body asks for may be acted on before Verify succeeds.
+type Verifier struct {
+	id, sigs string
+	mac      hash.Hash
+}
+
+// NewVerifier checks a request's signature headers (present, well formed,
+// the timestamp within tolerance) and starts the MAC over the body.
+func NewVerifier(key Key, h http.Header, now time.Time, tolerance time.Duration) (*Verifier, error) {
 	if len(key) == 0 {
-		return "", fmt.Errorf("%w: no webhook secret is configured", ErrUnauthorized)
+		return nil, fmt.Errorf("%w: no webhook secret is configured", ErrUnauthorized)
 	}
 	id, tsText, sigs := h.Get(HeaderID), h.Get(HeaderTimestamp), h.Get(HeaderSignature)
 	var missing []string
@@ -136,26 +158,40 @@ func Verify(key Key, h http.Header, body []byte, now time.Time, tolerance time.D
 		}
 	}
 	if len(missing) > 0 {
-		return "", fmt.Errorf("%w: missing header %s (sign requests with Standard Webhooks)", ErrUnauthorized, strings.Join(missing, ", "))
+		return nil, fmt.Errorf("%w: missing header %s (sign requests with Standard Webhooks)", ErrUnauthorized, strings.Join(missing, ", "))
 	}
 	if len(id) > maxIDLength || strings.ContainsAny(id, " \t\r\n") {
-		return "", fmt.Errorf("%w: %s is longer than %d characters or holds white space", ErrUnauthorized, HeaderID, maxIDLength)
+		return nil, fmt.Errorf("%w: %s is longer than %d characters or holds white space", ErrUnauthorized, HeaderID, maxIDLength)
 	}
 	sec, err := strconv.ParseInt(tsText, 10, 64)
 	if err != nil || len(tsText) > 20 {
-		return "", fmt.Errorf("%w: %s %q is not Unix seconds", ErrUnauthorized, HeaderTimestamp, truncate(tsText))
+		return nil, fmt.Errorf("%w: %s %q is not Unix seconds", ErrUnauthorized, HeaderTimestamp, truncate(tsText))
 	}
 	ts := time.Unix(sec, 0)
 	if d := now.Sub(ts); d > tolerance || d < -tolerance {
-		return "", fmt.Errorf("%w: %s %s is %s away from the server's clock, outside the tolerance of %s",
+		return nil, fmt.Errorf("%w: %s %s is %s away from the server's clock, outside the tolerance of %s",
 			ErrUnauthorized, HeaderTimestamp, tsText, d.Abs().Round(time.Second), tolerance)
 	}
 	if len(sigs) > maxHeaderBytes {
-		return "", fmt.Errorf("%w: %s is over %d bytes", ErrUnauthorized, HeaderSignature, maxHeaderBytes)
+		return nil, fmt.Errorf("%w: %s is over %d bytes", ErrUnauthorized, HeaderSignature, maxHeaderBytes)
 	}
-	want := mac(key, id, tsText, body)
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(id))
+	m.Write([]byte{'.'})
+	m.Write([]byte(tsText))
+	m.Write([]byte{'.'})
+	return &Verifier{id: id, sigs: sigs, mac: m}, nil
+}
+
+// Write takes the next bytes of the body. It never fails.
+func (v *Verifier) Write(p []byte) (int, error) { return v.mac.Write(p) }
+
+// Verify answers the request's webhook-id when one of its v1 signatures
+// matches the body written; an error wrapping ErrUnauthorized otherwise.
+func (v *Verifier) Verify() (string, error) {
+	want := v.mac.Sum(nil)
 	seen := 0
-	for _, s := range strings.Fields(sigs) {
+	for _, s := range strings.Fields(v.sigs) {
 		version, enc, ok := strings.Cut(s, ",")
 		if !ok || version != "v1" {
 			continue // other schemes (v1a: asymmetric) are not ours to check
@@ -170,7 +206,7 @@ func Verify(key Key, h http.Header, body []byte, now time.Time, tolerance time.D
 		// hmac.Equal is constant-time: the time taken tells nothing about
 		// how much of a forged signature was right.
 		if hmac.Equal(got, want) {
-			return id, nil
+			return v.id, nil
 		}
 	}
 	if seen == 0 {
