@@ -97,7 +97,9 @@ Flags:
 	}
 
 	start := time.Now()
-	s, err := localstack.Start(ctx, o)
+	restore := quietStdout()
+	s, err := localstack.Start(ctx, o) // the functions are listening when it returns
+	restore()
 	if err != nil {
 		return err
 	}
@@ -158,4 +160,22 @@ Try a job through each trigger (in another terminal):
 Ctrl-C stops everything.
 `, took.Round(time.Millisecond), s.FunctionsURL, s.StorageURL, s.InputBucket, s.OutputBucket, s.PubSubAddr, s.Project,
 		s.RequestsTopic, s.CompletionTopic, s.DeadLetterTopic, model)
+}
+
+// quietStdout sends standard output nowhere until restore: the functions
+// framework prints a line for each path it registers as it starts, and the
+// stack registers dozens of slots (localstack.Mount) — noise, not news, for
+// whoever reads the banner. The framework is done printing once it listens,
+// which Start waits for.
+func quietStdout() (restore func()) {
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return func() {}
+	}
+	stdout := os.Stdout
+	os.Stdout = devnull
+	return func() {
+		os.Stdout = stdout
+		devnull.Close()
+	}
 }

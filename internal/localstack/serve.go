@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -76,13 +75,6 @@ func Mount(host string, port int, in *instance.Instance) (url string, unmount fu
 			return
 		}
 		addr := net.JoinHostPort(host, strconv.Itoa(p))
-		// The framework prints a line per registered path as it starts:
-		// the slots' are noise, not news, for whoever reads the banner.
-		if devnull, err := os.Open(os.DevNull); err == nil {
-			stdout := os.Stdout
-			os.Stdout = devnull
-			defer func() { os.Stdout = stdout; devnull.Close() }()
-		}
 		go func() {
 			// StartHostPort cannot be stopped; it ends with the process.
 			if err := funcframework.StartHostPort(host, strconv.Itoa(p)); err != nil {
