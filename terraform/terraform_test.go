@@ -60,7 +60,7 @@ func TestSeededMistakes(t *testing.T) {
 	}{
 		{name: "as committed"},
 
-		// ---- the seven mistakes of the probe (issue 15) ----
+		// ---- seven mistakes a first deployment made ----
 		{
 			name:  "probe: reference to a missing resource",
 			edits: []edit{{"iam.tf", "topic    = google_pubsub_topic.completions.id", "topic    = google_pubsub_topic.completion.id"}},
@@ -307,7 +307,7 @@ func TestSeededMistakes(t *testing.T) {
 			want:  `poll_batches runs "go125", but go.mod says go126`,
 		},
 
-		// ---- the front door, callbacks, held jobs, traces (issue 15, 12; issue 17) ----
+		// ---- the front door, callbacks, held jobs, traces ----
 		{
 			name: "12: the front door mounts the model key",
 			edits: []edit{{"functions.tf", "    environment_variables = merge(local.env, { GENIMG_ROLE = \"front\" })\n", `    environment_variables = merge(local.env, { GENIMG_ROLE = "front" })

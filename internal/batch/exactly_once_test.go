@@ -22,7 +22,7 @@ import (
 	"github.com/genimg/genimg/storage/storagetest"
 )
 
-// Regression tests of issue 13 item 4: the batch lane submits each chunk
+// Regression tests: the batch lane submits each chunk
 // exactly once, and its own submissions pass the spend guard.
 
 // clock is a test clock safe for the lane's lease renewals.
