@@ -103,6 +103,9 @@ func newScheduleHarness(t *testing.T) *scheduleHarness {
 		cfg.Uploads.Buckets = []string{h.uploads}
 		cfg.Storage.InputBuckets = append(cfg.Storage.InputBuckets, h.uploads)
 		cfg.Model.MaxAttempts = 2
+		// Room to keep every answer whose upload a schedule refuses (the
+		// default 16 MiB is sized for production's rarer faults).
+		cfg.Storage.SpoolBytes = 128 << 20
 		cfg.Model.RetryBudget = time.Second
 		if i == 2 {
 			// Instance 2's budget is always spent: what it takes, it holds.
@@ -141,9 +144,6 @@ type scheduledJob struct {
 func (h *scheduleHarness) run(t *testing.T, seed uint64) {
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	ctx := t.Context()
-	for _, in := range h.ins {
-		in.skew.Store(0) // each schedule starts on the wall clock
-	}
 	h.dropped = false
 	jobs := make([]*scheduledJob, 1+r.IntN(3))
 	for k := range jobs {
@@ -254,7 +254,9 @@ func (h *scheduleHarness) newJob(t *testing.T, r *rand.Rand, seed uint64, k int)
 		j.quota = true
 		j.prompt += " [[standin:quota=day]]"
 	}
-	when := time.Now()
+	// The instances' clocks move together, and only forward (leases,
+	// quota waits, answers kept in memory expire on them).
+	when := h.ins[0].now()
 	if r.IntN(2) == 0 {
 		msgID := fmt.Sprintf("sched-%d-%d", seed, k)
 		j.id = derivedMessageID(msgID)

@@ -66,20 +66,26 @@ func TestFirstSeen(t *testing.T) {
 // only for the same work.
 func TestUnfinished(t *testing.T) {
 	var u unfinished
-	u.keep(job.Record{JobID: "a", Fingerprint: "fp"}, nil, nil)
-	if _, ok := u.take("a", "other"); ok {
+	now := time.Unix(1_800_000_000, 0)
+	u.keep(now, job.Record{JobID: "a", Fingerprint: "fp"}, nil, nil)
+	if _, ok := u.take(now, "a", "other"); ok {
 		t.Error("an answer handed back for other work")
 	}
-	if got, ok := u.take("a", "fp"); !ok || got.rec.JobID != "a" {
+	if got, ok := u.take(now, "a", "fp"); !ok || got.rec.JobID != "a" {
 		t.Errorf("take = %+v, %v", got, ok)
 	}
-	if _, ok := u.take("a", "fp"); ok {
+	if _, ok := u.take(now, "a", "fp"); ok {
 		t.Error("an answer handed back twice")
 	}
 	for i := range maxUnfinished + 10 {
-		u.keep(job.Record{JobID: string(rune('A'+i%26)) + string(rune('0'+i/26)), Fingerprint: "fp"}, nil, nil)
+		u.keep(now, job.Record{JobID: string(rune('A'+i%26)) + string(rune('0'+i/26)), Fingerprint: "fp"}, nil, nil)
 	}
 	if n := len(u.kept); n != maxUnfinished {
 		t.Errorf("%d answers kept, want at most %d", n, maxUnfinished)
+	}
+	// Past keepUnfinished, what was kept is given back (its spool too).
+	u.keep(now.Add(keepUnfinished), job.Record{JobID: "late", Fingerprint: "fp"}, nil, nil)
+	if n := len(u.kept); n != 1 {
+		t.Errorf("%d answers kept after they expired, want only the new one", n)
 	}
 }

@@ -88,7 +88,7 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 		slog.InfoContext(ctx, "finishing an earlier attempt", "attempt", claim.Attempt)
 		return s.commit(ctx, claim, *claim.Draft)
 	}
-	if kept, ok := s.unfinished.take(d.ID, rec.Fingerprint); ok {
+	if kept, ok := s.unfinished.take(s.now(), d.ID, rec.Fingerprint); ok {
 		// This instance's earlier attempt was paid, but Cloud Storage
 		// refused its images or its draft: finish it from memory.
 		slog.InfoContext(ctx, "finishing an earlier attempt kept in memory", "attempt", claim.Attempt)
@@ -229,7 +229,7 @@ func (s *Service) finish(ctx context.Context, c *storage.Claim, rec job.Record, 
 		return s.store.WriteDraft(ctx, c, rec)
 	}
 	if err := retryStorage(ctx, write); err != nil {
-		s.unfinished.keep(rec, outputs, after)
+		s.unfinished.keep(s.now(), rec, outputs, after)
 		s.release(ctx, c)
 		return job.Record{}, err
 	}

@@ -3,14 +3,22 @@ package pipeline
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/storage"
 )
 
 // maxUnfinished bounds the answers an instance keeps in memory for lack of
-// a draft: each is a record (its images are in Cloud Storage), a few KB.
+// a draft: each is a record, a few KB, and the images the spool still holds
+// (within GENIMG_SPOOL_BYTES).
 const maxUnfinished = 256
+
+// keepUnfinished is how long an answer waits for its redelivery on this
+// instance: the platform's first retries come within minutes; past that
+// the redelivery has most likely gone to another instance, and the memory
+// (the spool's images above all) is given back.
+const keepUnfinished = 10 * time.Minute
 
 // unfinished keeps, per job, a paid answer whose images are stored but
 // whose draft Cloud Storage refused past every retry: the redelivery, when
@@ -28,15 +36,17 @@ type unfinished struct {
 // outputs whose images may still wait in memory (storage.Outputs.Flush).
 type answer struct {
 	rec     job.Record
+	at      time.Time // when it was kept
 	outputs *storage.Outputs
 	// after completes the record once the images are stored, if it has not
 	// run yet (Service.finish).
 	after func(context.Context, *job.Record)
 }
 
-func (u *unfinished) keep(rec job.Record, outputs *storage.Outputs, after func(context.Context, *job.Record)) {
+func (u *unfinished) keep(now time.Time, rec job.Record, outputs *storage.Outputs, after func(context.Context, *job.Record)) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	u.expire(now)
 	if u.kept == nil {
 		u.kept = map[string]answer{}
 	}
@@ -45,7 +55,7 @@ func (u *unfinished) keep(rec job.Record, outputs *storage.Outputs, after func(c
 	} else {
 		u.order = append(u.order, rec.JobID)
 	}
-	u.kept[rec.JobID] = answer{rec, outputs, after}
+	u.kept[rec.JobID] = answer{rec: rec, at: now, outputs: outputs, after: after}
 	for len(u.order) > maxUnfinished {
 		u.kept[u.order[0]].discard()
 		delete(u.kept, u.order[0])
@@ -60,13 +70,29 @@ func (a answer) discard() {
 }
 
 // take hands back the kept answer of a job of this fingerprint, once.
-func (u *unfinished) take(id, fingerprint string) (answer, bool) {
+func (u *unfinished) take(now time.Time, id, fingerprint string) (answer, bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	u.expire(now)
 	a, ok := u.kept[id]
 	if !ok || a.rec.Fingerprint != fingerprint {
 		return answer{}, false
 	}
 	delete(u.kept, id)
 	return a, true
+}
+
+// expire drops the answers kept longer than keepUnfinished (oldest first).
+func (u *unfinished) expire(now time.Time) {
+	for len(u.order) > 0 {
+		a, ok := u.kept[u.order[0]]
+		if ok && now.Sub(a.at) < keepUnfinished {
+			return
+		}
+		if ok {
+			a.discard()
+			delete(u.kept, u.order[0])
+		}
+		u.order = u.order[1:]
+	}
 }
