@@ -174,16 +174,8 @@ func (r *bodyReader) top() error {
 		} else if !r.value() {
 			return r.copyRest()
 		}
-		r.ws()
-		b, ok := r.peek()
-		switch {
-		case ok && b == ',':
-			r.copyByte()
-		case ok && b == '}':
-			r.copyByte()
-			return r.copyRest() // trailing data: job.Decode refuses it
-		default:
-			return r.copyRest()
+		if more, ok := r.next('}'); !ok || !more {
+			return r.copyRest() // after the object, trailing data: job.Decode refuses it
 		}
 	}
 }
@@ -207,18 +199,22 @@ func (r *bodyReader) imageList() bool {
 		} else if !r.value() {
 			return false
 		}
-		r.ws()
-		b, ok := r.peek()
-		switch {
-		case ok && b == ',':
-			r.copyByte()
-		case ok && b == ']':
-			r.copyByte()
-			return true
-		default:
-			return false
+		if more, ok := r.next(']'); !ok || !more {
+			return ok
 		}
 	}
+}
+
+// next reads what follows a member or an element: a ',' (more) or the
+// closing byte (done), copied; anything else is not ok.
+func (r *bodyReader) next(closing byte) (more, ok bool) {
+	r.ws()
+	b, ok := r.peek()
+	if !ok || (b != ',' && b != closing) {
+		return false, false
+	}
+	r.copyByte()
+	return b == ',', true
 }
 
 // image reads one image object; a "data" string is decoded as it is read
@@ -246,16 +242,8 @@ func (r *bodyReader) image(i int) bool {
 		} else if !r.value() {
 			return false
 		}
-		r.ws()
-		b, ok := r.peek()
-		switch {
-		case ok && b == ',':
-			r.copyByte()
-		case ok && b == '}':
-			r.copyByte()
-			return true
-		default:
-			return false
+		if more, ok := r.next('}'); !ok || !more {
+			return ok
 		}
 	}
 }
