@@ -11,6 +11,8 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+
+	simd "github.com/segmentio/asm/base64"
 )
 
 // An ImageSink receives an answer's images while the answer is read off the
@@ -646,7 +648,7 @@ func (d *decoder) feed(b []byte) error {
 }
 
 func (d *decoder) decodeQuanta(q []byte) error {
-	n, err := base64.StdEncoding.Decode(d.dec, q)
+	n, err := simd.StdEncoding.Decode(d.dec, q)
 	if err != nil {
 		return fmt.Errorf("%w: inlineData.data: %w", errAnswer, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	simd "github.com/segmentio/asm/base64"
 	"google.golang.org/genai"
 
 	"github.com/genimg/genimg/job"
@@ -235,7 +236,7 @@ func (r *base64Reader) Read(p []byte) (int, error) {
 	}
 	// Whole quanta only, unless this is the end (where padding belongs).
 	k := min(len(p)/4*3, len(r.src))
-	base64.StdEncoding.Encode(p, r.src[:k])
+	simd.StdEncoding.Encode(p, r.src[:k])
 	r.src = r.src[k:]
 	return base64.StdEncoding.EncodedLen(k), nil
 }

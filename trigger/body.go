@@ -13,6 +13,8 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	simd "github.com/segmentio/asm/base64"
+
 	"github.com/genimg/genimg/job"
 )
 
@@ -480,8 +482,11 @@ func (d *b64) decode(q []byte) error {
 	}
 	n := len(d.out)
 	d.out = slices.Grow(d.out, len(q)/4*3)
-	k, err := base64.StdEncoding.Decode(d.out[n:n+len(q)/4*3], q)
+	k, err := simd.StdEncoding.Decode(d.out[n:n+len(q)/4*3], q)
 	if err != nil {
+		// The vector decoder's offsets count from where it handed over to
+		// encoding/base64; decoding again there names the exact byte.
+		_, err = base64.StdEncoding.Decode(d.out[n:n+len(q)/4*3], q)
 		var c base64.CorruptInputError
 		if errors.As(err, &c) {
 			return base64.CorruptInputError(d.in + int64(c))

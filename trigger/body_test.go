@@ -94,6 +94,8 @@ func TestStreamJobErrors(t *testing.T) {
 	}{
 		{name: "unknown image field located", body: `{"prompt": "p", "images": [{"data": "YWI=", "url": "x"}]}`, want: job.ErrInvalid, text: `images[0]: unknown field "url"`},
 		{name: "bad base64 names the image", body: `{"prompt": "p", "images": [{"uri": "gs://b/o"}, {"data": "YWJj!!!!"}]}`, want: job.ErrInvalid, text: "images[1].data: not standard base64 (error at byte 4)"},
+		// Long enough for the vector decoder, which hands the rest to encoding/base64 at the bad byte.
+		{name: "bad base64 far into an image", body: `{"prompt": "p", "images": [{"data": "` + strings.Repeat("QUJD", 100) + `QU!DQUJD"}]}`, want: job.ErrInvalid, text: "images[0].data: not standard base64 (error at byte 402)"},
 		{name: "too large", body: `{"prompt": "p", "images": [{"data": "` + strings.Repeat("A", 4000) + `"}]}`, max: 1000, want: job.ErrTooLarge, text: "1000 bytes"},
 		{name: "form that is not JSON", body: `prompt=a+fox`, form: true, want: job.ErrInvalid, text: "application/json"},
 	}
@@ -153,6 +155,8 @@ func FuzzStreamJob(f *testing.F) {
 		`{"images": [{"data": "YQ=="}, {"uri": "gs://b/o"}], "id": "a"}`,
 		`{"prompt": "p", "images": [{"data": "YW\/j\n"}]}`,
 		`{"batch": []}`, `{}`, `[]`, `{"prompt": 1}`,
+		`{"prompt": "p", "images": [{"data": "` + strings.Repeat("QUJD", 30) + `QU\/D` + strings.Repeat("QUJD", 30) + `"}]}`,
+		`{"prompt": "p", "images": [{"data": "` + strings.Repeat("QUJD", 30) + `QU=D` + strings.Repeat("QUJD", 30) + `"}]}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -68,6 +69,7 @@ func run() error {
 	flag.StringVar(&o.ExternalFunctions, "functions-url", "", "deliver to functions served by another process (see -functions-only) instead of starting them here")
 	consolePort := flag.Int("console-port", 4000, "web console port (0: no console)")
 	functionsOnly := flag.Bool("functions-only", false, "serve only the functions on -port, for a stack started elsewhere with -functions-url (to measure them alone)")
+	pprofAddr := flag.String("pprof", "", "serve Go's profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060, to see where this process's CPU and memory go")
 	flag.Usage = func() {
 		fmt.Fprint(flag.CommandLine.Output(), `Usage:
   go run ./cmd/local [flags]        the whole pipeline on this machine, until Ctrl-C
@@ -90,6 +92,11 @@ Flags:
 	slog.SetDefault(slog.New(pipeline.NewLogHandler(os.Stderr, o.Project, level)))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *pprofAddr != "" {
+		if err := serveProfiles(ctx, *pprofAddr); err != nil {
+			return err
+		}
+	}
 	if *functionsOnly {
 		fmt.Printf("genimg functions on %s:%d, using the stack's emulators on ports %d (storage), %d (pub/sub), %d (model)\n",
 			o.Host, o.FunctionsPort, o.StoragePort, o.PubSubPort, o.ModelPort)
@@ -130,6 +137,23 @@ func serveConsole(ctx context.Context, s *localstack.Stack, port int) (string, e
 	go srv.Serve(l)
 	context.AfterFunc(ctx, func() { srv.Close() })
 	return "http://" + l.Addr().String() + "/", nil
+}
+
+// serveProfiles serves net/http/pprof's handlers on addr until ctx ends, on
+// a mux of their own: the functions' server never exposes them.
+func serveProfiles(ctx context.Context, addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("-pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	context.AfterFunc(ctx, func() { srv.Close() })
+	return nil
 }
 
 func banner(s *localstack.Stack, took time.Duration, consoleURL string) {
