@@ -22,6 +22,7 @@ import (
 	"github.com/genimg/genimg/internal/config"
 	"github.com/genimg/genimg/job"
 	"github.com/genimg/genimg/storage/storagetest"
+	"github.com/googleapis/gax-go/v2"
 )
 
 func TestMain(m *testing.M) {
@@ -73,8 +74,11 @@ func (c *clock) advance(d time.Duration) {
 
 func newStore(client *gcs.Client, clk *clock, owner string, backend job.Backend) *Store {
 	return New(client, testCfg, testLimits, backend, WithOwner(owner), WithClock(clk.now),
-		WithUploadRetryDeadline(300*time.Millisecond))
+		WithUploadRetryDeadline(300*time.Millisecond), fastRetry)
 }
+
+// fastRetry paces retries as storagetest's clients do.
+var fastRetry = WithRetry(gax.Backoff{Initial: time.Millisecond, Max: 10 * time.Millisecond, Multiplier: 2}, 4)
 
 func pngBytes(t testing.TB, w, h int) []byte {
 	t.Helper()

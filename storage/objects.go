@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"maps"
 	"time"
 
 	gcs "cloud.google.com/go/storage"
+	"github.com/googleapis/gax-go/v2"
 	"google.golang.org/api/iterator"
 )
 
@@ -41,8 +43,16 @@ type Objects struct {
 	// (per writer: enough to exhaust a small instance under concurrency),
 	// never 0 (which turns off the client's retries).
 	chunk int
-	// deadline bounds one write with the client's own retries.
+	// deadline bounds one write with its retries.
 	deadline time.Duration
+	// backoff and attempts pace the retries of Put's writes (attempts 0:
+	// until the deadline). Put sends its bytes, already in memory, in one
+	// request with ChunkSize 0: the client would otherwise allocate a chunk
+	// buffer of at least 256 KiB for each write, even of a 300-byte lease
+	// (63 % of all bytes the functions allocated in side.sh), and it does
+	// not retry a write it has no buffer for, so Put retries it itself.
+	backoff  gax.Backoff
+	attempts int
 }
 
 // NewObjects is bucket on client, with writes buffered in chunkSize bytes
@@ -56,6 +66,15 @@ func NewObjects(client *gcs.Client, bucket string, chunkSize int, deadline time.
 		deadline = DefaultUploadRetryDeadline
 	}
 	return &Objects{client: client, bucket: bucket, chunk: chunkSize, deadline: deadline}
+}
+
+// WithRetry is o with Put's retries paced by backoff, at most attempts
+// tries (0: until the deadline) — as the client's own SetRetry paces its
+// retries of streamed writes and reads.
+func (o *Objects) WithRetry(backoff gax.Backoff, attempts int) *Objects {
+	c := *o
+	c.backoff, c.attempts = backoff, attempts
+	return &c
 }
 
 // In is the same primitive on another bucket of the same client.
@@ -153,12 +172,45 @@ func (o *Objects) put(ctx context.Context, name string, data [][]byte, p Put) (A
 	return Attrs{}, fmt.Errorf("writing %s: %w", o.uri(name), ErrPrecondition)
 }
 
-// write is one upload, buffered in chunk bytes and bounded by deadline.
+// write uploads data in one request, retried while the error is one the
+// client would retry and the write is conditional, all of it bounded by the
+// deadline.
 func (o *Objects) write(ctx context.Context, name string, data [][]byte, contentType, cacheControl string, md map[string]string, cond *gcs.Conditions) (*gcs.ObjectAttrs, error) {
-	// The deadline also cancels an abandoned Writer: never half-committed.
+	// The deadline also cancels an abandoned try: a one-request upload is
+	// never half-committed.
 	ctx, cancel := context.WithTimeout(ctx, o.deadline)
 	defer cancel()
+	var crc uint32
+	for _, part := range data {
+		crc = crc32.Update(crc, castagnoli, part)
+	}
+	backoff := o.backoff
+	for try := 1; ; try++ {
+		a, err := o.writeOnce(ctx, name, data, contentType, cacheControl, md, cond, crc)
+		switch {
+		case err == nil:
+			return a, nil
+		case cond == nil:
+			// Not idempotent, so not retried, as the client's policy
+			// (RetryIdempotent) would not; the caller's redelivery decides.
+			return nil, err
+		case !gcs.ShouldRetry(err), o.attempts > 0 && try >= o.attempts:
+			return nil, err
+		}
+		// Retry: a try that committed before its answer was lost meets the
+		// precondition as a 412, which put reads back by the write's nonce.
+		if gax.Sleep(ctx, backoff.Pause()) != nil {
+			return nil, err // the deadline: the last try's error says why
+		}
+	}
+}
+
+// writeOnce is one try of write: one request, its CRC32C checked by Cloud
+// Storage before the object is committed.
+func (o *Objects) writeOnce(ctx context.Context, name string, data [][]byte, contentType, cacheControl string, md map[string]string, cond *gcs.Conditions, crc uint32) (*gcs.ObjectAttrs, error) {
 	w := o.newWriter(ctx, name, contentType, cacheControl, md, cond)
+	w.ChunkSize = 0
+	w.SendCRC32C, w.CRC32C = true, crc
 	for _, part := range data {
 		if _, err := w.Write(part); err != nil {
 			_ = w.Close()

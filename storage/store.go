@@ -99,6 +99,9 @@ type Store struct {
 	// without this a storage outage would hold a write until the function
 	// times out.
 	retryDeadline time.Duration
+	// backoff and attempts pace the retries of one-request writes (WithRetry).
+	backoff  gax.Backoff
+	attempts int
 }
 
 // An Option changes a Store built by New.
@@ -137,7 +140,7 @@ func New(client *gcs.Client, cfg config.Storage, limits config.Limits, backend j
 	if s.owner == "" {
 		s.owner = "instance-" + randomHex(6)
 	}
-	s.output = NewObjects(client, cfg.OutputBucket, s.cfg.ChunkSize, s.retryDeadline)
+	s.output = NewObjects(client, cfg.OutputBucket, s.cfg.ChunkSize, s.retryDeadline).WithRetry(s.backoff, s.attempts)
 	return s
 }
 
@@ -156,11 +159,13 @@ func Dial(ctx context.Context, cfg config.Storage, limits config.Limits, backend
 	return s, nil
 }
 
-// WithRetry replaces the client's retry backoff and attempts (tests make
-// faults surface in milliseconds, not after the default 1 s doubling).
+// WithRetry replaces the retry backoff and attempts, of the client and of
+// the one-request writes (Objects.Put) alike (tests make faults surface in
+// milliseconds, not after the default 1 s doubling).
 func WithRetry(backoff gax.Backoff, attempts int) Option {
 	return func(s *Store) {
 		s.client.SetRetry(gcs.WithBackoff(backoff), gcs.WithMaxAttempts(attempts))
+		s.backoff, s.attempts = backoff, attempts
 	}
 }
 

@@ -186,7 +186,7 @@ func TestOutputsAbortAndFailures(t *testing.T) {
 func streamStore(client *gcs.Client) *Store {
 	clk := newClock()
 	return New(client, testCfg, testLimits, job.GeminiAPI, WithOwner("me"), WithClock(clk.now),
-		WithUploadRetryDeadline(20*time.Second))
+		WithUploadRetryDeadline(20*time.Second), fastRetry)
 }
 
 func uris(imgs []job.StoredImage) []string {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -142,6 +143,13 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 	if err != nil {
 		return nil, err
 	}
+	// The client libraries' own OpenTelemetry instrumentation wraps every
+	// request (otelhttp: attribute sets and metric options per call, ~3 % of
+	// the functions' CPU in side.sh) and records into no-op providers: genimg
+	// traces with a tracer of its own (package tracing) and installs no
+	// global one.
+	quiet := []option.ClientOption{option.WithTelemetryDisabled()}
+	gcsOpts, psOpts = slices.Concat(quiet, gcsOpts), slices.Concat(quiet, psOpts)
 	store, err := storage.Dial(ctx, storeCfg, cfg.Limits, cfg.Model.Backend, append(gcsOpts, o.gcsOpts...), o.storeOpts...)
 	if err != nil {
 		return nil, err
