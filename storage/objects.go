@@ -39,9 +39,9 @@ const metaWrite = "genimg-write"
 type Objects struct {
 	client *gcs.Client
 	bucket string
-	// chunk is each writer's buffer: never the client's 16 MiB default
-	// (per writer: enough to exhaust a small instance under concurrency),
-	// never 0 (which turns off the client's retries).
+	// chunk is each streamed writer's buffer (Writer): never the client's
+	// 16 MiB default (per writer: enough to exhaust a small instance under
+	// concurrency), never 0 (which turns off the client's retries).
 	chunk int
 	// deadline bounds one write with its retries.
 	deadline time.Duration
@@ -224,8 +224,8 @@ func (o *Objects) writeOnce(ctx context.Context, name string, data [][]byte, con
 }
 
 // newWriter opens an upload of name: its buffer is the configured chunk
-// size (never the client's 16 MiB default, never 0, which would turn off
-// the client's retries), its retries bounded by the deadline.
+// size (never the client's 16 MiB default; write sets 0 for its one
+// request), its retries bounded by the deadline.
 func (o *Objects) newWriter(ctx context.Context, name, contentType, cacheControl string, md map[string]string, cond *gcs.Conditions) *gcs.Writer {
 	obj := o.client.Bucket(o.bucket).Object(name)
 	if cond != nil {

@@ -19,17 +19,26 @@ type spool struct {
 	s      *Store
 	chunks []*[]byte
 	n      int
+	// reserved counts the chunks taken from the budget: those held, or
+	// about to be.
+	reserved int
 }
 
-// write keeps p; false when the budget has no room for another chunk (the
-// spool is then released, and the image unprotected).
+// write keeps p, or, when the budget has no room for the chunks p needs,
+// keeps none of it and answers false.
 func (b *spool) write(p []byte) bool {
+	room := 0
+	if len(b.chunks) > 0 {
+		room = spoolChunk - len(*b.chunks[len(b.chunks)-1])
+	}
+	if more := (len(p) - room + spoolChunk - 1) / spoolChunk; more > 0 {
+		if !b.s.reserve(more * spoolChunk) {
+			return false
+		}
+		b.reserved += more
+	}
 	for len(p) > 0 {
 		if len(b.chunks) == 0 || len(*b.chunks[len(b.chunks)-1]) == spoolChunk {
-			if !b.s.reserve(spoolChunk) {
-				b.release()
-				return false
-			}
 			b.chunks = append(b.chunks, spoolChunks.Get().(*[]byte))
 		}
 		c := b.chunks[len(b.chunks)-1]
@@ -55,6 +64,6 @@ func (b *spool) release() {
 		*c = (*c)[:0]
 		spoolChunks.Put(c)
 	}
-	b.s.unreserve(len(b.chunks) * spoolChunk)
-	b.chunks, b.n = nil, 0
+	b.s.unreserve(b.reserved * spoolChunk)
+	b.chunks, b.n, b.reserved = nil, 0, 0
 }

@@ -225,9 +225,8 @@ type writeOpts struct {
 	cond *gcs.Conditions
 }
 
-// write stores data at name in the output bucket and returns its attributes.
-// The writer's buffer is cfg.ChunkSize (never the client's 16 MiB default,
-// never 0, which would turn off the client's retries).
+// write stores data at name in the bucket and returns its attributes: one
+// request, retried as Objects.write retries it.
 func (s *Store) write(ctx context.Context, bucket, name string, data []byte, o writeOpts) (*gcs.ObjectAttrs, error) {
 	return s.output.In(bucket).write(ctx, name, [][]byte{data}, o.contentType, o.cacheControl, o.metadata, o.cond)
 }

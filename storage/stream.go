@@ -31,9 +31,9 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Outputs streams one attempt's output images into the job's folder, as
 // WriteImages does with whole images: the same names (a<attempt>-<n>.<ext>),
-// metadata, create-only writes and StoredImage fields, but each image goes
-// to Cloud Storage as it arrives, through a writer whose buffer is the
-// configured chunk size, so no whole image is held in memory.
+// metadata, create-only writes and StoredImage fields, but each image is
+// taken as it arrives: held in the spool within its budget, streamed
+// beyond it (see ImageWriter), never held whole outside the budget.
 //
 // It serves gemini.Client.GenerateTo as its image sink. Like the Claim, it is
 // used by one goroutine at a time.
@@ -119,9 +119,16 @@ func (o *Outputs) WriteImageStream(index int, r io.Reader, mimeType string) (job
 	return iw.Stored(), nil
 }
 
-// An ImageWriter streams one output image to Cloud Storage, computing its
-// SHA-256, size and CRC32C on the way and its dimensions from its first
-// bytes. Errors wrap job's categories.
+// An ImageWriter writes one output image to Cloud Storage, computing its
+// SHA-256 and size on the way and its dimensions from its first bytes.
+//
+// While the store's spool budget (GENIMG_SPOOL_BYTES) has room, the image
+// is held in the spool and goes up on Close in one request, which Put
+// retries from memory: no chunk buffer, one request instead of a resumable
+// session's one per 256 KiB, and a paid answer that outlives a failed
+// upload (Outputs.Flush). An image the budget has no room for streams
+// through a resumable upload as it arrives, unprotected: its failure fails
+// the attempt. Errors wrap job's categories.
 type ImageWriter struct {
 	o        *Outputs
 	index    int
@@ -129,28 +136,27 @@ type ImageWriter struct {
 
 	head []byte // the first bytes: sniffing, then image.DecodeConfig
 	dims *image.Config
-	// spool keeps the image's bytes, within the store's spool budget, so
-	// that a failed upload does not lose a paid answer; spooling is false
-	// once the budget said no (or there is none). upErr is the upload's
-	// failure, met while spooling: the bytes keep coming into the spool.
+	// spool holds the image while spooling; spooling is false once the
+	// budget said no (or there is none), and the image streams instead.
 	spool    *spool
 	spooling bool
-	upErr    error
 	md       map[string]string
 	sha      hash.Hash
-	crc      uint32
-	n        int64
-	mime     string
-	name     string
-	w        *gcs.Writer
-	cancel   context.CancelFunc
-	done     bool
-	err      error
-	stored   job.StoredImage
+	// crc is the streamed bytes' CRC32C, to tell our own committed upload
+	// from another object after a 412 (a spooled image computes it then).
+	crc    uint32
+	n      int64
+	mime   string
+	name   string
+	w      *gcs.Writer
+	cancel context.CancelFunc
+	done   bool
+	err    error
+	stored job.StoredImage
 }
 
-// Write passes p on to the object, opening it once the first bytes have
-// told the image's type.
+// Write holds p in the spool or passes it on to the upload, opening the
+// upload once the first bytes have told the image's type.
 func (w *ImageWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
@@ -161,48 +167,62 @@ func (w *ImageWriter) Write(p []byte) (int, error) {
 	if w.dims == nil && len(w.head) < outputHeadBytes {
 		w.head = append(w.head, p[:min(len(p), outputHeadBytes-len(w.head))]...)
 	}
-	if w.spooling && !w.spool.write(p) {
-		w.spooling = false // no room: this image is not protected
-	}
 	w.sha.Write(p)
-	w.crc = crc32.Update(w.crc, castagnoli, p)
 	w.n += int64(len(p))
-	if w.upErr != nil {
-		if w.spooling {
-			return len(p), nil // the upload failed; the spool keeps the rest
+	if w.spooling {
+		if w.spool.write(p) {
+			return len(p), nil
 		}
-		return 0, w.upErr
+		// No room left in the budget: stream what the spool holds, then
+		// the rest as it comes.
+		w.spooling = false
+		if err := w.stream(w.spool.parts()...); err != nil {
+			return 0, err
+		}
+		w.spool.release()
+		return w.streamOn(p)
 	}
 	if w.w == nil {
 		if len(w.head) < sniffBytes {
 			return len(p), nil // not enough to name the object yet
 		}
-		if err := w.open(); err != nil {
-			return 0, err
-		}
 		// The held bytes go first; p's tail is the rest.
 		held := int(w.n) - len(p)
-		if _, err := w.w.Write(w.head[:held]); err != nil {
-			return w.failUpload(len(p), err)
+		if err := w.stream(w.head[:held]); err != nil {
+			return 0, err
 		}
 	}
-	if _, err := w.w.Write(p); err != nil {
-		return w.failUpload(len(p), err)
+	return w.streamOn(p)
+}
+
+// streamOn writes p to the open upload.
+func (w *ImageWriter) streamOn(p []byte) (int, error) {
+	if err := w.stream(p); err != nil {
+		return 0, err
 	}
 	return len(p), nil
 }
 
-// failUpload ends a failed upload. While the spool holds the image the
-// answer goes on (Close keeps it pending); without, the image is lost.
-func (w *ImageWriter) failUpload(n int, err error) (int, error) {
-	w.upErr = classify(err, "writing "+gsURI(w.o.s.cfg.OutputBucket, w.name))
-	w.cancel()
-	_ = w.w.Close()
-	if w.spooling {
-		slog.WarnContext(w.o.ctx, "image upload failed; kept in memory to be written later", "jobId", w.o.c.JobID, "object", w.name, "error", err)
-		return n, nil
+// stream writes parts to the upload, opening it first if need be.
+func (w *ImageWriter) stream(parts ...[]byte) error {
+	if w.w == nil {
+		if err := w.name0(); err != nil {
+			return err
+		}
+		// The deadline also cancels an abandoned writer: never half-committed.
+		ctx, cancel := context.WithTimeout(w.o.ctx, w.o.s.retryDeadline)
+		w.cancel = cancel
+		w.w = w.o.s.newWriter(ctx, w.o.s.cfg.OutputBucket, w.name, writeOpts{
+			contentType: w.mime, cacheControl: w.o.meta.CacheControl, metadata: w.md, cond: &gcs.Conditions{DoesNotExist: true},
+		})
 	}
-	return 0, w.fail(err)
+	for _, p := range parts {
+		w.crc = crc32.Update(w.crc, castagnoli, p)
+		if _, err := w.w.Write(p); err != nil {
+			return w.fail(err)
+		}
+	}
+	return nil
 }
 
 // dropSpool gives the spool's memory back.
@@ -211,8 +231,11 @@ func (w *ImageWriter) dropSpool() {
 	w.spooling = false
 }
 
-// open names the object from the image's type and starts its upload.
-func (w *ImageWriter) open() error {
+// name0 names the object from the image's type, once.
+func (w *ImageWriter) name0() error {
+	if w.name != "" {
+		return nil
+	}
 	o := w.o
 	mime := job.Sniff(w.head)
 	if mime == "" {
@@ -237,12 +260,6 @@ func (w *ImageWriter) open() error {
 	if cfg, err := decodeConfig(mime, w.head); err == nil {
 		w.dims = &cfg // a PNG's size is known now: stop holding its head
 	}
-	// The deadline also cancels an abandoned writer: never half-committed.
-	ctx, cancel := context.WithTimeout(o.ctx, o.s.retryDeadline)
-	w.cancel = cancel
-	w.w = o.s.newWriter(ctx, o.s.cfg.OutputBucket, name, writeOpts{
-		contentType: mime, cacheControl: o.meta.CacheControl, metadata: md, cond: &gcs.Conditions{DoesNotExist: true},
-	})
 	return nil
 }
 
@@ -270,8 +287,8 @@ func (w *ImageWriter) CloseWithError(err error) error {
 	return nil
 }
 
-// Close finishes the upload (create-only) and records the image. A 412 is
-// read back: the same bytes (by CRC32C and size) are our own earlier try,
+// Close writes the image (create-only) and records it. A 412 is read
+// back: the same bytes (by CRC32C and size) are our own earlier try,
 // committed before its answer was lost.
 func (w *ImageWriter) Close() error {
 	if w.err != nil {
@@ -281,43 +298,55 @@ func (w *ImageWriter) Close() error {
 		return nil
 	}
 	o := w.o
-	if w.w == nil {
-		if err := w.open(); err != nil {
-			w.done = true
+	if err := w.name0(); err != nil {
+		w.done = true
+		return err
+	}
+	if !w.spooling && w.w == nil {
+		// Shorter than the sniff buffer: all of it is in head.
+		if err := w.stream(w.head[:w.n]); err != nil {
 			return err
-		}
-		if _, err := w.w.Write(w.head[:w.n]); err != nil {
-			if _, err := w.failUpload(0, err); err != nil {
-				return err
-			}
 		}
 	}
 	w.done = true
-	err := w.upErr
-	if err == nil {
+	var err error
+	taken := false // the name holds an object already: read it back
+	if w.spooling {
+		_, err = o.s.output.put(o.ctx, w.name, w.spool.parts(), Put{If: CreateOnly, ContentType: w.mime, CacheControl: o.meta.CacheControl, Metadata: w.md})
+		if errors.Is(err, ErrPrecondition) {
+			taken, err = true, nil
+			for _, p := range w.spool.parts() {
+				w.crc = crc32.Update(w.crc, castagnoli, p)
+			}
+		}
+	} else {
 		err = w.w.Close()
 		w.cancel()
+		if isPrecondition(err) {
+			taken, err = true, nil
+		}
 	}
 	uri := gsURI(o.s.cfg.OutputBucket, w.name)
 	switch {
-	case err != nil && !isPrecondition(err) && w.spooling:
+	case err != nil && w.spooling:
 		// The answer is paid and whole in the spool: keep it for Flush.
+		slog.WarnContext(o.ctx, "image upload failed; kept in memory to be written later", "jobId", o.c.JobID, "object", w.name, "error", err)
 		o.pending = append(o.pending, pendingImage{name: w.name, mime: w.mime, metadata: w.md, data: w.spool})
 		w.spool, w.spooling = &spool{s: o.s}, false // the chunks go with it
 	case err != nil:
-		if !isPrecondition(err) {
-			w.err = classify(err, "writing "+uri)
-			return w.err
-		}
+		w.err = classify(err, "writing "+uri)
+		return w.err
+	case taken:
 		attrs, aerr := o.s.client.Bucket(o.s.cfg.OutputBucket).Object(w.name).Attrs(o.ctx)
 		if aerr != nil {
 			w.err = classify(aerr, "reading back "+uri)
-			return w.err
-		}
-		if attrs.CRC32C != w.crc || attrs.Size != w.n {
+		} else if attrs.CRC32C != w.crc || attrs.Size != w.n {
 			// Names are per attempt and attempts are unique: a bug or a
 			// hand-made object; do not overwrite it; retry later.
 			w.err = fmt.Errorf("%w: %s exists with other content", job.ErrTransient, uri)
+		}
+		if w.err != nil {
+			w.dropSpool()
 			return w.err
 		}
 		fallthrough
@@ -330,7 +359,7 @@ func (w *ImageWriter) Close() error {
 		if cfg, err := decodeConfig(w.mime, w.head); err == nil {
 			w.dims = &cfg
 		} else {
-			slog.WarnContext(o.ctx, "output image dimensions unreadable", "jobId", o.c.JobID, "uri", uri, "error", err)
+			slog.WarnContext(o.ctx, "output image dimensions unreadable", "jobId", o.c.JobID, "uri", uri, "bytes", w.n, "error", err)
 		}
 	}
 	if w.dims != nil {
@@ -343,9 +372,9 @@ func (w *ImageWriter) Close() error {
 	return nil
 }
 
-// newWriter opens an object writer as write does: its buffer is the
-// configured chunk size (never the client's 16 MiB default, never 0, which
-// would turn off the client's retries).
+// newWriter opens a streamed upload: its buffer is the configured chunk
+// size (never the client's 16 MiB default, never 0, which would turn off
+// the client's retries of its chunks).
 func (s *Store) newWriter(ctx context.Context, bucket, name string, o writeOpts) *gcs.Writer {
 	return s.output.In(bucket).newWriter(ctx, name, o.contentType, o.cacheControl, o.metadata, o.cond)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/genimg/genimg/job"
+	"github.com/genimg/genimg/storage/storagetest"
 )
 
 // chunked writes b to w in pieces of n bytes, as the model-answer decoder
@@ -59,79 +60,105 @@ func TestOutputsStreamMatchesWriteImages(t *testing.T) {
 		{"tiny PNG, GIF with no declared type", []job.Image{{Data: tiny, MIMEType: "image/png"}, {Data: gif}}, 7, [][2]int{{2, 3}, {4, 4}}},
 		{"declared type used when bytes do not say", []job.Image{{Data: []byte("not an image at all"), MIMEType: "image/png"}}, 5, [][2]int{{0, 0}}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			srv := newServer(t)
-			s := streamStore(srv.Client)
-			j := job.Job{Prompt: "p", Model: job.DefaultModel}
+	for _, budget := range spoolBudgets {
+		for _, tt := range tests {
+			t.Run(budget.name+"/"+tt.name, func(t *testing.T) {
+				srv := newServer(t)
+				s := streamStore(srv.Client, budget.bytes)
+				j := job.Job{Prompt: "p", Model: job.DefaultModel}
 
-			// The reference: WriteImages on a job of its own.
-			rc, _, err := s.Claim(t.Context(), "ref", "fp", upload1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want, err := s.WriteImages(t.Context(), rc, &j, tt.images, meta)
-			if err != nil {
-				t.Fatal(err)
-			}
-
-			c, _, err := s.Claim(t.Context(), "st", "fp", upload1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, err := s.NewOutputs(t.Context(), c, &j, meta)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for k, img := range tt.images {
-				w, err := out.OpenImage(k, img.MIMEType)
+				// The reference: WriteImages on a job of its own.
+				rc, _, err := s.Claim(t.Context(), "ref", "fp", upload1)
 				if err != nil {
 					t.Fatal(err)
 				}
-				chunked(t, w, img.Data, tt.pieces)
-				if err := w.Close(); err != nil {
-					t.Fatalf("Close: %v", err)
+				want, err := s.WriteImages(t.Context(), rc, &j, tt.images, meta)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			got := out.Stored()
-			var dims [][2]int
-			for i := range got {
-				dims = append(dims, [2]int{got[i].Width, got[i].Height})
-				// Same bytes, same fields, but the job's own folder.
-				want[i].URI = "gs://out/images/st/" + want[i].URI[len("gs://out/images/ref/"):]
-			}
-			if diff := cmp.Diff(want, got); diff != "" {
-				t.Errorf("stored images (-WriteImages +stream):\n%s", diff)
-			}
-			if diff := cmp.Diff(tt.wantDims, dims); diff != "" {
-				t.Errorf("dimensions (-want +got):\n%s", diff)
-			}
-			for i, o := range got {
-				_, name, _ := job.ParseGCS(o.URI)
-				data, attrs := get(t, srv.Client, outBucket, name)
-				wantMeta := map[string]string{MetaJob: "st", MetaSource: meta.Source, MetaModel: meta.Model,
-					MetaPromptSHA256: meta.PromptSHA256, MetaGeneratedBy: GeneratedBy, "genimg-attempt": "1"}
-				if !bytes.Equal(data, tt.images[i].Data) || attrs.ContentType != o.MIMEType {
-					t.Errorf("image %d: %d bytes stored of %d, type %q", i, len(data), len(tt.images[i].Data), attrs.ContentType)
+
+				c, _, err := s.Claim(t.Context(), "st", "fp", upload1)
+				if err != nil {
+					t.Fatal(err)
 				}
-				if diff := cmp.Diff(wantMeta, attrs.Metadata); diff != "" {
-					t.Errorf("image %d metadata (-want +got):\n%s", i, diff)
+				out, err := s.NewOutputs(t.Context(), c, &j, meta)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			// The claim knows the images, so Commit tidies as before.
-			if diff := cmp.Diff(len(got), len(c.written)); diff != "" {
-				t.Errorf("claim's written images (-want +got):\n%s", diff)
-			}
-		})
+				for k, img := range tt.images {
+					w, err := out.OpenImage(k, img.MIMEType)
+					if err != nil {
+						t.Fatal(err)
+					}
+					chunked(t, w, img.Data, tt.pieces)
+					if err := w.Close(); err != nil {
+						t.Fatalf("Close: %v", err)
+					}
+				}
+				got := out.Stored()
+				var dims [][2]int
+				for i := range got {
+					dims = append(dims, [2]int{got[i].Width, got[i].Height})
+					// Same bytes, same fields, but the job's own folder.
+					want[i].URI = "gs://out/images/st/" + want[i].URI[len("gs://out/images/ref/"):]
+				}
+				if diff := cmp.Diff(want, got); diff != "" {
+					t.Errorf("stored images (-WriteImages +stream):\n%s", diff)
+				}
+				if diff := cmp.Diff(tt.wantDims, dims); diff != "" {
+					t.Errorf("dimensions (-want +got):\n%s", diff)
+				}
+				for i, o := range got {
+					_, name, _ := job.ParseGCS(o.URI)
+					data, attrs := get(t, srv.Client, outBucket, name)
+					wantMeta := map[string]string{MetaJob: "st", MetaSource: meta.Source, MetaModel: meta.Model,
+						MetaPromptSHA256: meta.PromptSHA256, MetaGeneratedBy: GeneratedBy, "genimg-attempt": "1"}
+					if !bytes.Equal(data, tt.images[i].Data) || attrs.ContentType != o.MIMEType {
+						t.Errorf("image %d: %d bytes stored of %d, type %q", i, len(data), len(tt.images[i].Data), attrs.ContentType)
+					}
+					// A spooled image went up through Put, which tags the write
+					// with its nonce.
+					delete(attrs.Metadata, metaWrite)
+					if diff := cmp.Diff(wantMeta, attrs.Metadata); diff != "" {
+						t.Errorf("image %d metadata (-want +got):\n%s", i, diff)
+					}
+				}
+				// The claim knows the images, so Commit tidies as before.
+				if diff := cmp.Diff(len(got), len(c.written)); diff != "" {
+					t.Errorf("claim's written images (-want +got):\n%s", diff)
+				}
+				if held := s.spooled.Load(); held != 0 {
+					t.Errorf("%d bytes of the spool budget still taken", held)
+				}
+			})
+		}
 	}
+}
+
+// spoolBudgets are the three ways an image goes up: streamed (no spool),
+// spooled and sent in one request, and spooled until the budget runs out
+// partway (a 1.7 MB image, 1 MiB), then streamed.
+var spoolBudgets = []struct {
+	name  string
+	bytes int64
+}{
+	{"streamed", 0},
+	{"spooled", 64 << 20},
+	{"spool runs out", 1 << 20},
 }
 
 // TestOutputsAbortAndFailures: a dropped image never becomes an object; a
 // reader that fails is transient; a bad prefix fails before any write;
 // a name taken with other bytes is transient, with the same bytes is ours.
 func TestOutputsAbortAndFailures(t *testing.T) {
+	for _, budget := range spoolBudgets {
+		t.Run(budget.name, func(t *testing.T) { testAbortAndFailures(t, budget.bytes) })
+	}
+}
+
+func testAbortAndFailures(t *testing.T, spoolBytes int64) {
 	srv := newServer(t)
-	s := streamStore(srv.Client)
+	s := streamStore(srv.Client, spoolBytes)
 	j := job.Job{Prompt: "p", Model: job.DefaultModel}
 	c, _, err := s.Claim(t.Context(), "ab", "fp", upload1)
 	if err != nil {
@@ -183,9 +210,11 @@ func TestOutputsAbortAndFailures(t *testing.T) {
 
 // streamStore is newStore with an upload deadline that megabyte images
 // meet under the race detector on a loaded machine.
-func streamStore(client *gcs.Client) *Store {
+func streamStore(client *gcs.Client, spoolBytes int64) *Store {
 	clk := newClock()
-	return New(client, testCfg, testLimits, job.GeminiAPI, WithOwner("me"), WithClock(clk.now),
+	cfg := testCfg
+	cfg.SpoolBytes = spoolBytes
+	return New(client, cfg, testLimits, job.GeminiAPI, WithOwner("me"), WithClock(clk.now),
 		WithUploadRetryDeadline(20*time.Second), fastRetry)
 }
 
@@ -195,4 +224,56 @@ func uris(imgs []job.StoredImage) []string {
 		out = append(out, i.URI)
 	}
 	return out
+}
+
+// A spooled image whose upload fails is kept, paid for, and written by
+// Flush once Cloud Storage answers again; a streamed one fails the attempt.
+func TestOutputsKeepFailedUpload(t *testing.T) {
+	for _, budget := range spoolBudgets[:2] {
+		t.Run(budget.name, func(t *testing.T) {
+			srv := newServer(t)
+			cfg := testCfg
+			cfg.SpoolBytes = budget.bytes
+			// A short deadline: the streamed upload retries its chunks until then.
+			s := New(srv.Client, cfg, testLimits, job.GeminiAPI, WithOwner("me"), WithClock(newClock().now),
+				WithUploadRetryDeadline(500*time.Millisecond), fastRetry)
+			j := job.Job{Prompt: "p", Model: job.DefaultModel}
+			c, _, err := s.Claim(t.Context(), "kf", "fp", upload1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := s.NewOutputs(t.Context(), c, &j, ImageMeta{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			img := noise(t, 256, 256, 300_000)
+			srv.Transport.Inject(storagetest.Fault{Match: storagetest.MatchUpload("images/kf/a1-0.png"), Status: 503})
+			_, err = out.WriteImageStream(0, bytes.NewReader(img), "image/png")
+			if budget.bytes == 0 {
+				if !errors.Is(err, job.ErrTransient) || out.Pending() {
+					t.Fatalf("streamed: err = %v, pending %v; want transient, nothing kept", err, out.Pending())
+				}
+				return
+			}
+			if err != nil || !out.Pending() {
+				t.Fatalf("spooled: err = %v, pending %v; want kept for Flush", err, out.Pending())
+			}
+			if err := out.Flush(t.Context()); !errors.Is(err, job.ErrTransient) || !out.Pending() {
+				t.Fatalf("Flush while Cloud Storage fails: %v, pending %v; want transient, still kept", err, out.Pending())
+			}
+			srv.Transport.Clear()
+			if err := out.Flush(t.Context()); err != nil || out.Pending() {
+				t.Fatalf("Flush: %v, pending %v", err, out.Pending())
+			}
+			if got, _ := get(t, srv.Client, outBucket, "images/kf/a1-0.png"); !bytes.Equal(got, img) {
+				t.Errorf("stored %d bytes, want the image's %d", len(got), len(img))
+			}
+			if diff := cmp.Diff([]string{"gs://out/images/kf/a1-0.png"}, uris(out.Stored())); diff != "" {
+				t.Errorf("stored (-want +got):\n%s", diff)
+			}
+			if held := s.spooled.Load(); held != 0 {
+				t.Errorf("%d bytes of the spool budget still taken", held)
+			}
+		})
+	}
 }

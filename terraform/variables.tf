@@ -429,7 +429,7 @@ variable "quota_retry" {
 }
 
 variable "spool_bytes" {
-  description = "Bytes of output images an instance keeps in memory while they stream to Cloud Storage (GENIMG_SPOOL_BYTES), so that an answer whose upload fails is written later instead of paid for again; 0 turns it off. Counts against memory."
+  description = "Bytes of output images an instance holds in memory until Cloud Storage has them (GENIMG_SPOOL_BYTES): an image within it goes up in one request and, should that fail, is written later instead of paid for again; beyond it images stream unprotected; 0 turns it off. Counts against memory."
   type        = number
   default     = 16777216
 

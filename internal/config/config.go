@@ -84,9 +84,10 @@ type Storage struct {
 	// ChunkSize is the upload buffer per writer (GENIMG_WRITE_CHUNK_SIZE).
 	ChunkSize int
 	// SpoolBytes (GENIMG_SPOOL_BYTES) bounds the output images an instance
-	// keeps in memory while they stream to Cloud Storage, so that an answer
-	// whose upload fails can still be written later instead of paid again;
-	// 0 turns it off.
+	// holds in memory until Cloud Storage has them: an image within the
+	// budget goes up in one request and, should that fail, is written later
+	// instead of paid for again; one beyond it streams unprotected. 0 turns
+	// it off (every image streams).
 	SpoolBytes int64
 	// CacheControl is the Cache-Control of every output object, images and
 	// renditions (GENIMG_CACHE_CONTROL); an upload rule's cacheControl
