@@ -107,13 +107,25 @@ func withAnswerTransport(hc *http.Client) *http.Client {
 	}
 	base := c.Transport
 	if base == nil {
-		base = http.DefaultTransport
+		base = modelTransport
 	}
 	if _, ok := base.(answerTransport); !ok {
 		c.Transport = answerTransport{base: base}
 	}
 	return &c
 }
+
+// modelTransport is the model calls' transport when none is given:
+// http.DefaultTransport keeps two idle connections per host, so with more
+// calls than that in flight over HTTP/1.1 nearly every call dialled (and,
+// over TLS, shook hands) anew and closed its connection after; 256 cover
+// GENIMG_MAX_CONCURRENT_CALLS' range in practice. Over HTTP/2 (the Gemini
+// API) one connection carries them all anyway.
+var modelTransport = func() http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns, t.MaxIdleConnsPerHost = 256, 256
+	return t
+}()
 
 // decode runs the first pass over body and returns the small JSON.
 func (st *callState) decode(body io.Reader) ([]byte, error) {

@@ -176,6 +176,17 @@ func (p *Pusher) maxBytes() int {
 	}
 }
 
+// pushClient is the Pushers' default client: a 10-minute timeout (the
+// longest a push may take), and idle connections kept for as many pushes as
+// run at once, as Pub/Sub and Eventarc hold theirs open — not
+// http.DefaultTransport's two per host, which dial and tear down a
+// connection for nearly every push under load.
+var pushClient = &http.Client{Timeout: 10 * time.Minute, Transport: func() http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns, t.MaxIdleConnsPerHost = 1024, 1024
+	return t
+}()}
+
 func (p *Pusher) post(ctx context.Context, body []byte, header http.Header) (int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.Endpoint, bytes.NewReader(body))
 	if err != nil {
@@ -184,7 +195,7 @@ func (p *Pusher) post(ctx context.Context, body []byte, header http.Header) (int
 	req.Header = header.Clone()
 	client := p.Client
 	if client == nil {
-		client = &http.Client{Timeout: 10 * time.Minute}
+		client = pushClient
 	}
 	resp, err := client.Do(req)
 	if err != nil {
