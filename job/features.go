@@ -49,7 +49,7 @@ const (
 )
 
 var (
-	contextNamePattern  = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+	contextNamePattern  = regexp.MustCompile(`^[A-Za-z0-9._-]+$`) // at most 64
 	contextFieldNames   = []string{"name", "systemInstruction", "images", "ttl"}
 	schemaTypes         = []string{"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}
 	responseMIMETypes   = []string{MIMEJSON, MIMEText}
@@ -115,7 +115,7 @@ func (j *Job) validateFeatures(c Capability, p Policy) []error {
 	if ctx == nil {
 		return errs
 	}
-	if !contextNamePattern.MatchString(ctx.Name) {
+	if !matches(contextNamePattern, ctx.Name, 64) {
 		bad("context.name %q: must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' or '-'", truncate(ctx.Name))
 	}
 	if j.CachedContent != "" {

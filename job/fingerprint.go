@@ -10,7 +10,8 @@ import (
 
 // stagedInput matches an inline image that genimg staged to its output
 // bucket under its own SHA-256 (storage.Store.StageInputs).
-var stagedInput = regexp.MustCompile(`^gs://[^/]+/jobs/[A-Za-z0-9._-]{1,128}/inputs/([0-9a-f]{64})\.[a-z]{3,4}$`)
+// (The id's and the hash's lengths are checked apart; see idPattern.)
+var stagedInput = regexp.MustCompile(`^gs://[^/]+/jobs/([A-Za-z0-9._-]+)/inputs/([0-9a-f]+)\.[a-z]{3,4}$`)
 
 // Fingerprint identifies the work a normalised job asks for, apart from its
 // id and the labels that are only echoed: two jobs with the same
@@ -29,8 +30,8 @@ func (j Job) Fingerprint() string {
 			work.Images[i] = Image{URI: "sha256:" + hex.EncodeToString(sum[:])}
 			continue
 		}
-		if m := stagedInput.FindStringSubmatch(img.URI); m != nil {
-			work.Images[i] = Image{URI: "sha256:" + m[1]}
+		if m := stagedInput.FindStringSubmatch(img.URI); m != nil && len(m[1]) <= 128 && len(m[2]) == 64 {
+			work.Images[i] = Image{URI: "sha256:" + m[2]}
 			continue
 		}
 		// A pinned generation is different input bytes, so different

@@ -2,6 +2,8 @@ package job_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"regexp"
 	"strings"
@@ -181,5 +183,31 @@ func TestPromptHash(t *testing.T) {
 	const want = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
 	if got := job.PromptHash("hello"); got != want {
 		t.Errorf("PromptHash(hello) = %s, want %s", got, want)
+	}
+}
+
+// An inline image and the same image staged by genimg have one
+// fingerprint; an object that only looks like a staged input does not.
+func TestFingerprintStagedInput(t *testing.T) {
+	data := []byte("\x89PNG\r\n\x1a\nstaged bytes")
+	sum := sha256.Sum256(data)
+	hash := hex.EncodeToString(sum[:])
+	inline := job.Job{Prompt: "p", Images: []job.Image{{Data: data}}}
+	staged := func(uri string) job.Job { return job.Job{Prompt: "p", Images: []job.Image{{URI: uri}}} }
+	tests := []struct {
+		uri  string
+		same bool
+	}{
+		{"gs://out/jobs/j-1/inputs/" + hash + ".png", true},
+		{"gs://out/jobs/" + strings.Repeat("i", 128) + "/inputs/" + hash + ".png", true},
+		{"gs://out/jobs/" + strings.Repeat("i", 129) + "/inputs/" + hash + ".png", false},
+		{"gs://out/jobs/j-1/inputs/" + hash[:63] + ".png", false},
+		{"gs://out/jobs/j-1/inputs/" + hash + "0.png", false},
+		{"gs://out/other/j-1/inputs/" + hash + ".png", false},
+	}
+	for _, tt := range tests {
+		if got := staged(tt.uri).Fingerprint() == inline.Fingerprint(); got != tt.same {
+			t.Errorf("%s: same fingerprint as inline = %v, want %v", tt.uri, got, tt.same)
+		}
 	}
 }

@@ -25,14 +25,22 @@ type Policy struct {
 	MaxPromptBytes int
 }
 
+// The patterns leave lengths to the code (matches): a bounded repetition
+// such as {1,512} compiles into that many copies of its class, and these
+// took 3.6 ms and 1 MB of a cold start to compile.
 var (
-	idPattern     = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
-	prefixPattern = regexp.MustCompile(`^[A-Za-z0-9._/-]{1,512}$`)
-	cachePattern  = regexp.MustCompile(`^(projects/[^/]+/locations/[^/]+/)?cachedContents/[A-Za-z0-9._-]{1,256}$`)
-	// Vertex AI request label rules.
-	vertexLabelKey   = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
-	vertexLabelValue = regexp.MustCompile(`^[a-z0-9_-]{0,63}$`)
+	idPattern     = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)                                                    // at most 128
+	prefixPattern = regexp.MustCompile(`^[A-Za-z0-9._/-]+$`)                                                   // at most 512
+	cachePattern  = regexp.MustCompile(`^(projects/[^/]+/locations/[^/]+/)?cachedContents/([A-Za-z0-9._-]+)$`) // NAME at most 256
+	// Vertex AI request label rules: at most 63 bytes each.
+	vertexLabelKey   = regexp.MustCompile(`^[a-z][a-z0-9_-]*$`)
+	vertexLabelValue = regexp.MustCompile(`^[a-z0-9_-]*$`)
 )
+
+// matches reports whether s is at most max bytes and matches re.
+func matches(re *regexp.Regexp, s string, max int) bool {
+	return len(s) <= max && re.MatchString(s)
+}
 
 // Label limits for the free-form labels echoed in records and events.
 const (
@@ -44,7 +52,7 @@ const (
 // ValidID reports whether id may name a job: [A-Za-z0-9._-]{1,128}, and not
 // "." or "..", so that jobs/<id>/ never escapes its folder.
 func ValidID(id string) bool {
-	return idPattern.MatchString(id) && id != "." && id != ".."
+	return matches(idPattern, id, 128) && id != "." && id != ".."
 }
 
 // Normalize fills the defaults a policy implies and canonicalises case, so
@@ -152,7 +160,7 @@ func (j *Job) Validate(p Policy) error {
 	}
 
 	if j.CachedContent != "" {
-		if !cachePattern.MatchString(j.CachedContent) {
+		if m := cachePattern.FindStringSubmatch(j.CachedContent); m == nil || len(m[2]) > 256 {
 			bad("cachedContent %q: expected cachedContents/NAME (or projects/P/locations/L/cachedContents/NAME)", truncate(j.CachedContent))
 		}
 		if j.SystemInstruction != "" {
@@ -162,7 +170,7 @@ func (j *Job) Validate(p Policy) error {
 
 	if j.Output != nil {
 		pre := j.Output.Prefix
-		if !prefixPattern.MatchString(pre) || strings.HasPrefix(pre, "/") || slices.Contains(strings.Split(pre, "/"), "..") ||
+		if !matches(prefixPattern, pre, 512) || strings.HasPrefix(pre, "/") || slices.Contains(strings.Split(pre, "/"), "..") ||
 			slices.Contains(strings.Split(strings.TrimSuffix(pre, "/"), "/"), "") || slices.Contains(strings.Split(pre, "/"), ".") {
 			bad("output.prefix %q: must be a relative path of A-Z, a-z, 0-9, '.', '_', '-' and '/' without empty, '.' or '..' segments", truncate(pre))
 		} else if pre == "jobs" || strings.HasPrefix(pre, "jobs/") {
@@ -188,10 +196,10 @@ func (j *Job) Validate(p Policy) error {
 	}
 	for _, k := range slices.Sorted(maps.Keys(j.BillingLabels)) {
 		v := j.BillingLabels[k]
-		if !vertexLabelKey.MatchString(k) {
+		if !matches(vertexLabelKey, k, 63) {
 			bad("billingLabels: key %q: must start with a lowercase letter and be at most 63 lowercase letters, digits, '_' or '-'", truncate(k))
 		}
-		if !vertexLabelValue.MatchString(v) {
+		if !matches(vertexLabelValue, v, 63) {
 			bad("billingLabels: value %q of %q: must be at most 63 lowercase letters, digits, '_' or '-'", truncate(v), truncate(k))
 		}
 	}

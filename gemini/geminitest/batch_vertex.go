@@ -271,10 +271,12 @@ func (h *Handler) getVertexBatch(w http.ResponseWriter, name string) {
 	writeJSON(w, res)
 }
 
-// labelPart is a valid label key or value on Vertex AI.
+// labelKey and labelVal are a valid label key and value on Vertex AI, at
+// most 63 bytes each (checked apart: a bounded repetition compiles into that
+// many copies of its class).
 var (
-	labelKey = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
-	labelVal = regexp.MustCompile(`^[a-z0-9_-]{0,63}$`)
+	labelKey = regexp.MustCompile(`^[a-z][a-z0-9_-]*$`)
+	labelVal = regexp.MustCompile(`^[a-z0-9_-]*$`)
 )
 
 // finishVertexBatch reads the input, answers every line and writes the
@@ -358,7 +360,7 @@ func checkLabels(raw json.RawMessage) *APIError {
 		return badRequest("Invalid JSON payload received. " + err.Error())
 	}
 	for k, v := range r.Labels {
-		if !labelKey.MatchString(k) || !labelVal.MatchString(v) {
+		if len(k) > 63 || len(v) > 63 || !labelKey.MatchString(k) || !labelVal.MatchString(v) {
 			return badRequest(fmt.Sprintf("Label %q: %q is invalid: keys and values are at most 63 lowercase letters, digits, '_' and '-', keys starting with a letter.", k, v))
 		}
 	}
