@@ -100,7 +100,9 @@ Flags:
 	if *functionsOnly {
 		fmt.Printf("genimg functions on %s:%d, using the stack's emulators on ports %d (storage), %d (pub/sub), %d (model)\n",
 			o.Host, o.FunctionsPort, o.StoragePort, o.PubSubPort, o.ModelPort)
-		return localstack.ServeFunctions(ctx, o)
+		// Quiet while the framework registers the slots (a line each).
+		restore := quietStdout()
+		return localstack.ServeFunctions(ctx, o, restore)
 	}
 
 	start := time.Now()

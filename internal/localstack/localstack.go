@@ -378,8 +378,9 @@ func (s *Stack) Config() (config.Config, error) {
 // ServeFunctions serves only the functions, configured for the emulators
 // and stand-in of a stack started elsewhere with the same options and
 // ExternalFunctions pointing here: the functions then run in a process of
-// their own, whose memory and CPU can be measured alone. It blocks.
-func ServeFunctions(ctx context.Context, o Options) error {
+// their own, whose memory and CPU can be measured alone. It calls
+// listening once the functions are served (or failed to be), and blocks.
+func ServeFunctions(ctx context.Context, o Options, listening func()) error {
 	d := Defaults()
 	if o.Host == "" {
 		o.Host = d.Host
@@ -400,7 +401,9 @@ func ServeFunctions(ctx context.Context, o Options) error {
 		return err
 	}
 	defer in.Close()
-	if _, _, err := Mount(o.Host, o.FunctionsPort, in); err != nil {
+	_, _, err = Mount(o.Host, o.FunctionsPort, in)
+	listening()
+	if err != nil {
 		return err
 	}
 	<-ctx.Done()
