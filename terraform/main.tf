@@ -154,5 +154,13 @@ locals {
       GOOGLE_GENAI_USE_VERTEXAI = "true"
       GOOGLE_CLOUD_LOCATION     = var.vertex_location
     } : {},
+    # The Go runtime's, not LoadConfig's: a share of the instance's memory.
+    var.go_memory_limit_percent > 0 ? {
+      GOMEMLIMIT = "${floor(local.memory_mib * var.go_memory_limit_percent / 100)}MiB"
+    } : {},
   )
+
+  # var.memory (512Mi, 1Gi) in MiB.
+  memory_parts = regex("^([0-9]+)(Mi|Gi)$", var.memory)
+  memory_mib   = tonumber(local.memory_parts[0]) * (local.memory_parts[1] == "Gi" ? 1024 : 1)
 }

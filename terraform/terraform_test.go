@@ -783,3 +783,39 @@ func TestDeployerDocs(t *testing.T) {
 		})
 	}
 }
+
+// TestGoMemoryLimit: GOMEMLIMIT is the given share of the function's
+// memory, in MiB, or unset.
+func TestGoMemoryLimit(t *testing.T) {
+	tr, err := readTree(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p problems
+	m := parse(tr, &p)
+	if m == nil {
+		t.Fatalf("parse: %v", p)
+	}
+	for _, tt := range []struct {
+		memory  string
+		percent int
+		want    string // "" for unset
+	}{
+		{"1Gi", 80, "819MiB"},
+		{"512Mi", 80, "409MiB"},
+		{"2Gi", 90, "1843MiB"},
+		{"1Gi", 0, ""},
+	} {
+		ev := newEvaluator(m, map[string]cty.Value{"memory": cty.StringVal(tt.memory), "go_memory_limit_percent": cty.NumberIntVal(int64(tt.percent))})
+		env := ev.local("env")
+		got := ""
+		if env.IsKnown() && env.Type().IsObjectType() && env.Type().HasAttribute("GOMEMLIMIT") {
+			got = env.GetAttr("GOMEMLIMIT").AsString()
+		} else if !env.IsKnown() || !env.Type().IsObjectType() {
+			t.Fatalf("memory %s: local.env = %#v, want an object", tt.memory, env)
+		}
+		if got != tt.want {
+			t.Errorf("memory %s, %d %%: GOMEMLIMIT = %q, want %q", tt.memory, tt.percent, got, tt.want)
+		}
+	}
+}

@@ -428,6 +428,17 @@ variable "quota_retry" {
   }
 }
 
+variable "go_memory_limit_percent" {
+  description = "The Go runtime's soft memory limit (GOMEMLIMIT) as a percentage of memory: the collector works harder as the heap nears it instead of letting it grow to twice the live data, which keeps bursts of images in flight under the instance's memory. 0 leaves GOMEMLIMIT unset."
+  type        = number
+  default     = 80
+
+  validation {
+    condition     = var.go_memory_limit_percent == 0 || (var.go_memory_limit_percent >= 50 && var.go_memory_limit_percent <= 95 && floor(var.go_memory_limit_percent) == var.go_memory_limit_percent)
+    error_message = "go_memory_limit_percent must be 0 (unset) or a whole number from 50 to 95."
+  }
+}
+
 variable "spool_bytes" {
   description = "Bytes of output images an instance holds in memory until Cloud Storage has them (GENIMG_SPOOL_BYTES): an image within it goes up in one request and, should that fail, is written later instead of paid for again; beyond it images stream unprotected; 0 turns it off. Counts against memory."
   type        = number
