@@ -79,7 +79,9 @@ type options struct {
 	now        func() time.Time
 }
 
-// WithStorageOptions passes client options to the Cloud Storage client.
+// WithStorageOptions passes client options to the Cloud Storage client;
+// with any, its HTTP transport is theirs or the library's default, not
+// storage.HTTPClient (tests bring one that injects faults).
 func WithStorageOptions(o ...option.ClientOption) Option {
 	return func(s *options) { s.gcsOpts = append(s.gcsOpts, o...) }
 }
@@ -150,6 +152,15 @@ func New(ctx context.Context, cfg config.Config, opts ...Option) (*Service, erro
 	// global one.
 	quiet := []option.ClientOption{option.WithTelemetryDisabled()}
 	gcsOpts, psOpts = slices.Concat(quiet, gcsOpts), slices.Concat(quiet, psOpts)
+	if len(o.gcsOpts) == 0 {
+		// genimg's transport (uploads in fewer system calls), unless the
+		// caller brings client options, and with them its own transport.
+		hc, err := storage.HTTPClient(ctx, gcsOpts...)
+		if err != nil {
+			return nil, err
+		}
+		gcsOpts = append(gcsOpts, option.WithHTTPClient(hc))
+	}
 	store, err := storage.Dial(ctx, storeCfg, cfg.Limits, cfg.Model.Backend, append(gcsOpts, o.gcsOpts...), o.storeOpts...)
 	if err != nil {
 		return nil, err
