@@ -2,7 +2,12 @@ package storage
 
 import (
 	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	gcs "cloud.google.com/go/storage"
@@ -43,5 +48,42 @@ func TestHTTPClient(t *testing.T) {
 	}
 	if _, err := HTTPClient(t.Context(), option.WithHTTPClient(hc)); err == nil {
 		t.Error("HTTPClient accepted an HTTP client of the caller's")
+	}
+}
+
+// A body closed unread (a DELETE's answer) leaves the connection reusable.
+func TestDrainingTransportReusesConnections(t *testing.T) {
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "{\"kind\": \"storage#object\"}\n")
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	for _, tt := range []struct {
+		name string
+		rt   http.RoundTripper
+		want int64
+	}{
+		{"plain", &http.Transport{}, 5},
+		{"draining", drainingTransport{&http.Transport{}}, 1},
+	} {
+		conns.Store(0)
+		c := &http.Client{Transport: tt.rt}
+		for range 5 {
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodDelete, srv.URL, nil)
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close() // unread, as the client library does
+		}
+		if got := conns.Load(); got != tt.want {
+			t.Errorf("%s: %d connections for 5 requests, want %d", tt.name, got, tt.want)
+		}
 	}
 }
