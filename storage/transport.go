@@ -19,8 +19,10 @@ import (
 // at a time, and net/http flushes every chunk: with the default 4 KiB buffer
 // that is three writes per chunk (4096 bytes, the rest, then a 2-byte
 // "\r\n"), about 150 write system calls for a 1.5 MB image (strace of a
-// side.sh run). A buffer that holds a whole chunk sends each in one.
-const uploadWriteBuffer = 64 << 10
+// side.sh run). A buffer that holds a whole chunk with its size line and
+// CRLF sends each in one; it is per connection (up to 100 pooled), so no
+// bigger than that.
+const uploadWriteBuffer = 36 << 10
 
 // HTTPClient is the Cloud Storage client's HTTP client: the client
 // library's own authenticated transport (Application Default Credentials
