@@ -30,7 +30,6 @@ import (
 	"net"
 	"net/url"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	gcs "cloud.google.com/go/storage"
@@ -91,9 +90,9 @@ type Store struct {
 	backend job.Backend
 	owner   string
 	now     func() time.Time
-	// spooled counts the bytes of output images held in memory
-	// (cfg.SpoolBytes at most).
-	spooled atomic.Int64
+	// spooled is the budget of output images held in memory
+	// (cfg.SpoolBytes).
+	spooled spoolBudget
 	// retryDeadline bounds one upload with the client's own retries: the
 	// client retries a single-request upload until its context ends, so
 	// without this a storage outage would hold a write until the function
@@ -178,15 +177,9 @@ func (s *Store) Close() error {
 }
 
 // reserve takes n bytes of the spool budget, if there is room.
-func (s *Store) reserve(n int) bool {
-	if s.spooled.Add(int64(n)) > s.cfg.SpoolBytes {
-		s.spooled.Add(-int64(n))
-		return false
-	}
-	return true
-}
+func (s *Store) reserve(n int) bool { return s.spooled.take(int64(n), s.cfg.SpoolBytes) }
 
-func (s *Store) unreserve(n int) { s.spooled.Add(-int64(n)) }
+func (s *Store) unreserve(n int) { s.spooled.give(int64(n)) }
 
 // Output is the output bucket through the write primitive, for the state
 // that is not a job's (spend ledgers, the kill switch, cache records, batch

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"time"
 
 	gcs "cloud.google.com/go/storage"
 
@@ -97,9 +98,28 @@ func (o *Outputs) OpenImage(index int, mimeType string) (io.WriteCloser, error) 
 	if index < 0 {
 		return nil, fmt.Errorf("%w: image index %d", job.ErrInvalid, index)
 	}
-	return &ImageWriter{o: o, index: index, declared: mimeType, sha: sha256.New(), head: make([]byte, 0, sniffBytes),
-		spooling: o.s.cfg.SpoolBytes > 0, spool: &spool{s: o.s}}, nil
+	w := &ImageWriter{o: o, index: index, declared: mimeType, sha: sha256.New(), head: make([]byte, 0, sniffBytes),
+		spool: &spool{s: o.s}}
+	if o.s.cfg.SpoolBytes > 0 {
+		// Room for a typical image, waited for while holding nothing, so
+		// that no two images can each hold part of the budget and wait for
+		// the rest: the answer's bytes wait in the connection meanwhile.
+		w.spooling = w.spool.reserveAhead(o.ctx, int(min(spoolAhead, o.s.cfg.SpoolBytes)), spoolWait)
+	}
+	return w, nil
 }
+
+const (
+	// spoolAhead is the room an image reserves in the spool before its
+	// first byte: a 1024×1024 PNG is 1.5–2 MB; a larger image takes more as
+	// it grows, if there is room, and streams the rest if there is not.
+	spoolAhead = 2 << 20
+	// spoolWait bounds the wait for that room. Images held for Flush after
+	// a failed upload keep theirs until written, so a long Cloud Storage
+	// outage fills the budget: past this wait, images stream unprotected,
+	// as they always did beyond the budget.
+	spoolWait = 2 * time.Second
+)
 
 // WriteImageStream writes the index-th image from r: OpenImage, copy,
 // Close. It returns what the record says of the image.
@@ -122,13 +142,15 @@ func (o *Outputs) WriteImageStream(index int, r io.Reader, mimeType string) (job
 // An ImageWriter writes one output image to Cloud Storage, computing its
 // SHA-256 and size on the way and its dimensions from its first bytes.
 //
-// While the store's spool budget (GENIMG_SPOOL_BYTES) has room, the image
-// is held in the spool and goes up on Close in one request, which Put
-// retries from memory: no chunk buffer, one request instead of a resumable
-// session's one per 256 KiB, and a paid answer that outlives a failed
-// upload (Outputs.Flush). An image the budget has no room for streams
-// through a resumable upload as it arrives, unprotected: its failure fails
-// the attempt. Errors wrap job's categories.
+// The image is held in the spool (GENIMG_SPOOL_BYTES) and goes up on
+// Close in one request, which Put retries from memory: no chunk buffer, one
+// request instead of a resumable session's one per 256 KiB, and a paid
+// answer that outlives a failed upload (Outputs.Flush). Before its first
+// byte an image waits, up to spoolWait, for spoolAhead bytes of room, so the
+// budget also bounds how many images are decoded and uploaded at once; an
+// image the budget has no room for (after that wait, or as it grows beyond
+// its reservation) streams through a resumable upload as it arrives,
+// unprotected: its failure fails the attempt. Errors wrap job's categories.
 type ImageWriter struct {
 	o        *Outputs
 	index    int

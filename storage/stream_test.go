@@ -277,3 +277,52 @@ func TestOutputsKeepFailedUpload(t *testing.T) {
 		})
 	}
 }
+
+// An image waits for spool room before its first byte while another holds
+// it, and spools (one request, protected) once that one is stored.
+func TestOutputsWaitForSpoolRoom(t *testing.T) {
+	srv := newServer(t)
+	s := streamStore(srv.Client, spoolAhead)
+	j := job.Job{Prompt: "p", Model: job.DefaultModel}
+	c, _, err := s.Claim(t.Context(), "wait", "fp", upload1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.NewOutputs(t.Context(), c, &j, ImageMeta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := out.OpenImage(0, "image/png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := make(chan *ImageWriter)
+	go func() {
+		w, _ := out.OpenImage(1, "image/png") // waits: the budget is first's
+		second <- w.(*ImageWriter)
+	}()
+	img := noise(t, 128, 128, 200_000)
+	select {
+	case <-second:
+		t.Fatal("the second image opened while the first held the whole budget")
+	case <-time.After(50 * time.Millisecond):
+	}
+	chunked(t, first, img, 32<<10)
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w := <-second
+	if !w.spooling {
+		t.Fatal("the second image streams; want it spooled once the first gave its room back")
+	}
+	chunked(t, w, img, 32<<10)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"gs://out/images/wait/a1-0.png", "gs://out/images/wait/a1-1.png"}, uris(out.Stored())); diff != "" {
+		t.Errorf("stored (-want +got):\n%s", diff)
+	}
+	if held := s.spooled.Load(); held != 0 {
+		t.Errorf("%d bytes of the spool budget still taken", held)
+	}
+}
