@@ -228,7 +228,7 @@ func (w *ImageWriter) streamOn(p []byte) (int, error) {
 // stream writes parts to the upload, opening it first if need be.
 func (w *ImageWriter) stream(parts ...[]byte) error {
 	if w.w == nil {
-		if err := w.name0(); err != nil {
+		if err := w.nameObject(); err != nil {
 			return err
 		}
 		// The deadline also cancels an abandoned writer: never half-committed.
@@ -253,8 +253,8 @@ func (w *ImageWriter) dropSpool() {
 	w.spooling = false
 }
 
-// name0 names the object from the image's type, once.
-func (w *ImageWriter) name0() error {
+// nameObject names the object from the image's type, once.
+func (w *ImageWriter) nameObject() error {
 	if w.name != "" {
 		return nil
 	}
@@ -320,7 +320,7 @@ func (w *ImageWriter) Close() error {
 		return nil
 	}
 	o := w.o
-	if err := w.name0(); err != nil {
+	if err := w.nameObject(); err != nil {
 		w.done = true
 		return err
 	}
