@@ -110,7 +110,7 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 }
 
 // call is the paid part of a run: inputs, admission, the model call with its
-// images streamed to Cloud Storage, the draft and the record.
+// images written to Cloud Storage as they arrive, the draft and the record.
 func (s *Service) call(ctx context.Context, claim *storage.Claim, j job.Job, rec job.Record, d trigger.Delivery) (job.Record, error) {
 	created := firstSeen(d.Time, claim.CreatedAt)
 	parked := j.Clone() // the job as it came, should it have to wait
@@ -152,8 +152,10 @@ func (s *Service) call(ctx context.Context, claim *storage.Claim, j job.Job, rec
 		release(0)
 		return job.Record{}, err
 	}
-	// The answer's images stream into Cloud Storage while it is read: no
-	// whole image is held in memory (BENCHMARKS.md "## memory design").
+	// The answer's images go to Cloud Storage while it is read: each is
+	// held in the spool's bounded budget and sent in one request, or, past
+	// the budget, streamed (storage.ImageWriter); no image is held beyond
+	// the budget.
 	meta := storage.ImageMeta{Model: j.Model, PromptSHA256: job.PromptHash(j.Prompt), Source: sourceObject(d),
 		CacheControl: cmp.Or(d.CacheControl, s.cfg.Storage.CacheControl)}
 	outputs, err := s.store.NewOutputs(ctx, claim, &j, meta)
