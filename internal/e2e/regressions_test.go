@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"testing"
@@ -101,5 +102,55 @@ func TestStorageRefusalIsRetried(t *testing.T) {
 				t.Errorf("record %s after the refusal, %d model calls; want succeeded, 1", rec.Outcome, m.Calls())
 			}
 		})
+	}
+}
+
+// A caller that hangs up while the record is being written does not leave
+// a stored record without its event: the write may commit all the same,
+// and no redelivery may come to publish the event (another copy of the
+// delivery may have been acknowledged already). The record and its event
+// go on without the caller.
+func TestCallerGoneDuringRecordWrite(t *testing.T) {
+	m := newModel(t)
+	in := newInstance(t, baseConfig(t, m), "gone")
+	msgID := "gone-" + uniq(t)
+	id := derivedMessageID(msgID)
+	ctx, hangUp := context.WithCancel(t.Context())
+	defer hangUp()
+	in.gcsFaults.Base = hangUpOn{base: in.gcsFaults.Base, object: "jobs/" + id + "/result.json", hangUp: hangUp}
+	data := []byte(`{"prompt": "a harbour at night", "aspectRatio": "1:1"}`)
+	messageEvent(ctx, in.path+"/OnMessage", msgID, data, time.Now())
+
+	rec := storedRecord(t, id)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(stack.events.forJob(id)) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if evs := stack.events.forJob(id); len(evs) != 1 || evs[0].Record.ResponseID != rec.ResponseID {
+		t.Errorf("%d completion events for the stored record, want 1 (the caller hung up during its write)", len(evs))
+	}
+}
+
+// hangUpOn lets the upload of object through, then hangs up the caller and
+// waits for the hang-up to reach the request (at most a second) before
+// answering: a write that committed while its caller went away.
+type hangUpOn struct {
+	base   http.RoundTripper
+	object string
+	hangUp context.CancelFunc
+}
+
+func (h hangUpOn) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := h.base.RoundTrip(r)
+	if err != nil || r.URL.Query().Get("name") != h.object {
+		return resp, err
+	}
+	h.hangUp()
+	select {
+	case <-r.Context().Done():
+		resp.Body.Close()
+		return nil, r.Context().Err()
+	case <-time.After(time.Second):
+		return resp, nil
 	}
 }

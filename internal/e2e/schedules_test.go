@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,6 +140,19 @@ type scheduledJob struct {
 	// lossy: the schedule may have lost a paid answer (a second payment is
 	// allowed, and must be counted).
 	lossy bool
+	// acked: a delivery was acknowledged (2xx). Until then the platform
+	// redelivers, even when the record is already stored: a delivery whose
+	// caller hung up as the record committed published no event, and its
+	// redelivery does.
+	acked atomic.Bool
+}
+
+// delivered notes an acknowledged delivery; it answers st.
+func (j *scheduledJob) delivered(st int) int {
+	if st >= 200 && st < 300 {
+		j.acked.Store(true)
+	}
+	return st
 }
 
 func (h *scheduleHarness) run(t *testing.T, seed uint64) {
@@ -204,7 +218,7 @@ func (h *scheduleHarness) run(t *testing.T, seed uint64) {
 	for try := 0; ; try++ {
 		pending, quota := 0, 0
 		for _, j := range jobs {
-			if st, err := settle.Store().Status(ctx, j.id); err == nil && st.State == job.Done {
+			if st, err := settle.Store().Status(ctx, j.id); err == nil && st.State == job.Done && j.acked.Load() {
 				continue
 			}
 			pending++
@@ -263,7 +277,7 @@ func (h *scheduleHarness) newJob(t *testing.T, r *rand.Rand, seed uint64, k int)
 		data, _ := json.Marshal(map[string]string{"prompt": j.prompt, "aspectRatio": "1:1"})
 		j.deliver = func(ctx context.Context, in *testInstance) int {
 			st, _ := messageEvent(ctx, in.path+"/OnMessage", msgID, data, when)
-			return st
+			return j.delivered(st)
 		}
 		return j
 	}
@@ -275,7 +289,7 @@ func (h *scheduleHarness) newJob(t *testing.T, r *rand.Rand, seed uint64, k int)
 	j.deliver = func(ctx context.Context, in *testInstance) int {
 		st, _ := sendEvent(ctx, in.path+"/OnUpload", "evt-"+name, "google.cloud.storage.object.v1.finalized",
 			"//storage.googleapis.com/projects/_/buckets/"+h.uploads, "objects/"+name, when, data)
-		return st
+		return j.delivered(st)
 	}
 	return j
 }

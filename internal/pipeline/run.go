@@ -279,7 +279,15 @@ func (s *Service) hold(ctx context.Context, c *storage.Claim, j job.Job, reason 
 }
 
 // commit stores the record (or finds the one that won) and publishes it.
+//
+// Both go on if the caller hangs up meanwhile (a push deadline, a client
+// gone): a record whose write was cut off may have committed all the same,
+// and its event would then wait for a redelivery that may never come —
+// another copy of the delivery may have been acknowledged already, as a
+// held job's is when a duplicate claims it. commitTimeout bounds them.
 func (s *Service) commit(ctx context.Context, c *storage.Claim, rec job.Record) (job.Record, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer cancel()
 	sctx, end := s.traces.Step(ctx, "record")
 	stored, _, err := s.store.Commit(sctx, c, rec)
 	if end(err); err != nil {
@@ -291,6 +299,11 @@ func (s *Service) commit(ctx context.Context, c *storage.Claim, rec job.Record) 
 	logCompleted(ctx, stored)
 	return stored, nil
 }
+
+// commitTimeout bounds commit once it no longer follows its caller: the
+// record's write with its retries (storage's upload deadline, 32 s) and the
+// event's publication.
+const commitTimeout = time.Minute
 
 // newRecord starts a job's record.
 func (s *Service) newRecord(j job.Job, trig job.Trigger) job.Record {
