@@ -159,15 +159,7 @@ func TestOutputsAbortAndFailures(t *testing.T) {
 func testAbortAndFailures(t *testing.T, spoolBytes int64) {
 	srv := newServer(t)
 	s := streamStore(srv.Client, spoolBytes)
-	j := job.Job{Prompt: "p", Model: job.DefaultModel}
-	c, _, err := s.Claim(t.Context(), "ab", "fp", upload1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := s.NewOutputs(t.Context(), c, &j, ImageMeta{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, c := claimOutputs(t, s, "ab")
 	big := noise(t, 64, 64, 700_000)
 
 	// Dropped after several chunks went up: no object.
@@ -182,7 +174,7 @@ func testAbortAndFailures(t *testing.T, spoolBytes int64) {
 	}
 
 	// A reader that fails midway: transient, nothing stored.
-	_, err = out.WriteImageStream(1, io.MultiReader(bytes.NewReader(big[:300_000]), iotest.ErrReader(io.ErrUnexpectedEOF)), "image/png")
+	_, err := out.WriteImageStream(1, io.MultiReader(bytes.NewReader(big[:300_000]), iotest.ErrReader(io.ErrUnexpectedEOF)), "image/png")
 	if !errors.Is(err, job.ErrTransient) || exists(t, srv.Client, outBucket, "images/ab/a1-1.png") {
 		t.Errorf("failing reader: %v, stored %v; want transient, nothing stored", err, exists(t, srv.Client, outBucket, "images/ab/a1-1.png"))
 	}
@@ -237,18 +229,10 @@ func TestOutputsKeepFailedUpload(t *testing.T) {
 			// A short deadline: the streamed upload retries its chunks until then.
 			s := New(srv.Client, cfg, testLimits, job.GeminiAPI, WithOwner("me"), WithClock(newClock().now),
 				WithUploadRetryDeadline(500*time.Millisecond), fastRetry)
-			j := job.Job{Prompt: "p", Model: job.DefaultModel}
-			c, _, err := s.Claim(t.Context(), "kf", "fp", upload1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, err := s.NewOutputs(t.Context(), c, &j, ImageMeta{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			out, _ := claimOutputs(t, s, "kf")
 			img := noise(t, 256, 256, 300_000)
 			srv.Transport.Inject(storagetest.Fault{Match: storagetest.MatchUpload("images/kf/a1-0.png"), Status: 503})
-			_, err = out.WriteImageStream(0, bytes.NewReader(img), "image/png")
+			_, err := out.WriteImageStream(0, bytes.NewReader(img), "image/png")
 			if budget.bytes == 0 {
 				if !errors.Is(err, job.ErrTransient) || out.Pending() {
 					t.Fatalf("streamed: err = %v, pending %v; want transient, nothing kept", err, out.Pending())
@@ -283,15 +267,7 @@ func TestOutputsKeepFailedUpload(t *testing.T) {
 func TestOutputsWaitForSpoolRoom(t *testing.T) {
 	srv := newServer(t)
 	s := streamStore(srv.Client, spoolAhead)
-	j := job.Job{Prompt: "p", Model: job.DefaultModel}
-	c, _, err := s.Claim(t.Context(), "wait", "fp", upload1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := s.NewOutputs(t.Context(), c, &j, ImageMeta{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, _ := claimOutputs(t, s, "wait")
 	first, err := out.OpenImage(0, "image/png")
 	if err != nil {
 		t.Fatal(err)
@@ -325,4 +301,19 @@ func TestOutputsWaitForSpoolRoom(t *testing.T) {
 	if held := s.spooled.Load(); held != 0 {
 		t.Errorf("%d bytes of the spool budget still taken", held)
 	}
+}
+
+// claimOutputs claims jobID for a one-prompt job and opens its outputs.
+func claimOutputs(t *testing.T, s *Store, jobID string) (*Outputs, *Claim) {
+	t.Helper()
+	j := job.Job{Prompt: "p", Model: job.DefaultModel}
+	c, _, err := s.Claim(t.Context(), jobID, "fp", upload1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.NewOutputs(t.Context(), c, &j, ImageMeta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, c
 }

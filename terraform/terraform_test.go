@@ -746,15 +746,7 @@ func TestDeployerDocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, err := readTree(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p problems
-	m := parse(tr, &p)
-	if m == nil {
-		t.Fatalf("parse: %v", p)
-	}
+	m := parsedModule(t)
 	for _, tt := range []struct{ name, old, new, want string }{
 		{name: "as written"},
 		{"no Scheduler admin", "roles/cloudscheduler.admin ", "", "the deployer lacks roles/cloudscheduler.admin"},
@@ -787,15 +779,7 @@ func TestDeployerDocs(t *testing.T) {
 // TestGoMemoryLimit: GOMEMLIMIT is the given share of the function's
 // memory, in MiB, or unset.
 func TestGoMemoryLimit(t *testing.T) {
-	tr, err := readTree(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p problems
-	m := parse(tr, &p)
-	if m == nil {
-		t.Fatalf("parse: %v", p)
-	}
+	m := parsedModule(t)
 	for _, tt := range []struct {
 		memory  string
 		percent int
@@ -818,4 +802,19 @@ func TestGoMemoryLimit(t *testing.T) {
 			t.Errorf("memory %s, %d %%: GOMEMLIMIT = %q, want %q", tt.memory, tt.percent, got, tt.want)
 		}
 	}
+}
+
+// parsedModule is this folder's configuration, parsed.
+func parsedModule(t *testing.T) *module {
+	t.Helper()
+	tr, err := readTree(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p problems
+	m := parse(tr, &p)
+	if m == nil {
+		t.Fatalf("parse: %v", p)
+	}
+	return m
 }
