@@ -12,9 +12,9 @@ import (
 // time per instance: each holds its decoded images (≈ ¾ of the body) from
 // the read until they are staged, so maxLargeBodies × GENIMG_MAX_REQUEST_BYTES
 // × ¾ bounds what request bodies hold at once. Others wait their turn;
-// small bodies never wait. Eight keep two cores busy reading 1 MiB inputs
-// (side.sh: 50 edits in flight, 38 jobs/s with 8, 35 with 16) and hold
-// half what sixteen did.
+// small bodies never wait. Eight hold half what sixteen did; lowered
+// together with storage's staged-input budget, side.sh's 50 edits in flight
+// ran at 38.4 and 30.7 jobs/s (two runs) against 35.5 before (one run).
 const (
 	largeBody      = 256 << 10
 	maxLargeBodies = 8
