@@ -152,10 +152,11 @@ func TestCrashWindows(t *testing.T) {
 			calls: 2, attempts: 2, cost: 2 * oneCallCost,
 		},
 		{
-			// The draft is retried in process; when Cloud Storage refuses
-			// it throughout, the claim is released and the paid answer
-			// kept in memory: the redelivery commits it, no second call.
-			// (It used to wait out the lease and pay again.)
+			// The draft is retried in process (for three quarters of the
+			// function's timeout: 6 s here); when Cloud Storage refuses it
+			// throughout, the claim is released and the paid answer kept
+			// in memory: the redelivery commits it, no second call. (It
+			// used to wait out the lease and pay again.)
 			name: "after the images (draft write fails)",
 			crash: func(t *testing.T, in *testInstance, id string) int {
 				in.gcsFaults.Inject(storagetest.Fault{Status: 503, Match: storagetest.MatchUpload("jobs/" + id + "/attempt-1.json")})
@@ -206,6 +207,7 @@ func TestCrashWindows(t *testing.T) {
 			m := newModel(t)
 			cfg := baseConfig(t, m)
 			cfg.Model.MaxAttempts = 1 // a lost answer goes back to the platform
+			cfg.Limits.FunctionTimeout = 8 * time.Second
 			in := newInstance(t, cfg, "crashing")
 			msgID := "crash-" + uniq(t)
 			id := derivedMessageID(msgID)
@@ -421,9 +423,10 @@ func TestStorageFaults(t *testing.T) {
 		{"record read 503", func(id string) storagetest.Fault {
 			return storagetest.Fault{Status: 503, Match: storagetest.MatchObject("jobs/" + id + "/result.json")}
 		}, 500, false, 1},
-		// A paid answer whose image or draft Cloud Storage refuses is kept
-		// (the image in the spool, the record in memory) and finished by
-		// the redelivery: one call. (Both used to cost a second call.)
+		// A paid answer whose image or draft Cloud Storage refuses past
+		// its retries (6 s here) is kept (the image in the spool, the
+		// record in memory) and finished by the redelivery: one call.
+		// (Both used to cost a second call.)
 		{"image write 503", func(id string) storagetest.Fault {
 			return storagetest.Fault{Status: 503, Match: storagetest.MatchUpload("images/" + id + "/a1-0.png")}
 		}, 500, false, 1},
@@ -448,6 +451,7 @@ func TestStorageFaults(t *testing.T) {
 			t.Parallel()
 			m := newModel(t)
 			cfg := baseConfig(t, m)
+			cfg.Limits.FunctionTimeout = 8 * time.Second
 			in := newInstance(t, cfg, "storage-faults")
 			msgID := "gcs-" + uniq(t)
 			id := derivedMessageID(msgID)
@@ -479,5 +483,58 @@ func TestStorageFaults(t *testing.T) {
 				t.Errorf("event for response %s, record %s", e.Record.ResponseID, rec.ResponseID)
 			}
 		})
+	}
+}
+
+// A paid answer whose draft Cloud Storage refuses for a while is retried
+// for as long as the run may last, holding the job, even after its caller
+// has hung up: a redelivery to another instance meanwhile is refused, then
+// finds the record. One call. (The writes used to give up after six tries
+// and release the job, and another instance paid for it again.)
+func TestPaidAnswerOutlastsRefusals(t *testing.T) {
+	t.Parallel()
+	m := newModel(t)
+	cfg := baseConfig(t, m)
+	first, second := newInstance(t, cfg, "refused-1"), newInstance(t, cfg, "refused-2")
+	msgID := "refused-" + uniq(t)
+	id := derivedMessageID(msgID)
+	data := []byte(`{"prompt": "a windmill at dusk", "aspectRatio": "1:1"}`)
+	when := time.Now()
+
+	// 403 is not retried inside the client library: one refusal per try.
+	const refusals = 8
+	first.gcsFaults.Inject(storagetest.Fault{Status: 403, Times: refusals, Match: storagetest.MatchUpload("jobs/" + id + "/attempt-1.json")})
+	ctx, hangUp := context.WithCancel(t.Context())
+	go func() {
+		for _, n := first.gcsFaults.Counts(); n == 0; _, n = first.gcsFaults.Counts() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		hangUp()
+	}()
+	if status, err := messageEvent(ctx, first.path+"/OnMessage", msgID, data, when); err == nil {
+		t.Fatalf("the first delivery answered %d; its caller should have gone", status)
+	}
+	refused, err := untilAcked(t.Context(), func() (int, error) {
+		return messageEvent(t.Context(), second.path+"/OnMessage", msgID, data, when)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refused == 0 {
+		t.Error("the redelivery was not refused while the first instance held the job")
+	}
+	if _, got := first.gcsFaults.Counts(); got != refusals {
+		t.Errorf("the draft was refused %d times, want %d", got, refusals)
+	}
+	rec := storedRecord(t, id)
+	if got := m.Calls(); got != 1 || rec.Attempts != 1 {
+		t.Errorf("%d model calls, the record counts %d; want 1", got, rec.Attempts)
+	}
+	if rec.Outcome != job.Succeeded || len(rec.Outputs) != 1 {
+		t.Fatalf("record: outcome %s, %d outputs, error %+v", rec.Outcome, len(rec.Outputs), rec.Error)
+	}
+	checkAgree(t, rec)
+	if e := stack.events.waitJob(t, id); e.Record.ResponseID != rec.ResponseID {
+		t.Errorf("event for response %s, record %s", e.Record.ResponseID, rec.ResponseID)
 	}
 }

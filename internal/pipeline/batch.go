@@ -455,6 +455,7 @@ func (f batchFinisher) Finish(ctx context.Context, fin batch.Finished) error {
 	s.renditions(ctx, claim, j.Renditions, rec.Outputs, meta)
 	rec.Timings.CompletedAt = s.now()
 	rec.Timings.TotalMs = rec.Timings.CompletedAt.Sub(rec.Timings.CreatedAt).Milliseconds()
-	_, err = s.finish(ctx, claim, rec, nil, nil)
+	// The batch's answer can be read again: the next poll retries it.
+	_, err = s.finish(ctx, claim, rec, nil, nil, time.Now().Add(minKeep))
 	return err
 }

@@ -34,6 +34,7 @@ var ErrHeld = errors.New("job held")
 // failure is a failed record, not an error.
 func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, error) {
 	ctx = WithJobID(ctx, d.ID)
+	keepUntil := s.keepUntil(time.Now())
 	if d.Ignore != "" {
 		slog.InfoContext(ctx, "delivery ignored", "reason", d.Ignore, "source", d.Trigger.Source)
 		return job.Record{}, ErrIgnored
@@ -93,7 +94,7 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 		// refused its images or its draft: finish it from memory.
 		slog.InfoContext(ctx, "finishing an earlier attempt kept in memory", "attempt", claim.Attempt)
 		kept.rec.Attempts, kept.rec.CostUSD = max(kept.rec.Attempts, claim.PriorCalls), max(kept.rec.CostUSD, claim.PriorCost)
-		return s.finish(ctx, claim, kept.rec, kept.outputs, kept.after)
+		return s.finish(ctx, claim, kept.rec, kept.outputs, kept.after, keepUntil)
 	}
 	rec.Attempts, rec.CostUSD = claim.PriorCalls, claim.PriorCost
 	if cause != nil {
@@ -106,12 +107,13 @@ func (s *Service) Run(ctx context.Context, d trigger.Delivery) (job.Record, erro
 		// silently at 24 h, and the record counts what earlier attempts paid.
 		return s.commit(ctx, claim, failed(rec, err, s.now()))
 	}
-	return s.call(ctx, claim, j, rec, d)
+	return s.call(ctx, claim, j, rec, d, keepUntil)
 }
 
 // call is the paid part of a run: inputs, admission, the model call with its
 // images written to Cloud Storage as they arrive, the draft and the record.
-func (s *Service) call(ctx context.Context, claim *storage.Claim, j job.Job, rec job.Record, d trigger.Delivery) (job.Record, error) {
+// keepUntil bounds the retries of the paid answer's writes (finish).
+func (s *Service) call(ctx context.Context, claim *storage.Claim, j job.Job, rec job.Record, d trigger.Delivery, keepUntil time.Time) (job.Record, error) {
 	created := firstSeen(d.Time, claim.CreatedAt)
 	parked := j.Clone() // the job as it came, should it have to wait
 	// A conversation's history and this job's inputs are read and checked
@@ -209,16 +211,21 @@ func (s *Service) call(ctx context.Context, claim *storage.Claim, j job.Job, rec
 		rec.Timings.CompletedAt = s.now()
 		rec.Timings.TotalMs = rec.Timings.CompletedAt.Sub(rec.Timings.CreatedAt).Milliseconds()
 	}
-	return s.finish(ctx, claim, rec, outputs, after)
+	return s.finish(ctx, claim, rec, outputs, after, keepUntil)
 }
 
 // finish keeps a paid answer: the images the spool held through a failed
 // upload are written, then after completes the record (renditions, turns;
-// once), then the draft, all retried in process; then the record. If Cloud
-// Storage refuses them past every retry, the answer stays in memory for the
-// redelivery (unfinished) and the claim is released.
-func (s *Service) finish(ctx context.Context, c *storage.Claim, rec job.Record, outputs *storage.Outputs, after func(context.Context, *job.Record)) (job.Record, error) {
-	write := func() error {
+// once), then the draft; then the record.
+//
+// A paid answer is worth waiting for: while Cloud Storage refuses these
+// writes they are retried in process until keepUntil, on a context the
+// caller's hang-up does not cancel, and the lease is kept alive meanwhile,
+// so that no other instance takes the job over and pays for it again.
+// Past keepUntil the answer stays in memory for a redelivery to this
+// instance (unfinished) and the claim is released.
+func (s *Service) finish(ctx context.Context, c *storage.Claim, rec job.Record, outputs *storage.Outputs, after func(context.Context, *job.Record), keepUntil time.Time) (job.Record, error) {
+	write := func(ctx context.Context) error {
 		if outputs != nil {
 			if err := outputs.Flush(ctx); err != nil {
 				return err
@@ -230,37 +237,54 @@ func (s *Service) finish(ctx context.Context, c *storage.Claim, rec job.Record, 
 		}
 		return s.store.WriteDraft(ctx, c, rec)
 	}
-	if err := retryStorage(ctx, write); err != nil {
+	err := write(ctx)
+	if err != nil && job.Retryable(err) {
+		kctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), keepUntil)
+		stop := s.store.KeepAlive(kctx, c)
+		err = retryStorage(kctx, err, write)
+		stop()
+		cancel()
+	}
+	if err != nil {
 		s.unfinished.keep(s.now(), rec, outputs, after)
-		s.release(ctx, c)
+		s.release(context.WithoutCancel(ctx), c)
 		return job.Record{}, err
 	}
 	return s.commit(ctx, c, rec)
 }
 
-// retryStorage runs write until it succeeds, fails for good, or its
-// in-process retries (200 ms doubling, about 12 s in all, well inside the
-// function's timeout) run out.
-func retryStorage(ctx context.Context, write func() error) error {
+// retryStorage runs write again after err until it succeeds, fails for
+// good, or ctx ends; the pause between tries doubles from 200 ms to 5 s.
+func retryStorage(ctx context.Context, err error, write func(context.Context) error) error {
 	delay := 200 * time.Millisecond
-	var err error
-	for try := range storageTries {
-		if err = write(); err == nil || !job.Retryable(err) || try == storageTries-1 {
-			return err
-		}
+	for job.Retryable(err) {
 		slog.WarnContext(ctx, "keeping a paid answer: Cloud Storage refused it; retrying", "error", err)
 		select {
 		case <-ctx.Done():
 			return err
 		case <-time.After(delay):
-			delay *= 2
+			delay = min(2*delay, 5*time.Second)
+		}
+		if err = write(ctx); err == nil {
+			return nil
 		}
 	}
 	return err
 }
 
-// storageTries bounds retryStorage.
-const storageTries = 6
+// keepUntil is until when a run that started at start retries the writes
+// of a paid answer: three quarters of the function's timeout, leaving the
+// rest for the record and its event (minKeep without a timeout).
+func (s *Service) keepUntil(start time.Time) time.Time {
+	if s.cfg.Limits.FunctionTimeout <= 0 {
+		return start.Add(minKeep)
+	}
+	return start.Add(s.cfg.Limits.FunctionTimeout * 3 / 4)
+}
+
+// minKeep is how long a paid answer's writes are retried for where the
+// answer can be had again without paying (a batch's) or no timeout is set.
+const minKeep = 12 * time.Second
 
 // hold parks a claimed job that genimg itself must wait for. If it cannot
 // be parked, the claim is released and the delivery redelivered.
