@@ -404,11 +404,7 @@ func (s *Store) KeepAlive(ctx context.Context, c *Claim) (stop func()) {
 				return
 			case <-t.C:
 			}
-			c.mu.Lock()
-			next := c.lease
-			c.mu.Unlock()
-			next.ExpiresAt = s.now().Add(s.cfg.Lease)
-			if err := s.replaceLease(ctx, c, next); err != nil {
+			if err := s.Renew(ctx, c); err != nil {
 				if ctx.Err() == nil {
 					slog.WarnContext(ctx, "renewing the lease failed", "jobId", c.JobID, "error", err)
 				}
@@ -422,6 +418,17 @@ func (s *Store) KeepAlive(ctx context.Context, c *Claim) (stop func()) {
 		cancel()
 		<-done
 	}
+}
+
+// Renew renews c's lease now. Its generation-match write is also the check
+// that the job is still this attempt's: it fails with job.ErrTransient when
+// another attempt has taken it over.
+func (s *Store) Renew(ctx context.Context, c *Claim) error {
+	c.mu.Lock()
+	next := c.lease
+	c.mu.Unlock()
+	next.ExpiresAt = s.now().Add(s.cfg.Lease)
+	return s.replaceLease(ctx, c, next)
 }
 
 // Status answers GET ?id=: done with the record; else the claim's state

@@ -538,3 +538,72 @@ func TestPaidAnswerOutlastsRefusals(t *testing.T) {
 		t.Errorf("event for response %s, record %s", e.Record.ResponseID, rec.ResponseID)
 	}
 }
+
+// An instance paused while it retries a paid answer's writes (its CPU
+// throttled once the caller is gone) may wake to find the job taken over
+// and paid for again. It must not commit its record then: the taker's
+// counts both calls, its own would count one.
+func TestTakenOverWhileKeepingAnAnswer(t *testing.T) {
+	t.Parallel()
+	m := newModel(t)
+	cfg := baseConfig(t, m)
+	cfg.Model.MaxAttempts = 1
+	sleeper, taker := newInstance(t, cfg, "sleeper"), newInstance(t, cfg, "taker")
+	msgID := "sleeper-" + uniq(t)
+	id := derivedMessageID(msgID)
+	data := []byte(`{"prompt": "a kite over the dunes", "aspectRatio": "1:1"}`)
+	when := time.Now()
+	draft := func(attempt int) string { return fmt.Sprintf("jobs/%s/attempt-%d.json", id, attempt) }
+
+	// The sleeper's draft is refused four times (its retries end about
+	// 3 s after the first); its caller hangs up at the first refusal.
+	sleeper.gcsFaults.Inject(storagetest.Fault{Status: 403, Times: 4, Match: storagetest.MatchUpload(draft(1))})
+	ctx, hangUp := context.WithCancel(t.Context())
+	go func() {
+		for _, n := sleeper.gcsFaults.Counts(); n == 0; _, n = sleeper.gcsFaults.Counts() {
+			time.Sleep(5 * time.Millisecond)
+		}
+		hangUp()
+	}()
+	if status, err := messageEvent(ctx, sleeper.path+"/OnMessage", msgID, data, when); err == nil {
+		t.Fatalf("the first delivery answered %d; its caller should have gone", status)
+	}
+	// Meanwhile the sleeper's lease runs out (it is paused), and the taker
+	// claims the job, pays, writes its draft and is refused its record.
+	sleeper.advance(cfg.Storage.Lease + time.Second)
+	taker.advance(cfg.Storage.Lease + time.Second)
+	taker.gcsFaults.Inject(storagetest.Fault{Status: 403, Match: storagetest.MatchUpload("jobs/" + id + "/result.json")})
+	deliver(t, taker.path+"/OnMessage", msgID, data, when, http.StatusInternalServerError)
+	if m.Calls() != 2 {
+		t.Fatalf("%d model calls before the sleeper wakes, want 2", m.Calls())
+	}
+	// The sleeper's retries end: its draft is written (and, were it to
+	// commit, tidied away with a record); wait for what follows.
+	exists := func(name string) bool {
+		_, err := stack.gcs.Bucket(outputBucket).Object(name).Attrs(t.Context())
+		return err == nil
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if exists(draft(1)) || exists("jobs/"+id+"/result.json") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sleeper never wrote its draft")
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+
+	// The platform redelivers once the taker's lease runs out.
+	taker.gcsFaults.Clear()
+	taker.advance(cfg.Storage.Lease + time.Second)
+	if _, err := untilAcked(t.Context(), func() (int, error) {
+		return messageEvent(t.Context(), taker.path+"/OnMessage", msgID, data, when)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rec := storedRecord(t, id)
+	if got := m.Calls(); got != 2 || rec.Attempts != 2 || rec.CostUSD < 2*oneCallCost-1e-9 {
+		t.Errorf("%d model calls; the record counts %d calls, %.4f USD; want 2 calls, %.4f USD", got, rec.Attempts, rec.CostUSD, 2*oneCallCost)
+	}
+	checkAgree(t, rec)
+}
