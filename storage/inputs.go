@@ -477,12 +477,14 @@ func (s *Store) stageOnce(ctx context.Context, name string, data []byte, mime, j
 // of the object.
 var staged = stagedCache{m: map[stagedKey]*stagedEntry{}}
 
-// stagedBudget was 32 MiB. Halved together with the front door's large
-// bodies (httpapi), side.sh's 50 edits in flight peaked at 166 and 178 MiB
-// (two runs) instead of 195 (one run), at 10.9–11.3 ms CPU per job against
-// 10.8.
+// stagedBudget holds the inputs staged but not yet taken by their run: at
+// side.sh's 36 edits a second, a few. Lowered from 32 MiB to 16, then to 8
+// with the front door's large bodies (httpapi): 50 edits in flight peaked
+// at 122 MiB instead of 175 at the same CPU per job (BENCHMARKS.md). 4 MiB
+// peaked at 114 MiB with 0.7 ms more CPU per job, inside the runs' noise;
+// at 1 MiB per input it would also be the largest input kept (budget/4).
 const (
-	stagedBudget = 16 << 20
+	stagedBudget = 8 << 20
 	stagedTTL    = time.Minute
 )
 

@@ -121,6 +121,10 @@ type Limits struct {
 	MaxImagePixels int64
 	// MaxRequestBytes bounds an HTTP body (GENIMG_MAX_REQUEST_BYTES).
 	MaxRequestBytes int64
+	// LargeBodies (GENIMG_LARGE_BODIES) is how many HTTP bodies over
+	// 256 KiB an instance reads and stages at once; 0: as many as it has
+	// CPUs, and at least 2.
+	LargeBodies int
 	// MaxPromptBytes bounds the prompt and instruction
 	// (GENIMG_MAX_PROMPT_BYTES).
 	MaxPromptBytes int
@@ -370,6 +374,7 @@ func (r *reader) loadLimits(c *Config) {
 	c.Limits.MaxImageBytes = int64(r.integer("GENIMG_MAX_IMAGE_BYTES", 7<<20, 1, 100<<20))
 	c.Limits.MaxImagePixels = int64(r.integer("GENIMG_MAX_IMAGE_PIXELS", 40_000_000, 1, 1<<40))
 	c.Limits.MaxRequestBytes = int64(r.integer("GENIMG_MAX_REQUEST_BYTES", 32<<20, 1, 32<<20))
+	c.Limits.LargeBodies = r.integer("GENIMG_LARGE_BODIES", 0, 0, 1000)
 	c.Limits.MaxPromptBytes = r.integer("GENIMG_MAX_PROMPT_BYTES", 100_000, 1, 1<<20)
 	c.Limits.MaxTurns = r.integer("GENIMG_MAX_TURNS", job.DefaultMaxTurns, 1, 100)
 	c.Limits.HTTPWait = r.duration("GENIMG_HTTP_WAIT", 60*time.Second)

@@ -150,7 +150,7 @@ func TestLoadConfigSettings(t *testing.T) {
 				"GENIMG_LEASE", "2m", "GENIMG_WRITE_CHUNK_SIZE", "1048576", "PUBSUB_EMULATOR_HOST", "127.0.0.1:8085",
 				"GENIMG_REQUESTS_TOPIC", "req", "GENIMG_COMPLETION_TOPIC", "done", "GENIMG_EVENT_SOURCE", "//example/genimg",
 				"GENIMG_MAX_EVENT_AGE", "23h59m", "GENIMG_FUNCTION_TIMEOUT", "60s", "GENIMG_MAX_IMAGE_BYTES", "1000",
-				"GENIMG_MAX_IMAGE_PIXELS", "1000000", "GENIMG_MAX_REQUEST_BYTES", "2000", "GENIMG_MAX_PROMPT_BYTES", "300", "GENIMG_HTTP_WAIT", "60s",
+				"GENIMG_MAX_IMAGE_PIXELS", "1000000", "GENIMG_MAX_REQUEST_BYTES", "2000", "GENIMG_LARGE_BODIES", "3", "GENIMG_MAX_PROMPT_BYTES", "300", "GENIMG_HTTP_WAIT", "60s",
 				"GENIMG_PRICES", `{"outputImage": 15, "batchDiscount": 1}`, "GENIMG_WEBHOOK_SECRET", "whsec_abc", "GENIMG_WEBHOOK_TOLERANCE", "30s",
 				"GENIMG_LOG_PROMPTS", "true", "GENIMG_LOG_LEVEL", "debug",
 				"GENIMG_MAX_TURNS", "4", "GENIMG_CACHE_CONTROL", "public, max-age=60",
@@ -163,7 +163,7 @@ func TestLoadConfigSettings(t *testing.T) {
 					InputBuckets: []string{"a-in", "b.in"}, Lease: 2 * time.Minute, ChunkSize: 1 << 20, CacheControl: "public, max-age=60", SpoolBytes: 16 << 20}
 				c.Topics = config.Topics{Project: "proj", EmulatorHost: "127.0.0.1:8085", Requests: "req", Completion: "done", EventSource: "//example/genimg"}
 				c.Limits = config.Limits{MaxEventAge: 23*time.Hour + 59*time.Minute, FunctionTimeout: 60 * time.Second, MaxImageBytes: 1000,
-					MaxImagePixels: 1_000_000, MaxRequestBytes: 2000, MaxPromptBytes: 300, MaxTurns: 4, HTTPWait: 60 * time.Second, QuotaRetry: 30 * time.Minute}
+					MaxImagePixels: 1_000_000, MaxRequestBytes: 2000, LargeBodies: 3, MaxPromptBytes: 300, MaxTurns: 4, HTTPWait: 60 * time.Second, QuotaRetry: 30 * time.Minute}
 				c.Prices.OutputImage, c.Prices.BatchDiscount = 15, 1
 				c.Webhook = config.Webhook{Secret: "whsec_abc", Tolerance: 30 * time.Second}
 				c.Log = config.Log{Prompts: true, Level: slog.LevelDebug}

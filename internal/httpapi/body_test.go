@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -41,5 +42,19 @@ func TestAdmitBody(t *testing.T) {
 	}
 	if _, err := a.admitBody(req(gone, -1)); err != nil {
 		t.Errorf("a free slot refused: %v", err)
+	}
+}
+
+// The front door takes as many large bodies at once as the setting says,
+// or by default as it has CPUs, at least two.
+func TestLargeBodies(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	for _, tt := range []struct{ setting, cpus, want int }{
+		{0, 1, 2}, {0, 2, 2}, {0, 4, 4}, {3, 1, 3}, {1, 8, 1},
+	} {
+		runtime.GOMAXPROCS(tt.cpus)
+		if got := largeBodies(tt.setting); got != tt.want {
+			t.Errorf("GENIMG_LARGE_BODIES=%d on %d CPUs: %d slots, want %d", tt.setting, tt.cpus, got, tt.want)
+		}
 	}
 }

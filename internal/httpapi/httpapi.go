@@ -47,7 +47,7 @@ type API struct {
 func New(svc *pipeline.Service) (*API, error) {
 	cfg := svc.Config()
 	a := &API{svc: svc, cfg: cfg, policy: svc.Policy(), store: svc.Store(), spend: svc.Spend(),
-		large: make(chan struct{}, maxLargeBodies)}
+		large: make(chan struct{}, largeBodies(cfg.Limits.LargeBodies))}
 	if cfg.Webhook.Secret != "" {
 		key, err := webhook.ParseKey(cfg.Webhook.Secret)
 		if err != nil {
