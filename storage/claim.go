@@ -41,8 +41,9 @@ type Claim struct {
 	// goroutine.
 	mu      sync.Mutex
 	lease   lease
-	gen     int64 // generation of claim.json as this attempt wrote it
-	drafted bool  // this attempt's draft is written
+	gen     int64     // generation of claim.json as this attempt wrote it
+	renewed time.Time // when this attempt last wrote it (the store's clock)
+	drafted bool      // this attempt's draft is written
 	// folder and written are this attempt's image folder and objects.
 	folder  string
 	written []string
@@ -180,7 +181,7 @@ func (s *Store) Claim(ctx context.Context, jobID, fingerprint string, trig job.T
 			continue
 		}
 		c := &Claim{JobID: jobID, Attempt: next.Attempt, PriorCalls: next.PriorCalls, PriorCost: next.PriorCost,
-			CreatedAt: next.CreatedAt, lease: next, gen: gen}
+			CreatedAt: next.CreatedAt, lease: next, gen: gen, renewed: now}
 		if next.Attempt > 1 {
 			if err := s.findDraft(ctx, dir, c); err != nil {
 				return nil, nil, err
@@ -360,7 +361,7 @@ func (s *Store) replaceLease(ctx context.Context, c *Claim, next lease) error {
 		// write further.
 		return fmt.Errorf("%w: %w: job %s, attempt %d", job.ErrTransient, errTakenOver, c.JobID, c.Attempt)
 	}
-	c.lease, c.gen = next, gen
+	c.lease, c.gen, c.renewed = next, gen, s.now()
 	return nil
 }
 
@@ -404,7 +405,7 @@ func (s *Store) KeepAlive(ctx context.Context, c *Claim) (stop func()) {
 				return
 			case <-t.C:
 			}
-			if err := s.Renew(ctx, c); err != nil {
+			if err := s.renew(ctx, c); err != nil {
 				if ctx.Err() == nil {
 					slog.WarnContext(ctx, "renewing the lease failed", "jobId", c.JobID, "error", err)
 				}
@@ -420,15 +421,22 @@ func (s *Store) KeepAlive(ctx context.Context, c *Claim) (stop func()) {
 	}
 }
 
-// Renew renews c's lease now. Its generation-match write is also the check
+// renew renews c's lease now. Its generation-match write is also the check
 // that the job is still this attempt's: it fails with job.ErrTransient when
 // another attempt has taken it over.
-func (s *Store) Renew(ctx context.Context, c *Claim) error {
+func (s *Store) renew(ctx context.Context, c *Claim) error {
 	c.mu.Lock()
 	next := c.lease
 	c.mu.Unlock()
 	next.ExpiresAt = s.now().Add(s.cfg.Lease)
 	return s.replaceLease(ctx, c, next)
+}
+
+// renewedBefore reports whether this attempt last wrote its lease before t.
+func (c *Claim) renewedBefore(t time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.renewed.Before(t)
 }
 
 // Status answers GET ?id=: done with the record; else the claim's state

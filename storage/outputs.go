@@ -215,6 +215,14 @@ func (s *Store) WriteDraft(ctx context.Context, c *Claim, rec job.Record) error 
 // After a win, images in the job's folder that the record does not name
 // (an earlier attempt's, or a zombie's) are removed, and drafts with them.
 //
+// An attempt that last renewed its lease more than a third of the lease ago
+// (its instance paused, or its writes were slow) renews it before the
+// record: its lease may have run out meanwhile, and an attempt that took
+// the job over may have paid again — the taker's record counts both calls,
+// this one's would not. Taken over, Commit fails with job.ErrTransient and
+// writes nothing. An attempt quicker than that needs no such request: no
+// one can have taken the job over while its lease was live.
+//
 // c may be nil for records written without a claim (invalid jobs, too-old
 // deliveries): the write is create-only and an existing record is returned
 // as is.
@@ -234,6 +242,11 @@ func (s *Store) Commit(ctx context.Context, c *Claim, rec job.Record) (job.Recor
 	if c != nil && !c.drafted {
 		// A crash between here and result.json must not cost a model call.
 		if err := s.WriteDraft(ctx, c, rec); err != nil {
+			return job.Record{}, nil, err
+		}
+	}
+	if c != nil && c.renewedBefore(s.now().Add(-s.cfg.Lease/3)) {
+		if err := s.renew(ctx, c); err != nil {
 			return job.Record{}, nil, err
 		}
 	}

@@ -195,9 +195,10 @@ func TestCrashBeforeDraft(t *testing.T) {
 	}
 }
 
-// Two attempts both reach the model (the first is a zombie whose lease ran
-// out); the first Commit wins, the loser gets the winner's record and its
-// images are deleted.
+// A zombie — an attempt whose lease ran out and was taken over — never
+// commits, whichever commits first: the taker, which paid again, commits
+// the record (counting both calls), and the zombie's images go with its
+// commit.
 func TestZombieAttempt(t *testing.T) {
 	for _, zombieFirst := range []bool{false, true} {
 		name := map[bool]string{false: "taker commits first", true: "zombie commits first"}[zombieFirst]
@@ -225,17 +226,29 @@ func TestZombieAttempt(t *testing.T) {
 			tRec := runAttempt(t, s, tc, true)
 			zRec := job.Record{Outcome: job.Succeeded, Trigger: upload1, Outputs: zOuts, Attempts: 1, CostUSD: 0.039}
 
-			first, firstStore, firstClaim, firstRec := s, s, tc, tRec
-			second, secondClaim, secondRec := zs, zc, zRec
-			if zombieFirst {
-				first, firstClaim, firstRec = zs, zc, zRec
-				second, secondClaim, secondRec = s, tc, tRec
+			zombie := func() {
+				t.Helper()
+				if got, _, err := zs.Commit(t.Context(), zc, zRec); !errors.Is(err, job.ErrTransient) {
+					t.Errorf("zombie Commit = %+v, %v; want ErrTransient (taken over)", got.Outcome, err)
+				}
 			}
-			_ = firstStore
-			won := commitRecord(t, first, firstClaim, firstRec)
-			lost := commitRecord(t, second, secondClaim, secondRec)
-			if diff := cmp.Diff(won, lost); diff != "" {
-				t.Errorf("loser's Commit did not return the winner's record (-won +lost):\n%s", diff)
+			if zombieFirst {
+				zombie()
+				if exists(t, srv.Client, outBucket, "jobs/z/result.json") {
+					t.Fatal("the zombie's Commit wrote a record")
+				}
+			}
+			won := commitRecord(t, s, tc, tRec)
+			if !zombieFirst {
+				zombie()
+			}
+			raw, _ := get(t, srv.Client, outBucket, "jobs/z/result.json")
+			var stored job.Record
+			if err := json.Unmarshal(raw, &stored); err != nil {
+				t.Fatal(err)
+			}
+			if stored.ResponseID != won.ResponseID || stored.Attempts != won.Attempts {
+				t.Errorf("stored record %s (%d calls), want the taker's %s (%d)", stored.ResponseID, stored.Attempts, won.ResponseID, won.Attempts)
 			}
 			for _, o := range won.Outputs {
 				_, name, _ := job.ParseGCS(o.URI)
@@ -243,10 +256,10 @@ func TestZombieAttempt(t *testing.T) {
 					t.Errorf("winner's image %s missing", o.URI)
 				}
 			}
-			for _, o := range secondRec.Outputs {
+			for _, o := range zRec.Outputs {
 				_, name, _ := job.ParseGCS(o.URI)
 				if exists(t, srv.Client, outBucket, name) {
-					t.Errorf("loser's image %s left behind", o.URI)
+					t.Errorf("zombie's image %s left behind", o.URI)
 				}
 			}
 		})

@@ -486,6 +486,46 @@ func TestStorageFaults(t *testing.T) {
 	}
 }
 
+// A holder paused past its lease mid-call whose answer still comes first
+// must not commit it: the taker, which paid again, commits a record that
+// counts both calls. (The sleeper's record, counting one, used to win.)
+func TestPausedHolderAnswersFirst(t *testing.T) {
+	m := newModel(t)
+	cfg := baseConfig(t, m)
+	sleeper, taker := newInstance(t, cfg, "sleeper-first"), newInstance(t, cfg, "taker-second")
+	// The sleeper's answer comes after 1.5 s, the taker's after 3 s.
+	m.Enqueue(geminitest.Behavior{Latency: 1500 * time.Millisecond})
+	m.Enqueue(geminitest.Behavior{Latency: 3 * time.Second})
+
+	msgID := "paused-first-" + uniq(t)
+	id := derivedMessageID(msgID)
+	data := []byte(`{"prompt": "a heron at dusk", "aspectRatio": "1:1"}`)
+	when := time.Now()
+	sleeperStatus := make(chan int, 1)
+	go func() {
+		status, _ := messageEvent(t.Context(), sleeper.path+"/OnMessage", msgID, data, when)
+		sleeperStatus <- status
+	}()
+	for deadline := time.Now().Add(10 * time.Second); m.Calls() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the sleeper never called the model")
+		}
+	}
+	// The sleeper pauses past its lease; the taker takes the job over.
+	sleeper.advance(cfg.Storage.Lease + time.Second)
+	taker.advance(cfg.Storage.Lease + time.Second)
+	deliver(t, taker.path+"/OnMessage", msgID, data, when, http.StatusOK)
+	if status := <-sleeperStatus; status != http.StatusInternalServerError {
+		t.Errorf("the sleeper answered %d; want 500 (the job was taken over)", status)
+	}
+
+	rec := storedRecord(t, id)
+	if m.Calls() != 2 || rec.Attempts != 2 || rec.CostUSD < 2*oneCallCost-1e-9 {
+		t.Errorf("%d model calls; the record counts %d calls, %.4f USD; want 2 calls, %.4f USD", m.Calls(), rec.Attempts, rec.CostUSD, 2*oneCallCost)
+	}
+	checkAgree(t, rec)
+}
+
 // A paid answer whose draft Cloud Storage refuses for a while is retried
 // for as long as the run may last, holding the job, even after its caller
 // has hung up: a redelivery to another instance meanwhile is refused, then

@@ -221,10 +221,11 @@ func (s *Service) call(ctx context.Context, claim *storage.Claim, j job.Job, rec
 // A paid answer is worth waiting for: while Cloud Storage refuses these
 // writes they are retried in process until keepUntil, on a context the
 // caller's hang-up does not cancel, and the lease is kept alive meanwhile,
-// so that no other instance takes the job over and pays for it again;
-// the record is committed only if the job is still this attempt's after
-// them. Past keepUntil the answer stays in memory for a redelivery to this
-// instance (unfinished) and the claim is released.
+// so that no other instance takes the job over and pays for it again (and
+// should the instance pause past its lease meanwhile, Commit finds the job
+// taken over and leaves it to its taker). Past keepUntil the answer stays
+// in memory for a redelivery to this instance (unfinished) and the claim
+// is released.
 func (s *Service) finish(ctx context.Context, c *storage.Claim, rec job.Record, outputs *storage.Outputs, after func(context.Context, *job.Record), keepUntil time.Time) (job.Record, error) {
 	write := func(ctx context.Context) error {
 		if outputs != nil {
@@ -244,14 +245,6 @@ func (s *Service) finish(ctx context.Context, c *storage.Claim, rec job.Record, 
 		stop := s.store.KeepAlive(kctx, c)
 		err = retryStorage(kctx, err, write)
 		stop()
-		if err == nil {
-			// Time has passed, and the instance may have been paused
-			// meanwhile (its CPU throttled once the caller is gone): a
-			// lease that ran out may have been taken over, and the
-			// taker's record counts this attempt's call. Commit only
-			// while the job is still this attempt's.
-			err = s.store.Renew(kctx, c)
-		}
 		cancel()
 	}
 	if err != nil {
