@@ -220,8 +220,12 @@ func (s *Store) WriteDraft(ctx context.Context, c *Claim, rec job.Record) error 
 // record: its lease may have run out meanwhile, and an attempt that took
 // the job over may have paid again — the taker's record counts both calls,
 // this one's would not. Taken over, Commit fails with job.ErrTransient and
-// writes nothing. An attempt quicker than that needs no such request: no
-// one can have taken the job over while its lease was live.
+// writes no record. Its images and draft stay: the taker's tidy removes
+// them when it commits later (it lists the folder), and a third attempt
+// may still commit the draft, whose images must then exist; images written
+// after the taker committed are left over (storage, not correctness). An
+// attempt quicker than that needs no such request: no one can have taken
+// the job over while its lease was live.
 //
 // c may be nil for records written without a claim (invalid jobs, too-old
 // deliveries): the write is create-only and an existing record is returned
