@@ -430,8 +430,9 @@ func knownEnv() map[string]bool {
 		// Set by the platform or by the deployer to log execution ids; the
 		// functions framework reads it, LoadConfig does not.
 		"LOG_EXECUTION_ID": true,
-		// The Go runtime's soft memory limit, from go_memory_limit_percent.
-		"GOMEMLIMIT": true,
+		// The Go runtime's soft memory limit, from go_memory_limit_percent,
+		// and its scheduler threads, from cpu.
+		"GOMEMLIMIT": true, "GOMAXPROCS": true,
 	}
 	for _, env := range []map[string]string{{}, {"GOOGLE_GENAI_USE_VERTEXAI": "true"}} {
 		// LoadConfig reads every variable even when some are invalid, so

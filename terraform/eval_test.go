@@ -143,7 +143,7 @@ func functions() map[string]function.Function {
 		"length": stdlib.LengthFunc, "contains": stdlib.ContainsFunc, "setproduct": stdlib.SetProductFunc,
 		"jsonencode": stdlib.JSONEncodeFunc, "min": stdlib.MinFunc, "max": stdlib.MaxFunc,
 		"replace": stdlib.ReplaceFunc, "split": stdlib.SplitFunc, "element": stdlib.ElementFunc,
-		"floor": stdlib.FloorFunc, "regex": stdlib.RegexFunc, "format": stdlib.FormatFunc,
+		"floor": stdlib.FloorFunc, "ceil": stdlib.CeilFunc, "regex": stdlib.RegexFunc, "format": stdlib.FormatFunc,
 		"lower": stdlib.LowerFunc, "upper": stdlib.UpperFunc,
 		"tostring": conv(cty.String), "tonumber": conv(cty.Number), "tobool": conv(cty.Bool),
 		"toset": conv(cty.Set(cty.String)), "tolist": conv(cty.List(cty.String)),

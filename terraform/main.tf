@@ -154,7 +154,14 @@ locals {
       GOOGLE_GENAI_USE_VERTEXAI = "true"
       GOOGLE_CLOUD_LOCATION     = var.vertex_location
     } : {},
-    # The Go runtime's, not LoadConfig's: a share of the instance's memory.
+    # The Go runtime's, not LoadConfig's: one scheduler thread per vCPU.
+    # In a container Go takes at least two, and on an instance of one vCPU
+    # the second only hands work back and forth: about 15 % more CPU per job
+    # (BENCHMARKS.md, "side by side").
+    {
+      GOMAXPROCS = tostring(max(1, ceil(tonumber(var.cpu))))
+    },
+    # The Go runtime's too: a share of the instance's memory.
     var.go_memory_limit_percent > 0 ? {
       GOMEMLIMIT = "${floor(local.memory_mib * var.go_memory_limit_percent / 100)}MiB"
     } : {},

@@ -804,6 +804,23 @@ func TestGoMemoryLimit(t *testing.T) {
 	}
 }
 
+// TestGoMaxProcs: GOMAXPROCS is the instance's vCPUs, rounded up, at least
+// one — not the two Go would take in a container of one vCPU.
+func TestGoMaxProcs(t *testing.T) {
+	m := parsedModule(t)
+	for _, tt := range []struct{ cpu, want string }{
+		{"1", "1"}, {"2", "2"}, {"0.583", "1"}, {"1.5", "2"}, {"4", "4"},
+	} {
+		env := newEvaluator(m, map[string]cty.Value{"cpu": cty.StringVal(tt.cpu)}).local("env")
+		if !env.IsKnown() || !env.Type().IsObjectType() || !env.Type().HasAttribute("GOMAXPROCS") {
+			t.Fatalf("cpu %s: local.env = %#v, want an object with GOMAXPROCS", tt.cpu, env)
+		}
+		if got := env.GetAttr("GOMAXPROCS").AsString(); got != tt.want {
+			t.Errorf("cpu %s: GOMAXPROCS = %q, want %q", tt.cpu, got, tt.want)
+		}
+	}
+}
+
 // parsedModule is this folder's configuration, parsed.
 func parsedModule(t *testing.T) *module {
 	t.Helper()

@@ -245,9 +245,14 @@ variable "memory" {
 }
 
 variable "cpu" {
-  description = "vCPUs per instance (concurrency above 1 needs at least 1)."
+  description = "vCPUs per instance (concurrency above 1 needs at least 1), such as 1, 2 or 0.583. The Go runtime gets as many scheduler threads (GOMAXPROCS), rounded up."
   type        = string
   default     = "1"
+
+  validation {
+    condition     = can(tonumber(var.cpu)) && try(tonumber(var.cpu) > 0, false)
+    error_message = "cpu must be a number of vCPUs, such as 1, 2 or 0.583."
+  }
 }
 
 variable "max_delivery_attempts" {

@@ -24,6 +24,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -69,6 +70,7 @@ func run() error {
 	flag.StringVar(&o.ExternalFunctions, "functions-url", "", "deliver to functions served by another process (see -functions-only) instead of starting them here")
 	consolePort := flag.Int("console-port", 4000, "web console port (0: no console)")
 	functionsOnly := flag.Bool("functions-only", false, "serve only the functions on -port, for a stack started elsewhere with -functions-url (to measure them alone)")
+	cpus := flag.Int("cpus", 1, "with -functions-only: the vCPUs of the deployed instance these functions stand for (Terraform's cpu, default 1), as GOMAXPROCS unless the environment sets it; 0 leaves Go's default")
 	pprofAddr := flag.String("pprof", "", "serve Go's profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060, to see where this process's CPU and memory go")
 	flag.Usage = func() {
 		fmt.Fprint(flag.CommandLine.Output(), `Usage:
@@ -98,8 +100,9 @@ Flags:
 		}
 	}
 	if *functionsOnly {
-		fmt.Printf("genimg functions on %s:%d, using the stack's emulators on ports %d (storage), %d (pub/sub), %d (model)\n",
-			o.Host, o.FunctionsPort, o.StoragePort, o.PubSubPort, o.ModelPort)
+		procs := instanceProcs(*cpus)
+		fmt.Printf("genimg functions on %s:%d (GOMAXPROCS %d), using the stack's emulators on ports %d (storage), %d (pub/sub), %d (model)\n",
+			o.Host, o.FunctionsPort, procs, o.StoragePort, o.PubSubPort, o.ModelPort)
 		// Quiet while the framework registers the slots (a line each).
 		restore := quietStdout()
 		return localstack.ServeFunctions(ctx, o, restore)
@@ -123,6 +126,19 @@ Flags:
 	<-ctx.Done()
 	fmt.Println("\nstopping genimg local")
 	return nil
+}
+
+// instanceProcs gives this process the scheduler threads of a deployed
+// instance of cpus vCPUs, as Terraform does (GOMAXPROCS from its cpu),
+// unless the environment sets GOMAXPROCS or cpus is 0, and returns
+// GOMAXPROCS. Measured alone, the functions then spend what they would
+// deployed, not what a second thread costs that hands work back and forth
+// on a machine with more cores.
+func instanceProcs(cpus int) int {
+	if cpus > 0 && os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(cpus)
+	}
+	return runtime.GOMAXPROCS(0)
 }
 
 // serveConsole serves the stack's web console on port until ctx ends.
