@@ -44,6 +44,8 @@ type Claim struct {
 	gen     int64     // generation of claim.json as this attempt wrote it
 	renewed time.Time // when this attempt last wrote it (the store's clock)
 	drafted bool      // this attempt's draft is written
+	// draftTried: a draft of this attempt may exist (its write was tried).
+	draftTried bool
 	// folder and written are this attempt's image folder and objects.
 	folder  string
 	written []string
@@ -86,8 +88,9 @@ type lease struct {
 	CallCost float64 `json:"callCostUsd"`
 }
 
-// errTakenOver: another attempt owns the job now.
-var errTakenOver = errors.New("the claim was taken over")
+// ErrTakenOver: another attempt owns the job now; this one must not pay or
+// write further. Errors wrapping it wrap job.ErrTransient too.
+var ErrTakenOver = errors.New("the claim was taken over")
 
 // maxStateBytes bounds reads of claim, draft and record objects.
 const maxStateBytes = 4 << 20
@@ -359,7 +362,7 @@ func (s *Store) replaceLease(ctx context.Context, c *Claim, next lease) error {
 	if !won {
 		// Stop: another attempt owns the job now; this one must not pay or
 		// write further.
-		return fmt.Errorf("%w: %w: job %s, attempt %d", job.ErrTransient, errTakenOver, c.JobID, c.Attempt)
+		return fmt.Errorf("%w: %w: job %s, attempt %d", job.ErrTransient, ErrTakenOver, c.JobID, c.Attempt)
 	}
 	c.lease, c.gen, c.renewed = next, gen, s.now()
 	return nil
@@ -409,7 +412,7 @@ func (s *Store) KeepAlive(ctx context.Context, c *Claim) (stop func()) {
 				if ctx.Err() == nil {
 					slog.WarnContext(ctx, "renewing the lease failed", "jobId", c.JobID, "error", err)
 				}
-				if errors.Is(err, errTakenOver) {
+				if errors.Is(err, ErrTakenOver) {
 					return
 				}
 			}

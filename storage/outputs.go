@@ -66,8 +66,9 @@ func (s *Store) folder(jobID string, j *job.Job) (string, error) {
 // MetaPromptSHA256, MetaGeneratedBy). It returns each image's URI, type,
 // bytes, dimensions (image.DecodeConfig) and SHA-256.
 //
-// Next, write the draft (WriteDraft) before Commit: a crash between the two
-// then costs the next attempt no model call.
+// Next, Commit the record: should Cloud Storage refuse it, Commit keeps the
+// answer in a draft, so that a crash then costs the next attempt no model
+// call.
 func (s *Store) WriteImages(ctx context.Context, c *Claim, j *job.Job, images []job.Image, meta ImageMeta) ([]job.StoredImage, error) {
 	folder, err := s.folder(c.JobID, j)
 	if err != nil {
@@ -161,8 +162,9 @@ func prepare(c *Claim, rec *job.Record) ([]byte, error) {
 
 // WriteDraft stores rec as this attempt's draft (jobs/<id>/attempt-<n>.json):
 // everything the next attempt needs to commit the job without another model
-// call if this one crashes before Commit. Call it right after WriteImages,
-// with the record as it will be committed.
+// call if this one crashes before its record is written. Commit writes it
+// when it cannot write the record; a caller that will not commit at once
+// may write it first, with the record as it will be committed.
 func (s *Store) WriteDraft(ctx context.Context, c *Claim, rec job.Record) error {
 	dir, err := jobDir(c.JobID)
 	if err != nil {
@@ -173,6 +175,7 @@ func (s *Store) WriteDraft(ctx context.Context, c *Claim, rec job.Record) error 
 		return err
 	}
 	name := draftName(dir, c.Attempt)
+	c.draftTried = true
 	o := writeOpts{
 		contentType: "application/json",
 		metadata:    map[string]string{MetaJob: c.JobID, MetaGeneratedBy: GeneratedBy, metaRun: strconv.FormatInt(c.lease.Run, 10)},
@@ -215,17 +218,28 @@ func (s *Store) WriteDraft(ctx context.Context, c *Claim, rec job.Record) error 
 // After a win, images in the job's folder that the record does not name
 // (an earlier attempt's, or a zombie's) are removed, and drafts with them.
 //
+// Until its record is written, a claimed attempt's answer lives only in
+// this process. The record goes first, straight after the images: a crash
+// before it lands costs the next attempt a model call, as a crash before a
+// draft's would. When the record cannot be written (Cloud Storage refuses
+// it, the attempt was taken over), Commit writes the answer into this
+// attempt's draft before it returns the error, so that whoever commits the
+// job next — this attempt retrying, or another that takes the job over —
+// does so without another call. A job whose record goes in at once thus
+// costs no draft and no delete.
+//
 // An attempt that last renewed its lease more than a third of the lease ago
 // (its instance paused, or its writes were slow) renews it before the
 // record: its lease may have run out meanwhile, and an attempt that took
 // the job over may have paid again — the taker's record counts both calls,
-// this one's would not. Taken over, Commit fails with job.ErrTransient and
-// writes no record. Its images and draft stay: the taker's tidy removes
-// them when it commits later (it lists the folder), and a third attempt
-// may still commit the draft, whose images must then exist; images written
-// after the taker committed are left over (storage, not correctness). An
-// attempt quicker than that needs no such request: no one can have taken
-// the job over while its lease was live.
+// this one's would not. Taken over, Commit writes no record, and fails
+// with ErrTakenOver (and job.ErrTransient) once the draft is written, with
+// the draft's error until then. Its images and draft stay: the
+// taker's tidy removes them when it commits later (it lists the folder),
+// and a third attempt may still commit the draft, whose images must then
+// exist; images written after the taker committed are left over (storage,
+// not correctness). An attempt quicker than that needs no such request: no
+// one can have taken the job over while its lease was live.
 //
 // c may be nil for records written without a claim (invalid jobs, too-old
 // deliveries): the write is create-only and an existing record is returned
@@ -243,12 +257,25 @@ func (s *Store) Commit(ctx context.Context, c *Claim, rec job.Record) (job.Recor
 	if err != nil {
 		return job.Record{}, nil, err
 	}
-	if c != nil && !c.drafted {
-		// A crash between here and result.json must not cost a model call.
-		if err := s.WriteDraft(ctx, c, rec); err != nil {
-			return job.Record{}, nil, err
+	stored, raw, err := s.commit(ctx, c, dir, rec, data)
+	if err != nil && c != nil && !c.drafted {
+		if derr := s.WriteDraft(ctx, c, rec); derr != nil {
+			slog.WarnContext(ctx, "record and draft both refused: the answer is only in memory", "jobId", jobID,
+				"attempt", c.Attempt, "error", derr)
+			if errors.Is(err, ErrTakenOver) {
+				// Taken over, the draft is all that is left to write: the
+				// caller retries it (a retry finds the job taken over again).
+				return job.Record{}, nil, derr
+			}
 		}
 	}
+	return stored, raw, err
+}
+
+// commit is Commit's record: renewed claim, create-only write, and a 412
+// read back.
+func (s *Store) commit(ctx context.Context, c *Claim, dir string, rec job.Record, data []byte) (job.Record, []byte, error) {
+	jobID := rec.JobID
 	if c != nil && c.renewedBefore(s.now().Add(-s.cfg.Lease/3)) {
 		if err := s.renew(ctx, c); err != nil {
 			return job.Record{}, nil, err
@@ -258,7 +285,7 @@ func (s *Store) Commit(ctx context.Context, c *Claim, rec job.Record) (job.Recor
 	if c != nil && c.lease.Run != 0 {
 		cond = gcs.Conditions{GenerationMatch: c.lease.Run}
 	}
-	_, err = s.write(ctx, s.cfg.OutputBucket, dir+resultFile, data, writeOpts{
+	_, err := s.write(ctx, s.cfg.OutputBucket, dir+resultFile, data, writeOpts{
 		contentType: "application/json",
 		metadata:    map[string]string{MetaJob: jobID, MetaGeneratedBy: GeneratedBy},
 		cond:        &cond,
@@ -367,7 +394,12 @@ func (s *Store) tidy(ctx context.Context, c *Claim, rec job.Record) {
 			s.remove(ctx, c.JobID, attrs.Name)
 		}
 	}
-	for n := 1; n <= c.Attempt; n++ {
+	// Earlier attempts' drafts, and this one's if it wrote one.
+	last := c.Attempt - 1
+	if c.draftTried {
+		last = c.Attempt
+	}
+	for n := 1; n <= last; n++ {
 		_ = s.client.Bucket(s.cfg.OutputBucket).Object(draftName(dir, n)).Delete(ctx)
 	}
 }

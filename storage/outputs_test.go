@@ -171,6 +171,71 @@ func TestCrashAfterImages(t *testing.T) {
 	}
 }
 
+// A first attempt whose record goes in at once writes nothing else: no
+// draft, and so no draft to delete — one request for the commit.
+func TestCommitIsOneRequest(t *testing.T) {
+	srv := newServer(t)
+	s := newStore(srv.Client, newClock(), "me", job.GeminiAPI)
+	c, _, err := s.Claim(t.Context(), "one", "fp", upload1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := runAttempt(t, s, c, false)
+	before, _ := srv.Transport.Counts()
+	if _, _, err := s.Commit(t.Context(), c, rec); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := srv.Transport.Counts(); after-before != 1 {
+		t.Errorf("Commit made %d Cloud Storage requests, want 1 (the record)", after-before)
+	}
+	if exists(t, srv.Client, outBucket, "jobs/one/attempt-1.json") {
+		t.Error("a draft was left behind")
+	}
+}
+
+// A record Cloud Storage refuses leaves the answer in a draft: should the
+// instance die then, the attempt that takes the job over commits it without
+// a model call; should the write go in on a later try, the draft goes.
+func TestRefusedRecordKeepsDraft(t *testing.T) {
+	for _, retry := range []bool{false, true} {
+		t.Run(map[bool]string{false: "crash", true: "retry"}[retry], func(t *testing.T) {
+			srv := newServer(t)
+			clk := newClock()
+			s := newStore(srv.Client, clk, "me", job.GeminiAPI)
+			c1, _, err := s.Claim(t.Context(), "refused", "fp", upload1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := runAttempt(t, s, c1, false)
+			srv.Transport.Inject(storagetest.Fault{Status: 403, Times: 1, Match: storagetest.MatchUpload("jobs/refused/result.json")})
+			if _, _, err := s.Commit(t.Context(), c1, rec); !errors.Is(err, job.ErrTransient) {
+				t.Fatalf("Commit with the record refused: %v, want a transient error", err)
+			}
+			if !exists(t, srv.Client, outBucket, "jobs/refused/attempt-1.json") {
+				t.Fatal("no draft after the record was refused")
+			}
+			if retry {
+				if _, _, err := s.Commit(t.Context(), c1, rec); err != nil {
+					t.Fatalf("Commit again: %v", err)
+				}
+				if exists(t, srv.Client, outBucket, "jobs/refused/attempt-1.json") {
+					t.Error("the draft was left behind after the record went in")
+				}
+				return
+			}
+			clk.advance(2 * time.Minute)
+			c2, _, err := s.Claim(t.Context(), "refused", "fp", upload1)
+			if err != nil || c2 == nil || c2.Draft == nil {
+				t.Fatalf("Claim after the crash = %+v, %v; want a claim with the draft", c2, err)
+			}
+			got := commitRecord(t, s, c2, *c2.Draft)
+			if got.Attempts != 1 || got.ResponseID != rec.ResponseID {
+				t.Errorf("committed %d calls, response %q; want the first attempt's answer, 1 call", got.Attempts, got.ResponseID)
+			}
+		})
+	}
+}
+
 // A holder that crashes after its images but before any draft: the next
 // attempt pays again (counted, via the lease's call count) and the orphaned
 // images are removed when its record wins.

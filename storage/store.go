@@ -7,13 +7,13 @@
 // The layout in the output bucket:
 //
 //	jobs/<id>/claim.json          the lease: owner, attempt, expiry, fingerprint
-//	jobs/<id>/attempt-<n>.json    attempt n's draft record (written after its images)
+//	jobs/<id>/attempt-<n>.json    attempt n's draft record (when its record was refused)
 //	jobs/<id>/result.json         the completion record; create-only, it decides
 //	jobs/<id>/inputs/<sha256>.ext inline inputs staged by the HTTP path
 //	<prefix><id>/a<n>-<k>.<ext>   attempt n's k-th image
 //
-// A job runs as: Claim → Resolve → model call → WriteImages → WriteDraft →
-// Commit. Every write that can race is conditional (create-only or
+// A job runs as: Claim → Resolve → model call → WriteImages → Commit (which
+// writes a draft only when it cannot write the record). Every write that can race is conditional (create-only or
 // generation-match), and a conditional write answering 412 is read back
 // before it is taken as someone else's, because the client retries
 // conditional writes itself and a retry whose first try committed answers

@@ -152,14 +152,16 @@ func TestCrashWindows(t *testing.T) {
 			calls: 2, attempts: 2, cost: 2 * oneCallCost,
 		},
 		{
-			// The draft is retried in process (for three quarters of the
-			// function's timeout: 6 s here); when Cloud Storage refuses it
-			// throughout, the claim is released and the paid answer kept
-			// in memory: the redelivery commits it, no second call. (It
-			// used to wait out the lease and pay again.)
-			name: "after the images (draft write fails)",
+			// The record, and the draft that keeps the answer when the
+			// record is refused, are retried in process (for three
+			// quarters of the function's timeout: 6 s here); when Cloud
+			// Storage refuses both throughout, the claim is released and
+			// the paid answer kept in memory: the redelivery commits it,
+			// no second call. (It used to wait out the lease and pay
+			// again.)
+			name: "after the images (record and draft writes fail)",
 			crash: func(t *testing.T, in *testInstance, id string) int {
-				in.gcsFaults.Inject(storagetest.Fault{Status: 503, Match: storagetest.MatchUpload("jobs/" + id + "/attempt-1.json")})
+				in.gcsFaults.Inject(storagetest.Fault{Status: 503, Match: answerWrites(id, 1)})
 				return http.StatusInternalServerError
 			},
 			calls: 1, attempts: 1, cost: oneCallCost,
@@ -423,19 +425,21 @@ func TestStorageFaults(t *testing.T) {
 		{"record read 503", func(id string) storagetest.Fault {
 			return storagetest.Fault{Status: 503, Match: storagetest.MatchObject("jobs/" + id + "/result.json")}
 		}, 500, false, 1},
-		// A paid answer whose image or draft Cloud Storage refuses past
-		// its retries (6 s here) is kept (the image in the spool, the
-		// record in memory) and finished by the redelivery: one call.
-		// (Both used to cost a second call.)
+		// A paid answer whose image, or record and draft, Cloud Storage
+		// refuses past its retries (6 s here) is kept (the image in the
+		// spool, the record in memory) and finished by the redelivery:
+		// one call. (Both used to cost a second call.)
 		{"image write 503", func(id string) storagetest.Fault {
 			return storagetest.Fault{Status: 503, Match: storagetest.MatchUpload("images/" + id + "/a1-0.png")}
 		}, 500, false, 1},
 		{"image write 429", func(id string) storagetest.Fault {
 			return storagetest.Fault{Status: 429, Match: storagetest.MatchUpload("images/" + id + "/a1-0.png")}
 		}, 500, false, 1},
-		{"draft write 429", func(id string) storagetest.Fault {
-			return storagetest.Fault{Status: 429, Match: storagetest.MatchUpload("jobs/" + id + "/attempt-1.json")}
+		{"record and draft writes 429", func(id string) storagetest.Fault {
+			return storagetest.Fault{Status: 429, Match: answerWrites(id, 1)}
 		}, 500, false, 1},
+		// The record refused throughout, its draft written: another
+		// instance (or this one) commits the draft, no second call.
 		{"record write 503", func(id string) storagetest.Fault {
 			return storagetest.Fault{Status: 503, Match: storagetest.MatchUpload("jobs/" + id + "/result.json")}
 		}, 500, true, 1},
@@ -526,11 +530,12 @@ func TestPausedHolderAnswersFirst(t *testing.T) {
 	checkAgree(t, rec)
 }
 
-// A paid answer whose draft Cloud Storage refuses for a while is retried
-// for as long as the run may last, holding the job, even after its caller
-// has hung up: a redelivery to another instance meanwhile is refused, then
-// finds the record. One call. (The writes used to give up after six tries
-// and release the job, and another instance paid for it again.)
+// A paid answer whose record and draft Cloud Storage refuses for a while
+// is retried for as long as the run may last, holding the job, even after
+// its caller has hung up: a redelivery to another instance meanwhile is
+// refused, then finds the record. One call. (The writes used to give up
+// after six tries and release the job, and another instance paid for it
+// again.)
 func TestPaidAnswerOutlastsRefusals(t *testing.T) {
 	t.Parallel()
 	m := newModel(t)
@@ -541,9 +546,10 @@ func TestPaidAnswerOutlastsRefusals(t *testing.T) {
 	data := []byte(`{"prompt": "a windmill at dusk", "aspectRatio": "1:1"}`)
 	when := time.Now()
 
-	// 403 is not retried inside the client library: one refusal per try.
-	const refusals = 8
-	first.gcsFaults.Inject(storagetest.Fault{Status: 403, Times: refusals, Match: storagetest.MatchUpload("jobs/" + id + "/attempt-1.json")})
+	// 403 is not retried inside the client library: two refusals per try
+	// (the record, then the draft), eight tries.
+	const refusals = 2 * 8
+	first.gcsFaults.Inject(storagetest.Fault{Status: 403, Times: refusals, Match: answerWrites(id, 1)})
 	ctx, hangUp := context.WithCancel(t.Context())
 	go func() {
 		for _, n := first.gcsFaults.Counts(); n == 0; _, n = first.gcsFaults.Counts() {
@@ -564,7 +570,7 @@ func TestPaidAnswerOutlastsRefusals(t *testing.T) {
 		t.Error("the redelivery was not refused while the first instance held the job")
 	}
 	if _, got := first.gcsFaults.Counts(); got != refusals {
-		t.Errorf("the draft was refused %d times, want %d", got, refusals)
+		t.Errorf("the record and draft were refused %d times, want %d", got, refusals)
 	}
 	rec := storedRecord(t, id)
 	if got := m.Calls(); got != 1 || rec.Attempts != 1 {
@@ -588,6 +594,8 @@ func TestTakenOverWhileKeepingAnAnswer(t *testing.T) {
 	m := newModel(t)
 	cfg := baseConfig(t, m)
 	cfg.Model.MaxAttempts = 1
+	// The taker, refused its record throughout, keeps retrying it for 6 s.
+	cfg.Limits.FunctionTimeout = 8 * time.Second
 	sleeper, taker := newInstance(t, cfg, "sleeper"), newInstance(t, cfg, "taker")
 	msgID := "sleeper-" + uniq(t)
 	id := derivedMessageID(msgID)
@@ -595,9 +603,12 @@ func TestTakenOverWhileKeepingAnAnswer(t *testing.T) {
 	when := time.Now()
 	draft := func(attempt int) string { return fmt.Sprintf("jobs/%s/attempt-%d.json", id, attempt) }
 
-	// The sleeper's draft is refused four times (its retries end about
-	// 3 s after the first); its caller hangs up at the first refusal.
-	sleeper.gcsFaults.Inject(storagetest.Fault{Status: 403, Times: 4, Match: storagetest.MatchUpload(draft(1))})
+	// Four refusals of the sleeper's record and draft: its first try is
+	// refused both, and each later one the draft (once the job is taken
+	// over) or both (before): it gets its draft in within 1.4 s, and its
+	// record could go in on its third try at the earliest (0.6 s). Its
+	// caller hangs up at the first refusal.
+	sleeper.gcsFaults.Inject(storagetest.Fault{Status: 403, Times: 4, Match: answerWrites(id, 1)})
 	ctx, hangUp := context.WithCancel(t.Context())
 	go func() {
 		for _, n := sleeper.gcsFaults.Counts(); n == 0; _, n = sleeper.gcsFaults.Counts() {
@@ -609,16 +620,33 @@ func TestTakenOverWhileKeepingAnAnswer(t *testing.T) {
 		t.Fatalf("the first delivery answered %d; its caller should have gone", status)
 	}
 	// Meanwhile the sleeper's lease runs out (it is paused), and the taker
-	// claims the job, pays, writes its draft and is refused its record.
-	sleeper.advance(cfg.Storage.Lease + time.Second)
+	// claims the job, pays, is refused its record and writes its draft
+	// (for 6 s, then it answers 500). The sleeper wakes once the taker
+	// has paid.
 	taker.advance(cfg.Storage.Lease + time.Second)
 	taker.gcsFaults.Inject(storagetest.Fault{Status: 403, Match: storagetest.MatchUpload("jobs/" + id + "/result.json")})
-	deliver(t, taker.path+"/OnMessage", msgID, data, when, http.StatusInternalServerError)
-	if m.Calls() != 2 {
-		t.Fatalf("%d model calls before the sleeper wakes, want 2", m.Calls())
+	takerStatus := make(chan int, 1)
+	go func() {
+		status, err := messageEvent(t.Context(), taker.path+"/OnMessage", msgID, data, when)
+		if err != nil {
+			t.Error(err)
+		}
+		takerStatus <- status
+	}()
+	for deadline := time.Now().Add(10 * time.Second); m.Calls() < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d model calls: the taker never paid", m.Calls())
+		}
 	}
-	// The sleeper's retries end: its draft is written (and, were it to
-	// commit, tidied away with a record); wait for what follows.
+	sleeper.advance(cfg.Storage.Lease + time.Second)
+	if status := <-takerStatus; status != http.StatusInternalServerError {
+		t.Fatalf("the taker answered %d, want 500", status)
+	}
+	if m.Calls() != 2 {
+		t.Fatalf("%d model calls before the redelivery, want 2", m.Calls())
+	}
+	// The sleeper's retries end: it finds the job taken over and writes
+	// its draft (were it to commit instead, a record); wait for that.
 	exists := func(name string) bool {
 		_, err := stack.gcs.Bucket(outputBucket).Object(name).Attrs(t.Context())
 		return err == nil
@@ -646,4 +674,12 @@ func TestTakenOverWhileKeepingAnAnswer(t *testing.T) {
 		t.Errorf("%d model calls; the record counts %d calls, %.4f USD; want 2 calls, %.4f USD", got, rec.Attempts, rec.CostUSD, 2*oneCallCost)
 	}
 	checkAgree(t, rec)
+}
+
+// answerWrites matches the writes that keep attempt's answer: the job's
+// record and the attempt's draft.
+func answerWrites(id string, attempt int) func(*http.Request, []byte) bool {
+	record := storagetest.MatchUpload("jobs/" + id + "/result.json")
+	draft := storagetest.MatchUpload(fmt.Sprintf("jobs/%s/attempt-%d.json", id, attempt))
+	return func(r *http.Request, body []byte) bool { return record(r, body) || draft(r, body) }
 }

@@ -216,7 +216,8 @@ func (s *Service) call(ctx context.Context, claim *storage.Claim, j job.Job, rec
 
 // finish keeps a paid answer: the images the spool held through a failed
 // upload are written, then after completes the record (renditions, turns;
-// once), then the draft; then the record.
+// once), then the record is committed — or, if Cloud Storage refuses it,
+// the answer goes into the attempt's draft (storage.Commit).
 //
 // A paid answer is worth waiting for: while Cloud Storage refuses these
 // writes they are retried in process until keepUntil, on a context the
@@ -225,8 +226,10 @@ func (s *Service) call(ctx context.Context, claim *storage.Claim, j job.Job, rec
 // should the instance pause past its lease meanwhile, Commit finds the job
 // taken over and leaves it to its taker). Past keepUntil the answer stays
 // in memory for a redelivery to this instance (unfinished) and the claim
-// is released.
+// is released; a draft that was written meanwhile lets any instance finish
+// it.
 func (s *Service) finish(ctx context.Context, c *storage.Claim, rec job.Record, outputs *storage.Outputs, after func(context.Context, *job.Record), keepUntil time.Time) (job.Record, error) {
+	var stored *job.Record
 	write := func(ctx context.Context) error {
 		if outputs != nil {
 			if err := outputs.Flush(ctx); err != nil {
@@ -237,29 +240,40 @@ func (s *Service) finish(ctx context.Context, c *storage.Claim, rec job.Record, 
 			after(ctx, &rec)
 			after = nil
 		}
-		return s.store.WriteDraft(ctx, c, rec)
+		r, err := s.record(ctx, c, rec)
+		if err != nil {
+			return err
+		}
+		stored = &r
+		return nil
 	}
-	err := write(ctx)
-	if err != nil && job.Retryable(err) {
+	// Like commit, the first try goes on after the caller hangs up.
+	first, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	err := write(first)
+	cancel()
+	if err != nil && job.Retryable(err) && !errors.Is(err, storage.ErrTakenOver) {
 		kctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), keepUntil)
 		stop := s.store.KeepAlive(kctx, c)
 		err = retryStorage(kctx, err, write)
 		stop()
 		cancel()
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, storage.ErrTakenOver):
+		return job.Record{}, err // the job is its taker's now
+	case err != nil:
 		s.unfinished.keep(s.now(), rec, outputs, after)
 		s.release(context.WithoutCancel(ctx), c)
 		return job.Record{}, err
 	}
-	return s.commit(ctx, c, rec)
+	return s.announce(ctx, *stored)
 }
 
 // retryStorage runs write again after err until it succeeds, fails for
 // good, or ctx ends; the pause between tries doubles from 200 ms to 5 s.
 func retryStorage(ctx context.Context, err error, write func(context.Context) error) error {
 	delay := 200 * time.Millisecond
-	for job.Retryable(err) {
+	for job.Retryable(err) && !errors.Is(err, storage.ErrTakenOver) {
 		slog.WarnContext(ctx, "keeping a paid answer: Cloud Storage refused it; retrying", "error", err)
 		select {
 		case <-ctx.Done():
@@ -314,11 +328,26 @@ func (s *Service) hold(ctx context.Context, c *storage.Claim, j job.Job, reason 
 func (s *Service) commit(ctx context.Context, c *storage.Claim, rec job.Record) (job.Record, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 	defer cancel()
-	sctx, end := s.traces.Step(ctx, "record")
-	stored, _, err := s.store.Commit(sctx, c, rec)
-	if end(err); err != nil {
+	stored, err := s.record(ctx, c, rec)
+	if err != nil {
 		return job.Record{}, err
 	}
+	return s.announce(ctx, stored)
+}
+
+// record stores the record, or finds the one that won.
+func (s *Service) record(ctx context.Context, c *storage.Claim, rec job.Record) (job.Record, error) {
+	sctx, end := s.traces.Step(ctx, "record")
+	stored, _, err := s.store.Commit(sctx, c, rec)
+	end(err)
+	return stored, err
+}
+
+// announce publishes a stored record's event. Like commit, it goes on after
+// the caller hangs up.
+func (s *Service) announce(ctx context.Context, stored job.Record) (job.Record, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer cancel()
 	if err := s.publish(ctx, stored); err != nil {
 		return job.Record{}, err
 	}
