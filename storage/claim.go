@@ -142,7 +142,7 @@ func (s *Store) Claim(ctx context.Context, jobID, fingerprint string, trig job.T
 		}
 		cond := CreateOnly
 
-		cur, curGen, err := s.readLease(ctx, dir)
+		cur, curGen, err := s.leaseOf(ctx, dir, jobID, fingerprint, run, now)
 		switch {
 		case errors.Is(err, gcs.ErrObjectNotExist):
 		case err != nil:
@@ -196,6 +196,65 @@ func (s *Store) Claim(ctx context.Context, jobID, fingerprint string, trig job.T
 	}
 	// Retry later: the claim changed hands under every pass.
 	return nil, nil, fmt.Errorf("%w: job %s: claim contended, try again", job.ErrTransient, jobID)
+}
+
+// leaseOf reads the job's claim.json — or, for a job this instance queued
+// moments ago for the same work, takes it as queued: the generation-match
+// write that follows then holds only if no one has changed it since, and
+// a lost race reads it again. One request fewer for a job queued and run
+// by the same instance.
+func (s *Store) leaseOf(ctx context.Context, dir, jobID, fingerprint string, run int64, now time.Time) (lease, int64, error) {
+	if q, ok := s.queued.take(jobID, now); ok && q.l.Fingerprint == fingerprint && q.l.Run == run && !q.l.running(now) {
+		return q.l, q.gen, nil
+	}
+	return s.readLease(ctx, dir)
+}
+
+// queuedClaims remembers, for queuedFor, the queued claims an instance
+// wrote; at most maxQueued at once.
+type queuedClaims struct {
+	mu sync.Mutex
+	m  map[string]queuedClaim
+}
+
+type queuedClaim struct {
+	l   lease
+	gen int64
+	at  time.Time
+}
+
+const (
+	queuedFor = time.Minute
+	maxQueued = 4096
+)
+
+func (q *queuedClaims) put(jobID string, l lease, gen int64, now time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.m == nil {
+		q.m = map[string]queuedClaim{}
+	}
+	if len(q.m) >= maxQueued {
+		for id, c := range q.m {
+			if now.Sub(c.at) > queuedFor {
+				delete(q.m, id)
+			}
+		}
+		if len(q.m) >= maxQueued {
+			return // run elsewhere: their claims are read
+		}
+	}
+	q.m[jobID] = queuedClaim{l, gen, now}
+}
+
+func (q *queuedClaims) take(jobID string, now time.Time) (queuedClaim, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	c, ok := q.m[jobID]
+	if ok {
+		delete(q.m, jobID)
+	}
+	return c, ok && now.Sub(c.at) <= queuedFor
 }
 
 // reclaimable: a failed, retryable record may be run again by an explicit

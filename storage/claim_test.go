@@ -298,3 +298,52 @@ func TestJobIDGuard(t *testing.T) {
 		}
 	}
 }
+
+// A job this instance queued is claimed without reading its queued claim
+// back; should anyone have changed it meanwhile, the claim's
+// generation-match write fails and the claim is read after all.
+func TestClaimOfQueuedJob(t *testing.T) {
+	httpTrig := job.Trigger{Kind: job.HTTP, Source: "request/r1"}
+	t.Run("queued here", func(t *testing.T) {
+		srv := newServer(t)
+		s := newStore(srv.Client, newClock(), "me", job.GeminiAPI)
+		if rec, err := s.Queue(t.Context(), "q", "fp", httpTrig, false); rec != nil || err != nil {
+			t.Fatalf("Queue = %v, %v", rec, err)
+		}
+		before, _ := srv.Transport.Counts()
+		c, rec, err := s.Claim(t.Context(), "q", "fp", httpTrig)
+		if err != nil || rec != nil || c == nil || c.Attempt != 1 {
+			t.Fatalf("Claim = %+v, %v, %v; want attempt 1", c, rec, err)
+		}
+		if after, _ := srv.Transport.Counts(); after-before != 2 {
+			t.Errorf("Claim made %d Cloud Storage requests, want 2 (the record read, the claim written)", after-before)
+		}
+		if st, err := s.Status(t.Context(), "q"); err != nil || st.State != job.Running {
+			t.Errorf("Status = %+v, %v; want running", st, err)
+		}
+	})
+	t.Run("taken meanwhile", func(t *testing.T) {
+		srv := newServer(t)
+		clk := newClock()
+		s, other := newStore(srv.Client, clk, "me", job.GeminiAPI), newStore(srv.Client, clk, "other", job.GeminiAPI)
+		if _, err := s.Queue(t.Context(), "q", "fp", httpTrig, false); err != nil {
+			t.Fatal(err)
+		}
+		if c, _, err := other.Claim(t.Context(), "q", "fp", httpTrig); err != nil || c == nil {
+			t.Fatalf("the other instance's Claim = %v, %v", c, err)
+		}
+		if c, _, err := s.Claim(t.Context(), "q", "fp", httpTrig); c != nil || !errors.Is(err, job.ErrTransient) {
+			t.Fatalf("Claim of a job running elsewhere = %+v, %v; want ErrTransient", c, err)
+		}
+	})
+	t.Run("other work", func(t *testing.T) {
+		srv := newServer(t)
+		s := newStore(srv.Client, newClock(), "me", job.GeminiAPI)
+		if _, err := s.Queue(t.Context(), "q", "fp", httpTrig, false); err != nil {
+			t.Fatal(err)
+		}
+		if c, _, err := s.Claim(t.Context(), "q", "fp2", httpTrig); c != nil || !errors.Is(err, job.ErrConflict) {
+			t.Fatalf("Claim for other work = %+v, %v; want ErrConflict", c, err)
+		}
+	})
+}

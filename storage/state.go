@@ -45,8 +45,11 @@ func (s *Store) Queue(ctx context.Context, jobID, fingerprint string, trig job.T
 	now := s.now()
 	l := lease{JobID: jobID, State: job.Queued, Since: now, CreatedAt: now, Nonce: randomHex(8),
 		Fingerprint: fingerprint, Trigger: trig}
-	_, won, err := s.putLease(ctx, dir, l, CreateOnly)
+	gen, won, err := s.putLease(ctx, dir, l, CreateOnly)
 	if err != nil || won {
+		if won {
+			s.queued.put(jobID, l, gen, now)
+		}
 		return nil, err
 	}
 	cur, _, err := s.readLease(ctx, dir)

@@ -101,6 +101,9 @@ type Store struct {
 	// backoff and attempts pace the retries of one-request writes (WithRetry).
 	backoff  gax.Backoff
 	attempts int
+	// queued are the queued claims this instance wrote (Queue), for its own
+	// Claim of the job moments later.
+	queued queuedClaims
 }
 
 // An Option changes a Store built by New.
