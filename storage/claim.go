@@ -354,10 +354,13 @@ func (s *Store) findDraft(ctx context.Context, dir string, c *Claim) error {
 			slog.WarnContext(ctx, "draft ignored", "object", d.name)
 			continue
 		}
-		c.Draft = &rec
-		// A draft's counts are cumulative over the attempts before it.
+		// A draft's counts are cumulative over the attempts before it; and
+		// calls noted after it was written count too (an attempt that took
+		// the job over before the draft landed, and paid again).
 		c.PriorCalls = max(c.PriorCalls, rec.Attempts)
 		c.PriorCost = max(c.PriorCost, rec.CostUSD)
+		rec.Attempts, rec.CostUSD = c.PriorCalls, c.PriorCost
+		c.Draft = &rec
 		return nil
 	}
 	return nil

@@ -236,6 +236,35 @@ func TestRefusedRecordKeepsDraft(t *testing.T) {
 	}
 }
 
+// A draft that lands after its attempt was taken over — its record
+// refused, and the taker paid again — is committed by the attempt after
+// them counting both calls: the draft's answer, everyone's calls.
+func TestLateDraftCountsLaterCalls(t *testing.T) {
+	srv := newServer(t)
+	clk := newClock()
+	s := newStore(srv.Client, clk, "me", job.GeminiAPI)
+	c1, _, _ := s.Claim(t.Context(), "late", "fp", upload1)
+	rec1 := runAttempt(t, s, c1, false) // paid; its record is refused
+	clk.advance(2 * time.Minute)
+	c2, _, err := s.Claim(t.Context(), "late", "fp", upload1)
+	if err != nil || c2 == nil || c2.Draft != nil {
+		t.Fatalf("takeover = %+v, %v; want a claim without a draft", c2, err)
+	}
+	runAttempt(t, s, c2, false) // paid again; then it dies
+	if err := s.WriteDraft(t.Context(), c1, rec1); err != nil {
+		t.Fatal(err) // the first attempt's draft lands late
+	}
+	clk.advance(2 * time.Minute)
+	c3, _, err := s.Claim(t.Context(), "late", "fp", upload1)
+	if err != nil || c3 == nil || c3.Draft == nil {
+		t.Fatalf("Claim = %+v, %v; want a claim with the first attempt's draft", c3, err)
+	}
+	got := commitRecord(t, s, c3, *c3.Draft)
+	if got.Attempts != 2 || got.CostUSD != 0.078 || got.ResponseID != rec1.ResponseID {
+		t.Errorf("committed %d calls, $%v, response %q; want 2 calls, $0.078, the first attempt's answer", got.Attempts, got.CostUSD, got.ResponseID)
+	}
+}
+
 // A holder that crashes after its images but before any draft: the next
 // attempt pays again (counted, via the lease's call count) and the orphaned
 // images are removed when its record wins.
