@@ -111,10 +111,25 @@ func (s *Store) Claim(ctx context.Context, jobID, fingerprint string, trig job.T
 	if err != nil {
 		return nil, nil, err
 	}
+	// A job this instance queued moments ago for the same work (Queue),
+	// finding no record, is taken as queued, unread: while claim.json is
+	// still that create-only write, no attempt has claimed the job since,
+	// so none has committed a record either (the pipeline commits records
+	// only under a claim). The first pass's generation-match write is what
+	// proves it; should it fail, the next pass reads both as usual. Two
+	// requests fewer for a job queued and run by the same instance.
+	q, queued := s.queued.take(jobID, s.now())
+	queued = queued && q.l.Fingerprint == fingerprint && q.l.State == job.Queued
 	// Each pass reads the state and makes one conditional write; a lost race
 	// (412 that is not ours) re-reads, which then sees the winner's lease.
-	for range 4 {
-		rec, _, recGen, err := s.readRecord(ctx, dir)
+	for pass := range 4 {
+		unread := queued && pass == 0
+		var rec job.Record
+		var recGen int64
+		err := gcs.ErrObjectNotExist
+		if !unread {
+			rec, _, recGen, err = s.readRecord(ctx, dir)
+		}
 		run := int64(0)
 		priorCalls, priorCost := 0, 0.0
 		switch {
@@ -142,7 +157,10 @@ func (s *Store) Claim(ctx context.Context, jobID, fingerprint string, trig job.T
 		}
 		cond := CreateOnly
 
-		cur, curGen, err := s.leaseOf(ctx, dir, jobID, fingerprint, run, now)
+		cur, curGen, err := q.l, q.gen, error(nil)
+		if !unread {
+			cur, curGen, err = s.readLease(ctx, dir)
+		}
 		switch {
 		case errors.Is(err, gcs.ErrObjectNotExist):
 		case err != nil:
@@ -198,20 +216,8 @@ func (s *Store) Claim(ctx context.Context, jobID, fingerprint string, trig job.T
 	return nil, nil, fmt.Errorf("%w: job %s: claim contended, try again", job.ErrTransient, jobID)
 }
 
-// leaseOf reads the job's claim.json — or, for a job this instance queued
-// moments ago for the same work, takes it as queued: the generation-match
-// write that follows then holds only if no one has changed it since, and
-// a lost race reads it again. One request fewer for a job queued and run
-// by the same instance.
-func (s *Store) leaseOf(ctx context.Context, dir, jobID, fingerprint string, run int64, now time.Time) (lease, int64, error) {
-	if q, ok := s.queued.take(jobID, now); ok && q.l.Fingerprint == fingerprint && q.l.Run == run && !q.l.running(now) {
-		return q.l, q.gen, nil
-	}
-	return s.readLease(ctx, dir)
-}
-
 // queuedClaims remembers, for queuedFor, the queued claims an instance
-// wrote; at most maxQueued at once.
+// wrote (Queue) for its own Claim of the job; at most maxQueued at once.
 type queuedClaims struct {
 	mu sync.Mutex
 	m  map[string]queuedClaim

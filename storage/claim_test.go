@@ -300,8 +300,9 @@ func TestJobIDGuard(t *testing.T) {
 }
 
 // A job this instance queued is claimed without reading its queued claim
-// back; should anyone have changed it meanwhile, the claim's
-// generation-match write fails and the claim is read after all.
+// back or looking for a record; should anyone have changed the claim
+// meanwhile, the claim's generation-match write fails and both are read
+// after all.
 func TestClaimOfQueuedJob(t *testing.T) {
 	httpTrig := job.Trigger{Kind: job.HTTP, Source: "request/r1"}
 	t.Run("queued here", func(t *testing.T) {
@@ -315,8 +316,8 @@ func TestClaimOfQueuedJob(t *testing.T) {
 		if err != nil || rec != nil || c == nil || c.Attempt != 1 {
 			t.Fatalf("Claim = %+v, %v, %v; want attempt 1", c, rec, err)
 		}
-		if after, _ := srv.Transport.Counts(); after-before != 2 {
-			t.Errorf("Claim made %d Cloud Storage requests, want 2 (the record read, the claim written)", after-before)
+		if after, _ := srv.Transport.Counts(); after-before != 1 {
+			t.Errorf("Claim made %d Cloud Storage requests, want 1 (the claim written)", after-before)
 		}
 		if st, err := s.Status(t.Context(), "q"); err != nil || st.State != job.Running {
 			t.Errorf("Status = %+v, %v; want running", st, err)
@@ -334,6 +335,24 @@ func TestClaimOfQueuedJob(t *testing.T) {
 		}
 		if c, _, err := s.Claim(t.Context(), "q", "fp", httpTrig); c != nil || !errors.Is(err, job.ErrTransient) {
 			t.Fatalf("Claim of a job running elsewhere = %+v, %v; want ErrTransient", c, err)
+		}
+	})
+	t.Run("resubmission of a failed record", func(t *testing.T) {
+		srv := newServer(t)
+		s := newStore(srv.Client, newClock(), "me", job.GeminiAPI)
+		r := job.Record{JobID: "q", Fingerprint: "fp", Outcome: job.Failed, Trigger: upload1, Attempts: 2,
+			Error: &job.Error{Code: "UNAVAILABLE", Message: "down", Retryable: true}}
+		commitRecord(t, s, nil, r)
+		if rec, err := s.Queue(t.Context(), "q", "fp", httpTrig, false); rec != nil || err != nil {
+			t.Fatalf("Queue of a resubmission = %v, %v; want it queued", rec, err)
+		}
+		c, rec, err := s.Claim(t.Context(), "q", "fp", httpTrig)
+		if err != nil || rec != nil || c == nil || c.PriorCalls != 2 {
+			t.Fatalf("Claim = %+v, %v, %v; want a claim counting the record's 2 calls", c, rec, err)
+		}
+		r.Outcome, r.Error, r.Attempts = job.Succeeded, nil, 3
+		if got := commitRecord(t, s, c, r); got.Outcome != job.Succeeded || got.Attempts != 3 {
+			t.Errorf("committed %s with %d calls; want the resubmission's record, 3 calls", got.Outcome, got.Attempts)
 		}
 	})
 	t.Run("other work", func(t *testing.T) {

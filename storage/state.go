@@ -33,8 +33,9 @@ func (s *Store) Queue(ctx context.Context, jobID, fingerprint string, trig job.T
 	} else {
 		err = gcs.ErrObjectNotExist
 	}
+	noRecord := errors.Is(err, gcs.ErrObjectNotExist)
 	switch {
-	case errors.Is(err, gcs.ErrObjectNotExist):
+	case noRecord:
 	case err != nil:
 		return nil, classify(err, "reading "+dir+resultFile)
 	case rec.Fingerprint != "" && rec.Fingerprint != fingerprint:
@@ -47,7 +48,9 @@ func (s *Store) Queue(ctx context.Context, jobID, fingerprint string, trig job.T
 		Fingerprint: fingerprint, Trigger: trig}
 	gen, won, err := s.putLease(ctx, dir, l, CreateOnly)
 	if err != nil || won {
-		if won {
+		if won && noRecord {
+			// For this instance's Claim of the job (not a reclaimed
+			// record's: its claim must name the record it replaces).
 			s.queued.put(jobID, l, gen, now)
 		}
 		return nil, err
