@@ -233,6 +233,15 @@ func NewServer(opts ...Options) *Server {
 	return &Server{Handler: h, URL: srv.URL, srv: srv}
 }
 
+// Warm draws and encodes an answer's image once, ahead of traffic, so that
+// a fresh stand-in's first answer does not also pay for growing its heap
+// (about 40 ms against 20–25 ms for the next ones on two cores). It is
+// not a call: nothing is counted, recorded or cached.
+func (h *Handler) Warm() {
+	b := drawPNG(0, 1024, 1024, nil)
+	_, _ = json.Marshal(answerPart{InlineData: &answerBlob{MIMEType: "image/png", Data: b}})
+}
+
 // Close releases hanging requests and shuts the server down.
 func (s *Server) Close() {
 	s.Release()

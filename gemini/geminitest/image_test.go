@@ -42,3 +42,16 @@ func TestAdler32Combine(t *testing.T) {
 		}
 	}
 }
+
+// Warm is not a call: nothing counted, recorded or cached.
+func TestWarm(t *testing.T) {
+	srv := NewServer()
+	defer srv.Close()
+	srv.Warm()
+	if srv.Calls() != 0 || len(srv.Requests()) != 0 {
+		t.Errorf("after Warm: %d calls, %d requests; want none", srv.Calls(), len(srv.Requests()))
+	}
+	if n := srv.cache.order.Len(); n != 0 {
+		t.Errorf("after Warm: %d images cached, want none", n)
+	}
+}

@@ -179,6 +179,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			return nil, fmt.Errorf("stand-in model: %w", err)
 		}
 		s.Model = geminitest.NewHandler(geminitest.Options{Latency: o.ModelLatency})
+		go s.Model.Warm() // the first job's answer then comes as fast as the rest
 		url, stop, err := serve(net.JoinHostPort(o.Host, strconv.Itoa(modelPort)), s.Model)
 		if err != nil {
 			return nil, fmt.Errorf("stand-in model: %w", err)
