@@ -12,6 +12,7 @@ import (
 	"image/draw"
 	_ "image/jpeg" // decode JPEG inputs of edits
 	_ "image/png"  // decode PNG inputs of edits
+	"io"
 	"math"
 	"runtime"
 	"sync"
@@ -87,10 +88,10 @@ type source struct {
 // filter and Huffman-only deflate: on grain, LZ77 matching finds nothing and
 // only costs time, so this is several times faster than image/png at
 // BestSpeed for the same size (BenchmarkDrawPNG), and the stand-in does not
-// become the bottleneck of a load test. Bands of rows are drawn and
-// compressed at once, one per CPU (each with its own grain), and their
-// deflate streams joined: the first answer of a fresh stand-in, which no
-// cache can hold, comes that much sooner.
+// become the bottleneck of a load test. Bands of rows (up to maxBands, each
+// with its own grain) are drawn and compressed at once, as many as there
+// are CPUs, and their deflate streams joined: the first answer of a fresh
+// stand-in, which no cache can hold, comes that much sooner.
 func drawPNG(seed uint64, width, height int, src *source) []byte {
 	r := rng(seed | 1)
 	c1 := [3]float64{float64(uint8(r.next())), float64(uint8(r.next())), float64(uint8(r.next()))}
@@ -115,10 +116,9 @@ func drawPNG(seed uint64, width, height int, src *source) []byte {
 	rows := func(y0, y1 int, noise rng, last bool) band {
 		var out bytes.Buffer
 		out.Grow((y1 - y0) * width * 2)
-		zw, err := flate.NewWriter(&out, flate.HuffmanOnly)
-		if err != nil {
-			panic("geminitest: " + err.Error()) // HuffmanOnly is a valid level
-		}
+		zw := huffmanWriters.Get().(*flate.Writer)
+		defer huffmanWriters.Put(zw)
+		zw.Reset(&out)
 		sum := adler32.New()
 		row := make([]byte, 1+3*width)
 		for y := y0; y < y1; y++ {
@@ -162,11 +162,17 @@ func drawPNG(seed uint64, width, height int, src *source) []byte {
 		}
 		return band{out.Bytes(), sum.Sum32(), (y1 - y0) * len(row)}
 	}
-	n := max(1, min(runtime.GOMAXPROCS(0), maxBands, height/64))
+	// The bands depend on the image alone, never on the machine: the same
+	// key draws the same bytes everywhere (golden files hold their hashes).
+	// As many are drawn at once as there are CPUs.
+	n := max(1, min(maxBands, height/64))
 	bands := make([]band, n)
 	var wg sync.WaitGroup
+	slots := make(chan struct{}, runtime.GOMAXPROCS(0))
 	for b := range n {
 		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
 			bands[b] = rows(b*height/n, (b+1)*height/n, rng(seedOf(binary.LittleEndian.AppendUint64(nil, seed), []byte{byte(b)})|1), b == n-1)
 		})
 	}
@@ -195,7 +201,17 @@ func drawPNG(seed uint64, width, height int, src *source) []byte {
 	return buf.Bytes()
 }
 
-// maxBands bounds how many bands of an image are drawn at once.
+// huffmanWriters are Huffman-only compressors, reused: each holds about
+// 1 MB of state.
+var huffmanWriters = sync.Pool{New: func() any {
+	zw, err := flate.NewWriter(io.Discard, flate.HuffmanOnly)
+	if err != nil {
+		panic("geminitest: " + err.Error()) // HuffmanOnly is a valid level
+	}
+	return zw
+}}
+
+// maxBands is how many bands an image is drawn in, at most.
 const maxBands = 8
 
 // A band is rows of an image, deflated: their Adler-32 and length.
