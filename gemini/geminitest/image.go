@@ -180,7 +180,11 @@ func drawPNG(seed uint64, width, height int, src *source) []byte {
 
 	// The zlib stream: its header, the bands' deflate blocks in order, and
 	// the Adler-32 of all the rows.
-	idat := []byte{0x78, 0x01}
+	size := 2 + 4
+	for _, b := range bands {
+		size += len(b.deflated)
+	}
+	idat := append(make([]byte, 0, size), 0x78, 0x01)
 	sum := uint32(1) // Adler-32 of nothing
 	for _, b := range bands {
 		idat = append(idat, b.deflated...)
