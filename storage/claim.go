@@ -119,7 +119,7 @@ func (s *Store) Claim(ctx context.Context, jobID, fingerprint string, trig job.T
 	// proves it; should it fail, the next pass reads both as usual. Two
 	// requests fewer for a job queued and run by the same instance.
 	q, queued := s.queued.take(jobID, s.now())
-	queued = queued && q.l.Fingerprint == fingerprint && q.l.State == job.Queued
+	queued = queued && q.l.Fingerprint == fingerprint
 	// Each pass reads the state and makes one conditional write; a lost race
 	// (412 that is not ours) re-reads, which then sees the winner's lease.
 	for pass := range 4 {
@@ -493,7 +493,7 @@ func (s *Store) KeepAlive(ctx context.Context, c *Claim) (stop func()) {
 }
 
 // renew renews c's lease now. Its generation-match write is also the check
-// that the job is still this attempt's: it fails with job.ErrTransient when
+// that the job is still this attempt's: it fails with ErrTakenOver when
 // another attempt has taken it over.
 func (s *Store) renew(ctx context.Context, c *Claim) error {
 	c.mu.Lock()

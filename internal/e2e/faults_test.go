@@ -276,23 +276,12 @@ func TestPausedHolder(t *testing.T) {
 	id := derivedMessageID(msgID)
 	data := []byte(`{"prompt": "a moth at a window", "aspectRatio": "1:1"}`)
 	when := time.Now()
-	sleeperDone := make(chan error, 1)
-	go func() {
-		status, err := messageEvent(t.Context(), sleeper.path+"/OnMessage", msgID, data, when)
-		if err == nil && status != http.StatusOK {
-			err = fmt.Errorf("the sleeper answered %d", status)
-		}
-		sleeperDone <- err
-	}()
-	for deadline := time.Now().Add(10 * time.Second); m.Calls() == 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the sleeper never called the model: %v", <-sleeperDone)
-		}
-	}
+	sleeperDone := deliverLater(t, sleeper.path+"/OnMessage", msgID, data, when)
+	waitCalls(t, m, 1, "the sleeper")
 	deliver(t, taker.path+"/OnMessage", msgID, data, when, http.StatusOK)
 	won := storedRecord(t, id)
-	if err := <-sleeperDone; err != nil {
-		t.Fatal(err)
+	if a := <-sleeperDone; a.err != nil || a.status != http.StatusOK {
+		t.Fatalf("the sleeper answered %d, %v; want 200", a.status, a.err)
 	}
 
 	rec := storedRecord(t, id)
@@ -505,22 +494,14 @@ func TestPausedHolderAnswersFirst(t *testing.T) {
 	id := derivedMessageID(msgID)
 	data := []byte(`{"prompt": "a heron at dusk", "aspectRatio": "1:1"}`)
 	when := time.Now()
-	sleeperStatus := make(chan int, 1)
-	go func() {
-		status, _ := messageEvent(t.Context(), sleeper.path+"/OnMessage", msgID, data, when)
-		sleeperStatus <- status
-	}()
-	for deadline := time.Now().Add(10 * time.Second); m.Calls() == 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the sleeper never called the model")
-		}
-	}
+	sleeperDone := deliverLater(t, sleeper.path+"/OnMessage", msgID, data, when)
+	waitCalls(t, m, 1, "the sleeper")
 	// The sleeper pauses past its lease; the taker takes the job over.
 	sleeper.advance(cfg.Storage.Lease + time.Second)
 	taker.advance(cfg.Storage.Lease + time.Second)
 	deliver(t, taker.path+"/OnMessage", msgID, data, when, http.StatusOK)
-	if status := <-sleeperStatus; status != http.StatusInternalServerError {
-		t.Errorf("the sleeper answered %d; want 500 (the job was taken over)", status)
+	if a := <-sleeperDone; a.status != http.StatusInternalServerError {
+		t.Errorf("the sleeper answered %d, %v; want 500 (the job was taken over)", a.status, a.err)
 	}
 
 	rec := storedRecord(t, id)
@@ -550,16 +531,7 @@ func TestPaidAnswerOutlastsRefusals(t *testing.T) {
 	// (the record, then the draft), eight tries.
 	const refusals = 2 * 8
 	first.gcsFaults.Inject(storagetest.Fault{Status: 403, Times: refusals, Match: answerWrites(id, 1)})
-	ctx, hangUp := context.WithCancel(t.Context())
-	go func() {
-		for _, n := first.gcsFaults.Counts(); n == 0; _, n = first.gcsFaults.Counts() {
-			time.Sleep(10 * time.Millisecond)
-		}
-		hangUp()
-	}()
-	if status, err := messageEvent(ctx, first.path+"/OnMessage", msgID, data, when); err == nil {
-		t.Fatalf("the first delivery answered %d; its caller should have gone", status)
-	}
+	deliverHangingUp(t, first, msgID, data, when)
 	refused, err := untilAcked(t.Context(), func() (int, error) {
 		return messageEvent(t.Context(), second.path+"/OnMessage", msgID, data, when)
 	})
@@ -609,38 +581,18 @@ func TestTakenOverWhileKeepingAnAnswer(t *testing.T) {
 	// record could go in on its third try at the earliest (0.6 s). Its
 	// caller hangs up at the first refusal.
 	sleeper.gcsFaults.Inject(storagetest.Fault{Status: 403, Times: 4, Match: answerWrites(id, 1)})
-	ctx, hangUp := context.WithCancel(t.Context())
-	go func() {
-		for _, n := sleeper.gcsFaults.Counts(); n == 0; _, n = sleeper.gcsFaults.Counts() {
-			time.Sleep(5 * time.Millisecond)
-		}
-		hangUp()
-	}()
-	if status, err := messageEvent(ctx, sleeper.path+"/OnMessage", msgID, data, when); err == nil {
-		t.Fatalf("the first delivery answered %d; its caller should have gone", status)
-	}
+	deliverHangingUp(t, sleeper, msgID, data, when)
 	// Meanwhile the sleeper's lease runs out (it is paused), and the taker
 	// claims the job, pays, is refused its record and writes its draft
 	// (for 6 s, then it answers 500). The sleeper wakes once the taker
 	// has paid.
 	taker.advance(cfg.Storage.Lease + time.Second)
 	taker.gcsFaults.Inject(storagetest.Fault{Status: 403, Match: storagetest.MatchUpload("jobs/" + id + "/result.json")})
-	takerStatus := make(chan int, 1)
-	go func() {
-		status, err := messageEvent(t.Context(), taker.path+"/OnMessage", msgID, data, when)
-		if err != nil {
-			t.Error(err)
-		}
-		takerStatus <- status
-	}()
-	for deadline := time.Now().Add(10 * time.Second); m.Calls() < 2; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d model calls: the taker never paid", m.Calls())
-		}
-	}
+	takerDone := deliverLater(t, taker.path+"/OnMessage", msgID, data, when)
+	waitCalls(t, m, 2, "the taker")
 	sleeper.advance(cfg.Storage.Lease + time.Second)
-	if status := <-takerStatus; status != http.StatusInternalServerError {
-		t.Fatalf("the taker answered %d, want 500", status)
+	if a := <-takerDone; a.err != nil || a.status != http.StatusInternalServerError {
+		t.Fatalf("the taker answered %d, %v; want 500", a.status, a.err)
 	}
 	if m.Calls() != 2 {
 		t.Fatalf("%d model calls before the redelivery, want 2", m.Calls())
@@ -682,4 +634,48 @@ func answerWrites(id string, attempt int) func(*http.Request, []byte) bool {
 	record := storagetest.MatchUpload("jobs/" + id + "/result.json")
 	draft := storagetest.MatchUpload(fmt.Sprintf("jobs/%s/attempt-%d.json", id, attempt))
 	return func(r *http.Request, body []byte) bool { return record(r, body) || draft(r, body) }
+}
+
+// An answer is a delivery's status, or why there was none.
+type answer struct {
+	status int
+	err    error
+}
+
+// deliverLater sends a message delivery to fn without waiting for it; its
+// answer comes on the channel.
+func deliverLater(t *testing.T, fn, msgID string, data []byte, when time.Time) <-chan answer {
+	done := make(chan answer, 1)
+	go func() {
+		status, err := messageEvent(t.Context(), fn, msgID, data, when)
+		done <- answer{status, err}
+	}()
+	return done
+}
+
+// waitCalls waits until the model has made n calls, the last of them who's.
+func waitCalls(t *testing.T, m *geminitest.Server, n int, who string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); m.Calls() < n; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d model calls: %s never called the model", m.Calls(), who)
+		}
+	}
+}
+
+// deliverHangingUp sends a message delivery to in whose caller hangs up at
+// the first fault in's Cloud Storage injects; the delivery must not have
+// answered by then.
+func deliverHangingUp(t *testing.T, in *testInstance, msgID string, data []byte, when time.Time) {
+	t.Helper()
+	ctx, hangUp := context.WithCancel(t.Context())
+	go func() {
+		for _, n := in.gcsFaults.Counts(); n == 0; _, n = in.gcsFaults.Counts() {
+			time.Sleep(5 * time.Millisecond)
+		}
+		hangUp()
+	}()
+	if status, err := messageEvent(ctx, in.path+"/OnMessage", msgID, data, when); err == nil {
+		t.Fatalf("the delivery to %s answered %d; its caller should have gone", in.path, status)
+	}
 }
